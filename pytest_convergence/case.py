@@ -1,0 +1,272 @@
+"""Cases (what to train) and expectations (what a dtype must achieve).
+
+Both are plain dataclasses validated on construction, so a mistake in a declaration is reported
+where it was written, at collection, not minutes later from inside a training graph. A case has no
+dtype: the same case is trained in every dtype a test asks for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .dtypes import dtype_info
+from .errors import CaseError
+from .outcome import ENGINES, Outcome
+
+ModelSpec = Callable[[str], Any] | Mapping[str, Any]
+"""A builder called with the dtype policy name, or a Keras model config (``model.get_config()``
+wrapped as ``{"class_name": ..., "config": ...}``, as ``keras.saving.deserialize_keras_object``
+takes it)."""
+
+KerasSpec = str | Mapping[str, Any] | Any
+"""A name, a ``{"class_name", "config"}`` dict, or a Keras object, as ``keras.losses.get`` and
+``keras.optimizers.get`` take them."""
+
+FIT_DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What one dtype of a case must achieve; every field is optional and checked independently."""
+
+    converged: bool | None = None
+    outcome: tuple[Outcome, ...] | None = None
+    final_loss_below: float | None = None
+    steps_to_target_at_most: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome is not None:
+            raw = (self.outcome,) if isinstance(self.outcome, (str, Outcome)) else tuple(self.outcome)
+            object.__setattr__(self, "outcome", tuple(Outcome.parse(o, where="outcome") for o in raw))
+        if self.final_loss_below is not None:
+            _check_number(self.final_loss_below, "final_loss_below", case=None, allow_zero=True)
+        if self.steps_to_target_at_most is not None:
+            _check_positive_int(self.steps_to_target_at_most, "steps_to_target_at_most", case=None)
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any], *, where: str = "expectation") -> "Expectation":
+        """Build from user keywords, rejecting unknown ones with the list of valid ones."""
+        valid = [f.name for f in cls.__dataclass_fields__.values()]
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise CaseError(
+                f"unknown expectation keyword(s) {', '.join(unknown)}; valid ones are: {', '.join(valid)}",
+                field=where,
+            )
+        if kwargs.get("outcome") == "converged":
+            raise CaseError(
+                "'converged' is not an outcome but whether the target was met",
+                field=f"{where}.outcome",
+                fix="write converged=True (and final_loss_below=... or a target_loss on the case)",
+            )
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Case:
+    """What to train: model, data, loss, optimizer, budget and seed. Has no dtype.
+
+    ``steps`` counts optimizer steps (batches); ``epochs`` counts passes over the data as
+    ``model.fit`` does. Give one of them. Batching and shuffling follow ``model.fit`` exactly
+    (default batch size 32, shuffled each epoch), so the ``fit`` engine is a faithful reference.
+    """
+
+    name: str
+    model: ModelSpec
+    x: Any
+    y: Any
+    loss: KerasSpec
+    optimizer: KerasSpec = "rmsprop"
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    shuffle: bool = True
+    seed: int = 0
+    initial_weights: Sequence[Any] | None = None
+    target_loss: float | None = None
+    metrics: Sequence[Any] = ()
+    engine: str | None = None
+    expectations: Mapping[str, Expectation] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        name = self.name
+        if not isinstance(name, str) or not name.strip():
+            raise CaseError("a case needs a non-empty name", field="name")
+        if not (callable(self.model) or isinstance(self.model, Mapping)):
+            raise CaseError(
+                f"expected a builder function or a Keras model config dict, got {type(self.model).__name__}",
+                case=name,
+                field="model",
+            )
+        object.__setattr__(self, "x", _as_data(self.x, name, "x"))
+        object.__setattr__(self, "y", _as_data(self.y, name, "y"))
+        nx, ny = _num_samples(self.x), _num_samples(self.y)
+        if nx != ny:
+            raise CaseError(
+                f"x has {nx} samples but y has {ny}; they must have the same length",
+                case=name,
+                field="y",
+            )
+        if nx == 0:
+            raise CaseError("the data is empty", case=name, field="x")
+        if (self.steps is None) == (self.epochs is None):
+            raise CaseError(
+                "give exactly one of steps (optimizer steps) or epochs (passes over the data)",
+                case=name,
+                field="steps",
+            )
+        if self.steps is not None:
+            _check_positive_int(self.steps, "steps", case=name)
+        if self.epochs is not None:
+            _check_positive_int(self.epochs, "epochs", case=name)
+        if self.batch_size is not None:
+            _check_positive_int(self.batch_size, "batch_size", case=name)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise CaseError(f"seed must be an integer, got {self.seed!r}", case=name, field="seed")
+        if not isinstance(self.shuffle, bool):
+            raise CaseError(f"shuffle must be true or false, got {self.shuffle!r}", case=name, field="shuffle")
+        if self.target_loss is not None:
+            _check_number(self.target_loss, "target_loss", case=name, allow_zero=True)
+        if self.engine is not None and self.engine not in ENGINES:
+            raise CaseError(
+                f"unknown engine {self.engine!r}; valid engines are: {', '.join(ENGINES)}",
+                case=name,
+                field="engine",
+            )
+        for key in ("loss", "optimizer"):
+            _check_keras_spec(getattr(self, key), key, case=name)
+        expectations = {}
+        for dtype, expectation in dict(self.expectations).items():
+            dtype_info(dtype, where=f"expectations.{dtype}")
+            if isinstance(expectation, Mapping):
+                expectation = Expectation.from_kwargs(expectation, where=f"expectations.{dtype}")
+            if not isinstance(expectation, Expectation):
+                raise CaseError(
+                    f"expected an Expectation or a dict, got {type(expectation).__name__}",
+                    case=name,
+                    field=f"expectations.{dtype}",
+                )
+            expectations[dtype] = expectation
+        object.__setattr__(self, "expectations", expectations)
+        if self.initial_weights is not None:
+            object.__setattr__(
+                self, "initial_weights", [np.asarray(w) for w in self.initial_weights]
+            )
+
+    @classmethod
+    def sequential(
+        cls,
+        name: str,
+        *,
+        layers: Sequence[Mapping[str, Any]],
+        input_shape: Sequence[int],
+        **kwargs: Any,
+    ) -> "Case":
+        """A case whose model is a ``keras.Sequential`` of layer configs, as
+        ``keras.layers.deserialize`` takes them."""
+        if not isinstance(layers, Sequence) or isinstance(layers, (str, bytes)) or not layers:
+            raise CaseError("layers must be a non-empty list of layer configs", case=name, field="layers")
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, Mapping) or "class_name" not in layer:
+                raise CaseError(
+                    'each layer is a dict like {"class_name": "Dense", "config": {"units": 1}}',
+                    case=name,
+                    field=f"layers[{index}]",
+                )
+        config = {
+            "class_name": "Sequential",
+            "config": {
+                "name": _keras_name(name),
+                "layers": [
+                    {"class_name": "InputLayer", "config": {"batch_shape": [None, *input_shape]}},
+                    *[dict(layer) for layer in layers],
+                ],
+            },
+        }
+        return cls(name=name, model=config, **kwargs)
+
+    @property
+    def num_samples(self) -> int:
+        return _num_samples(self.x)
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size or FIT_DEFAULT_BATCH_SIZE
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.num_samples / self.effective_batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        if self.steps is not None:
+            return self.steps
+        assert self.epochs is not None
+        return self.epochs * self.batches_per_epoch
+
+    @property
+    def total_epochs(self) -> int:
+        return math.ceil(self.total_steps / self.batches_per_epoch)
+
+    def with_(self, **changes: Any) -> "Case":
+        """A copy with some fields changed, validated again (e.g. another learning rate)."""
+        return replace(self, **changes)
+
+
+def _keras_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+
+
+def _as_data(value: Any, case: str, key: str) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _as_data(v, case, f"{key}.{k}") for k, v in value.items()}
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise CaseError(f"cannot be read as an array: {error}", case=case, field=key) from None
+    if array.dtype == object or array.ndim == 0:
+        raise CaseError(
+            "expected a rectangular array with one row per sample", case=case, field=key
+        )
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
+        raise CaseError(f"expected numbers, got dtype {array.dtype}", case=case, field=key)
+    return array
+
+
+def _num_samples(data: Any) -> int:
+    if isinstance(data, Mapping):
+        lengths = {len(v) for v in data.values()}
+        return lengths.pop() if len(lengths) == 1 else -1
+    return len(data)
+
+
+def _check_positive_int(value: Any, key: str, *, case: str | None) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise CaseError(f"must be a positive integer, got {value!r}", case=case, field=key)
+
+
+def _check_number(value: Any, key: str, *, case: str | None, allow_zero: bool) -> None:
+    if (
+        not isinstance(value, (int, float, np.floating, np.integer))
+        or isinstance(value, bool)
+        or not math.isfinite(float(value))
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        raise CaseError(f"must be a finite non-negative number, got {value!r}", case=case, field=key)
+
+
+def _check_keras_spec(value: Any, key: str, *, case: str) -> None:
+    if value is None:
+        raise CaseError(f"a case needs a {key}", case=case, field=key)
+    if isinstance(value, Mapping) and "class_name" not in value:
+        raise CaseError(
+            f'a {key} config is a dict like {{"class_name": "...", "config": {{...}}}}',
+            case=case,
+            field=key,
+        )

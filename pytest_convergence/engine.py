@@ -1,0 +1,716 @@
+"""The training engines: the only module that imports TensorFlow, and only when a run is asked for.
+
+Three engines train a case the same way ``model.fit`` would:
+
+``fit``
+    plain ``model.fit``, the slow reference (about 44 ms an epoch on a two-sample model).
+``loop``
+    the whole training loop in one ``tf.function``, calling the compiled model's own
+    ``train_step`` on the very batches ``fit`` would draw, with metrics reset at each epoch's start
+    as ``fit`` resets them. Reusing Keras's step keeps loss scaling, regularisation losses and
+    metrics exactly as ``fit`` has them, so the history is bit-identical to ``fit``'s.
+``xla``
+    the same loop with ``jit_compile=True``: fastest; XLA fuses and reorders arithmetic, so its
+    numbers are near, not equal, to ``fit``'s.
+
+Batches: Keras's array adapter draws each epoch's order from a seeded ``tf.random.shuffle`` inside
+a ``tf.data`` function, re-seeded for every epoch's iterator. The loop engine asks Keras's own
+epoch iterator for the batches of the first two epochs; when they agree (they do whenever a seed
+is set, which every run does) the whole training is that epoch repeated, and the batches are kept
+on the device. If they ever differ, every epoch is drawn from Keras and stacked, which is slower
+to prepare but exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .case import Case
+from .dtypes import dtype_info
+from .errors import CaseError, TensorFlowMissingError
+from .outcome import ENGINES
+from .run import Run
+
+INSTALL_HINT = (
+    "pytest-convergence trains with TensorFlow, which is not installed here; "
+    "install it with: pip install 'pytest-convergence[tensorflow]' "
+    "(or 'pytest-convergence[tensorflow-cpu]' for the CPU-only wheel)"
+)
+
+
+def import_tensorflow() -> tuple[Any, Any]:
+    """Import TensorFlow and Keras on first use, quietly, with an actionable error if missing."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise TensorFlowMissingError(f"{INSTALL_HINT} ({error})") from error
+    import keras
+
+    return tf, keras
+
+
+def framework_versions() -> dict[str, str]:
+    """Versions a run depends on; recorded in every run so results say what produced them."""
+    tf, keras = import_tensorflow()
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_backend": keras.config.backend(),
+        "platform": f"{sys.platform}-{platform.machine()}",
+    }
+
+
+@contextlib.contextmanager
+def dtype_policy(keras: Any, policy: str) -> Iterator[None]:
+    """Make ``policy`` Keras's global dtype policy while a model is built and compiled.
+
+    Layers that don't name a dtype follow the global policy, and ``compile`` wraps the optimizer
+    in a ``LossScaleOptimizer`` when the model's policy is ``mixed_float16``, exactly as a user
+    who set the policy themselves would get.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def train(case: Case, dtype: str, engine: str | None = None) -> Run:
+    """Train ``case`` in ``dtype`` with ``engine`` (default: the case's, else ``loop``)."""
+    training = Training.prepare(case, dtype, engine or case.engine or "loop")
+    trace_start = time.perf_counter()
+    training.compile_loop()
+    trace_time = time.perf_counter() - trace_start
+    start = time.perf_counter()
+    record = training.execute()
+    wall_time = time.perf_counter() - start
+    return training.to_run(record, wall_time=wall_time, trace_time=trace_time)
+
+
+@dataclass
+class StepRecord:
+    """What one execution of the training produced, as numpy arrays."""
+
+    loss: np.ndarray
+    weights_changed: np.ndarray
+    update_size: np.ndarray
+    step_logs: np.ndarray
+    log_names: list[str]
+    loss_dtype: str
+    epoch_metrics: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Training:
+    """One case, built and compiled in one dtype for one engine, ready to execute.
+
+    Separate from :func:`train` so a benchmark can trace once and time executions alone.
+    """
+
+    def __init__(self, case: Case, dtype: str, engine: str, tf: Any, keras: Any) -> None:
+        self.case = case
+        self.dtype = dtype
+        self.engine = engine
+        self.tf = tf
+        self.keras = keras
+        self.model: Any = None
+        self.info = dtype_info(dtype)
+        self.initial_weights: dict[str, np.ndarray] = {}
+        self._loop: Callable[..., Any] | None = None
+        self._captured_loss: list[Any] = []
+
+    # ----------------------------------------------------------------------------- preparing
+    @classmethod
+    def prepare(cls, case: Case, dtype: str, engine: str) -> "Training":
+        if engine not in ENGINES:
+            raise CaseError(
+                f"unknown engine {engine!r}; valid engines are: {', '.join(ENGINES)}",
+                case=case.name,
+                dtype=dtype,
+                field="engine",
+            )
+        dtype_info(dtype)
+        tf, keras = import_tensorflow()
+        training = cls(case, dtype, engine, tf, keras)
+        training._build()
+        return training
+
+    def _error(self, message: str, field: str, fix: str | None = None) -> CaseError:
+        return CaseError(message, case=self.case.name, dtype=self.dtype, field=field, fix=fix)
+
+    def _build(self) -> None:
+        keras = self.keras
+        # Fresh global state: layer names (and so weight names in snapshots) restart at "dense",
+        # whatever was trained before in this process.
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(self.case.seed)
+        with dtype_policy(keras, self.dtype):
+            self.model = self._build_model()
+            loss = self._keras_object(keras.losses.get, self.case.loss, "loss")
+            optimizer = self._keras_object(keras.optimizers.get, self.case.optimizer, "optimizer")
+            try:
+                self.model.compile(
+                    loss=loss,
+                    optimizer=optimizer,
+                    metrics=list(self.case.metrics) or None,
+                    jit_compile=False,
+                )
+            except (ValueError, TypeError) as error:
+                raise self._error(f"Keras could not compile the model: {error}", "metrics") from None
+        self._install_loss_capture()
+        self.epoch_iterator = self._epoch_iterator()
+        try:
+            build = getattr(self.model, "_maybe_symbolic_build", None) or self.model._symbolic_build
+            build(iterator=self.epoch_iterator)
+        except Exception as error:  # noqa: BLE001 - Keras raises many types for bad shapes
+            raise self._error(
+                f"the model cannot take this data in {self.dtype}: {type(error).__name__}: "
+                f"{_first_line(error)}",
+                "x",
+                fix="check the input shape of the model against x, and the output against y",
+            ) from None
+        self._pin_initial_weights()
+        self.initial_weights = self._weights()
+
+    def _build_model(self) -> Any:
+        keras = self.keras
+        spec = self.case.model
+        try:
+            if callable(spec):
+                model = spec(self.dtype)
+            else:
+                model = _model_from_config(keras, spec)
+        except CaseError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a user's builder may raise anything
+            source = "the model builder raised" if callable(spec) else "Keras could not build the model config:"
+            raise self._error(f"{source} {type(error).__name__}: {_first_line(error)}", "model") from None
+        if not isinstance(model, keras.Model):
+            raise self._error(
+                f"the model builder must return a keras.Model, got {type(model).__name__}", "model"
+            )
+        return model
+
+    def _keras_object(self, getter: Callable[[Any], Any], spec: Any, field: str) -> Any:
+        """A fresh Keras object per run: a shared optimizer instance would carry its state over."""
+        if not isinstance(spec, (str, Mapping)) and hasattr(spec, "get_config"):
+            try:
+                return type(spec).from_config(spec.get_config())
+            except Exception as error:  # noqa: BLE001
+                raise self._error(f"cannot copy the {field} object: {error}", field) from None
+        try:
+            return getter(dict(spec) if isinstance(spec, Mapping) else spec)
+        except (ValueError, TypeError) as error:
+            raise self._error(
+                f"Keras does not know this {field}: {_first_line(error)}",
+                field,
+                fix=f"use a name or config that keras.{field}{'es' if field == 'loss' else 's'}.get accepts, "
+                'e.g. "binary_crossentropy" or {"class_name": "BinaryCrossentropy", "config": {...}}'
+                if field == "loss"
+                else f'use a name or config that keras.optimizers.get accepts, e.g. "sgd" or '
+                '{"class_name": "RMSprop", "config": {"learning_rate": 0.01}}',
+            ) from None
+
+    def _install_loss_capture(self) -> None:
+        """Record each step's loss exactly as Keras's loss tracker receives it.
+
+        ``train_step`` reports the running mean over the epoch; the per-step loss is the value
+        handed to the tracker, captured here without changing any arithmetic. The ``fit`` engine
+        reads it through a variable; the loop engine takes the tensor directly.
+        """
+        tracker = getattr(self.model, "_loss_tracker", None)
+        if tracker is None:
+            raise self._error(
+                "this Keras version has no loss tracker on the model; pytest-convergence supports "
+                "Keras 3 (TensorFlow 2.16 and newer)",
+                "model",
+            )
+        original = tracker.update_state
+        captured = self._captured_loss
+
+        def update_state(values: Any, *args: Any, **kwargs: Any) -> Any:
+            captured.append(values)
+            return original(values, *args, **kwargs)
+
+        tracker.update_state = update_state
+
+    def _epoch_iterator(self) -> Any:
+        from keras.src.backend.tensorflow.trainer import TFEpochIterator
+
+        return TFEpochIterator(
+            x=self.case.x,
+            y=self.case.y,
+            batch_size=self.case.effective_batch_size,
+            shuffle=self.case.shuffle,
+            distribute_strategy=self.model.distribute_strategy,
+            steps_per_execution=1,
+        )
+
+    def _pin_initial_weights(self) -> None:
+        pinned = self.case.initial_weights
+        if pinned is None:
+            return
+        current = self.model.get_weights()
+        if len(pinned) != len(current):
+            raise self._error(
+                f"{len(pinned)} arrays given but the model has {len(current)} weights "
+                f"({', '.join(str(w.shape) for w in current)})",
+                "initial_weights",
+            )
+        for index, (given, actual) in enumerate(zip(pinned, current)):
+            if tuple(given.shape) != tuple(actual.shape):
+                raise self._error(
+                    f"weight {index} has shape {tuple(given.shape)}, the model's has {tuple(actual.shape)}",
+                    f"initial_weights[{index}]",
+                )
+        self.model.set_weights([np.asarray(g).astype(a.dtype) for g, a in zip(pinned, current)])
+
+    def _weights(self) -> dict[str, np.ndarray]:
+        return {_weight_name(w): np.array(w.numpy()) for w in self.model.weights}
+
+    # ------------------------------------------------------------------------------ batches
+    def _draw_epoch(self) -> list[Any]:
+        batches = []
+        for entry in self.epoch_iterator:
+            iterator = entry[-1]
+            batches.append(next(iterator) if hasattr(iterator, "__next__") else iterator)
+        return batches
+
+    def _batch_plan(self) -> tuple[list[list[Any]], bool]:
+        """Each distinct epoch's batches, and whether the first epoch repeats for all epochs."""
+        tf = self.tf
+        epochs = self.case.total_epochs
+        first = self._draw_epoch()
+        if epochs == 1 or not self.case.shuffle:
+            return [first], True
+        second = self._draw_epoch()
+        same = all(
+            all(bool(tf.reduce_all(tf.equal(a, b))) for a, b in zip(tf.nest.flatten(p), tf.nest.flatten(q)))
+            for p, q in zip(first, second)
+        )
+        if same:
+            return [first], True
+        plan = [first, second]
+        while len(plan) < epochs:
+            plan.append(self._draw_epoch())
+        return plan, False
+
+    # -------------------------------------------------------------------------------- loops
+    def _log_names(self, batch: Any) -> list[str]:
+        """Names of the logs ``train_step`` returns, from a trace that runs nothing.
+
+        ``fit`` builds metrics and optimizer slots while tracing its step; tracing ours once
+        beforehand builds the same (zero-initialised) state, and any error of shapes or dtypes
+        surfaces here, before the loop, where it can be reported as the user's mistake.
+        """
+        try:
+            traced = self.tf.function(self.model.train_step, autograph=False).get_concrete_function(batch)
+        except Exception as error:  # noqa: BLE001 - TensorFlow raises many types for bad shapes
+            raise self._error(
+                f"the model cannot train on this data in {self.dtype}: {type(error).__name__}: "
+                f"{_first_line(error)}",
+                "x",
+                fix="check the model's input shape against x, its output against y, and that the "
+                "loss fits the labels",
+            ) from None
+        return sorted(traced.structured_outputs.keys())
+
+    def compile_loop(self) -> None:
+        """Trace (and for ``xla`` compile) the training loop, so execution can be timed alone."""
+        if self.engine == "fit":
+            return
+        self._loop = self._make_loop(jit=self.engine == "xla")
+        self._loop(self.tf.constant(0, self.tf.int32))
+
+    def _make_loop(self, jit: bool) -> Callable[..., Any]:
+        tf = self.tf
+        model = self.model
+        case = self.case
+        steps = case.total_steps
+        batches_per_epoch = case.batches_per_epoch
+        plan, periodic = self._batch_plan()
+        self.extra_plan = {"epoch_order_repeats": periodic}
+        full_size = min(case.effective_batch_size, case.num_samples)
+        full = [[b for b in epoch[: case.num_samples // full_size]] for epoch in plan]
+        partial = [epoch[len(full[0]) :] for epoch in plan]
+        n_full = len(full[0])
+        has_partial = bool(partial[0])
+        stack = lambda *xs: tf.stack(xs)  # noqa: E731
+        full_stacked = tf.nest.map_structure(stack, *[b for epoch in full for b in epoch]) if n_full else None
+        partial_stacked = tf.nest.map_structure(stack, *[p[0] for p in partial]) if has_partial else None
+        single_batch = len(plan) == 1 and batches_per_epoch == 1
+        trainables = [w.value if hasattr(w, "value") else w for w in model.trainable_weights]
+        log_names = self._log_names(plan[0][0])
+        self.log_names = log_names
+        captured = self._captured_loss
+        num_variants = len(plan)
+
+        def batch_for(step: Any) -> Any:
+            if single_batch:
+                return plan[0][0]
+            epoch = step // batches_per_epoch
+            within = step % batches_per_epoch
+            variant = epoch % num_variants
+            if not has_partial:
+                index = variant * n_full + within
+                return tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked)
+            return None  # the caller branches between full and partial batches
+
+        def one_step(batch: Any) -> tuple[Any, Any]:
+            logs = model.train_step(batch)
+            loss = tf.cast(captured[-1], tf.float64)
+            values = tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
+            return loss, values
+
+        def step_on(step: Any) -> tuple[Any, Any]:
+            if not has_partial or single_batch:
+                return one_step(batch_for(step))
+            epoch = step // batches_per_epoch
+            within = step % batches_per_epoch
+            variant = epoch % num_variants
+
+            def on_full() -> tuple[Any, Any]:
+                index = variant * n_full + within
+                return one_step(tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked))
+
+            def on_partial() -> tuple[Any, Any]:
+                return one_step(tf.nest.map_structure(lambda t: tf.gather(t, variant), partial_stacked))
+
+            if n_full == 0:
+                return on_partial()
+            return tf.cond(within < n_full, on_full, on_partial)
+
+        same_dtype = len({v.dtype for v in trainables}) == 1
+
+        def largest_update(now: list[Any], before: list[Any]) -> Any:
+            """Largest change of any weight this step, in the variables' own dtype.
+
+            A difference of two neighbouring floats is exact in their dtype, and doing it there
+            (one cast at the end, not one per weight) keeps the bookkeeping cheap beside the step.
+            """
+            if not now:
+                return tf.constant(0.0, tf.float64)
+            deltas = [tf.reduce_max(tf.abs(a - b)) for a, b in zip(now, before)]
+            if same_dtype:
+                return tf.cast(tf.reduce_max(tf.stack(deltas)), tf.float64)
+            return tf.reduce_max(tf.stack([tf.cast(d, tf.float64) for d in deltas]))
+
+        @tf.function(jit_compile=jit, autograph=False)
+        def loop(num_steps: Any) -> tuple[Any, ...]:
+            losses = tf.TensorArray(tf.float64, size=steps, element_shape=[])
+            updates = tf.TensorArray(tf.float64, size=steps, element_shape=[])
+            step_logs = tf.TensorArray(tf.float64, size=steps, element_shape=[len(log_names)])
+
+            def body(step: Any, losses: Any, updates: Any, step_logs: Any, *before: Any) -> tuple[Any, ...]:
+                if batches_per_epoch == 1:
+                    model.reset_metrics()
+                    reset = []
+                else:
+                    reset = [
+                        tf.cond(
+                            tf.equal(step % batches_per_epoch, 0),
+                            lambda: _reset(model, tf),
+                            lambda: tf.constant(True),
+                        )
+                    ]
+                with tf.control_dependencies(reset):
+                    loss, values = step_on(step)
+                # Reads after the step (automatic control dependencies order them after the
+                # optimizer's assignments); carried to the next iteration as plain tensors.
+                now = [v.read_value() for v in trainables]
+                return (
+                    step + 1,
+                    losses.write(step, loss),
+                    updates.write(step, largest_update(now, list(before))),
+                    step_logs.write(step, values),
+                    *now,
+                )
+
+            results = tf.while_loop(
+                lambda step, *_: step < num_steps,
+                body,
+                (
+                    tf.constant(0, tf.int32),
+                    losses,
+                    updates,
+                    step_logs,
+                    *[v.read_value() for v in trainables],
+                ),
+                maximum_iterations=steps,
+            )
+            return results[1].stack(), results[2].stack(), results[3].stack()
+
+        model.reset_metrics()
+        return loop
+
+    def execute(self) -> StepRecord:
+        """Run the whole training once (the loop must be compiled for ``loop`` and ``xla``)."""
+        if self.engine == "fit":
+            return self._execute_fit()
+        assert self._loop is not None, "call compile_loop() first"
+        tf = self.tf
+        self.model.reset_metrics()
+        steps = self.case.total_steps
+        losses, updates, step_logs = self._loop(tf.constant(steps, tf.int32))
+        updates = updates.numpy()
+        loss_dtype = self._captured_loss[-1].dtype.name if self._captured_loss else "float32"
+        record = StepRecord(
+            loss=losses.numpy(),
+            weights_changed=(updates != 0) | np.isnan(updates),
+            update_size=updates,
+            step_logs=step_logs.numpy(),
+            log_names=list(self.log_names),
+            loss_dtype=loss_dtype,
+        )
+        record.epoch_metrics = _epoch_metrics(record, self.case.batches_per_epoch)
+        return record
+
+    def tf_sync(self) -> None:
+        with contextlib.suppress(Exception):
+            from tensorflow.python.eager import context
+
+            context.async_wait()
+
+    def _execute_fit(self) -> StepRecord:
+        tf = self.tf
+        keras = self.keras
+        case = self.case
+        steps = case.total_steps
+        capture = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        capture_dtype: list[str] = []
+        original = self.model._loss_tracker.update_state
+
+        def update_state(values: Any, *args: Any, **kwargs: Any) -> Any:
+            capture_dtype.append(values.dtype.name)
+            capture.assign(tf.cast(values, tf.float64))
+            return original(values, *args, **kwargs)
+
+        self.model._loss_tracker.update_state = update_state
+        model = self.model
+        trainables = model.trainable_weights
+        losses = np.empty(steps, np.float64)
+        changed = np.zeros(steps, bool)
+        updates = np.zeros(steps, np.float64)
+        step_logs: list[list[float]] = []
+        names: list[str] = []
+        state = {"step": 0, "previous": [np.array(w.numpy()) for w in trainables]}
+
+        class Recorder(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+                step = state["step"]
+                losses[step] = float(capture.numpy())
+                now = [np.array(w.numpy()) for w in trainables]
+                deltas = [np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0) for a, b in zip(now, state["previous"])]
+                updates[step] = max(deltas, default=0.0)
+                changed[step] = any(not np.array_equal(a, b, equal_nan=False) for a, b in zip(now, state["previous"]))
+                state["previous"] = now
+                logs = logs or {}
+                if not names:
+                    names.extend(sorted(logs))
+                step_logs.append([float(logs[name]) for name in names])
+                state["step"] = step + 1
+                if state["step"] >= steps:
+                    model.stop_training = True
+
+        history = model.fit(
+            case.x,
+            case.y,
+            batch_size=case.effective_batch_size,
+            epochs=case.total_epochs,
+            shuffle=case.shuffle,
+            verbose=0,
+            callbacks=[Recorder()],
+        )
+        self.log_names = names
+        record = StepRecord(
+            loss=losses,
+            weights_changed=changed,
+            update_size=updates,
+            step_logs=np.array(step_logs, np.float64).reshape(steps, len(names)),
+            log_names=names,
+            loss_dtype=capture_dtype[-1] if capture_dtype else "float32",
+        )
+        record.epoch_metrics = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        return record
+
+    # ---------------------------------------------------------------------------- the run
+    def final_gradients(self) -> dict[str, np.ndarray]:
+        """Gradients at the final weights on the first batch, as ``train_step`` would compute them.
+
+        This is the evidence that tells "updates rounded away" (gradient nonzero) from "gradient
+        underflowed" (exactly zero in the variable's dtype). Weights are restored afterwards, so
+        layers with state (batch normalisation) are left as training left them.
+        """
+        tf = self.tf
+        model = self.model
+        saved = model.get_weights()
+        batch = self._first_batch()
+        from keras.src.trainers import data_adapters
+
+        x, y, sample_weight = data_adapters.data_adapter_utils.unpack_x_y_sample_weight(batch)
+        compute_loss = getattr(model, "_compute_loss", None) or model.compute_loss
+        try:
+            with tf.GradientTape() as tape:
+                y_pred = model(x, training=True)
+                loss = compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+                if model.optimizer is not None:
+                    loss = model.optimizer.scale_loss(loss)
+            gradients = tape.gradient(loss, model.trainable_weights)
+        finally:
+            model.set_weights(saved)
+        return {
+            _weight_name(w): (np.zeros(w.shape, w.dtype) if g is None else np.array(g.numpy()))
+            for w, g in zip(model.trainable_weights, gradients)
+        }
+
+    def intended_update(
+        self, gradients: dict[str, np.ndarray], dtype: str = "float64"
+    ) -> dict[str, np.ndarray] | None:
+        """The update the optimizer would make next, computed in ``dtype``, applied to zeros.
+
+        A clone of the optimizer gets ``dtype`` copies of the weights (zeros, so no weight can
+        absorb the update) and of its own state (iteration count, moments), then applies the
+        final gradients. In float64 this is the update the optimizer means to make; in the
+        variables' dtype it is the update its arithmetic can express. Comparing them with the
+        spacing of the weights says why a stalled run stalled. Returns None if this optimizer
+        cannot be cloned that way; the diagnosis then falls back to the gradients.
+        """
+        keras = self.keras
+        optimizer = self.model.optimizer
+        inner = getattr(optimizer, "inner_optimizer", None)
+        base = inner or optimizer
+        try:
+            scale = float(np.asarray(optimizer.dynamic_scale)) if inner is not None else 1.0
+            trainables = self.model.trainable_weights
+            # The update alone, measured from zero so a float64 weight cannot absorb it either;
+            # only weight decay depends on the weight's value, so then start from the weights.
+            decays = bool(getattr(base, "weight_decay", None))
+            shadows = [
+                keras.Variable(
+                    np.asarray(w.numpy()).astype(np.float64) if decays else np.zeros(w.shape, np.float64),
+                    dtype=dtype,
+                )
+                for w in trainables
+            ]
+            clone = type(base).from_config(base.get_config())
+            clone.build(shadows)
+            if len(clone.variables) != len(base.variables):
+                return None
+            for source, target in zip(base.variables, clone.variables):
+                if tuple(source.shape) != tuple(target.shape):
+                    return None
+                target.assign(np.asarray(source.numpy()).astype(target.dtype))
+            names = [_weight_name(w) for w in trainables]
+            before = [np.array(s.numpy()) for s in shadows]
+            grads = [
+                keras.ops.cast(keras.ops.convert_to_tensor(gradients[n].astype(np.float64) / scale), dtype)
+                for n in names
+            ]
+            clone.apply_gradients(zip(grads, shadows))
+            return {
+                n: np.asarray(s.numpy()).astype(np.float64) - np.asarray(b).astype(np.float64)
+                for n, s, b in zip(names, shadows, before)
+            }
+        except Exception:  # noqa: BLE001 - evidence only; never fail a run over it
+            return None
+
+    def _first_batch(self) -> Any:
+        for entry in self.epoch_iterator:
+            iterator = entry[-1]
+            batch = next(iterator) if hasattr(iterator, "__next__") else iterator
+            self.epoch_iterator.reset()
+            return batch
+        raise self._error("the data gave no batch", "x")
+
+    def to_run(self, record: StepRecord, *, wall_time: float, trace_time: float) -> Run:
+        final_weights = self._weights()
+        gradients = self.final_gradients()
+        optimizer = self.model.optimizer
+        return Run(
+            case=self.case.name,
+            dtype=self.dtype,
+            engine=self.engine,
+            seed=self.case.seed,
+            loss=record.loss,
+            loss_dtype=record.loss_dtype,
+            variable_dtype=self.info.variable_dtype,
+            compute_dtype=self.info.compute_dtype,
+            weights_changed=record.weights_changed,
+            update_size=record.update_size,
+            initial_weights=self.initial_weights,
+            final_weights=final_weights,
+            final_gradients=gradients,
+            epoch_metrics=record.epoch_metrics,
+            steps_per_epoch=self.case.batches_per_epoch,
+            target_loss=self.case.target_loss,
+            wall_time=wall_time,
+            trace_time=trace_time,
+            versions=framework_versions(),
+            optimizer=_describe_optimizer(optimizer),
+            expectation=self.case.expectations.get(self.dtype),
+            extra={
+                "step_logs": record.step_logs,
+                "log_names": record.log_names,
+                "intended_update": self.intended_update(gradients),
+                "update_in_variable_dtype": self.intended_update(gradients, self.info.variable_dtype),
+            },
+        )
+
+
+def _model_from_config(keras: Any, spec: Mapping[str, Any]) -> Any:
+    """Build a model from ``{"class_name", "config"}`` as ``model.get_config()`` describes it."""
+    class_name = spec.get("class_name")
+    config = spec.get("config", {})
+    known = {"Sequential": keras.Sequential, "Functional": keras.Model, "Model": keras.Model}
+    if class_name in known:
+        return known[class_name].from_config(dict(config))
+    return keras.saving.deserialize_keras_object(dict(spec))
+
+
+def _reset(model: Any, tf: Any) -> Any:
+    model.reset_metrics()
+    return tf.constant(True)
+
+
+def _epoch_metrics(record: StepRecord, batches_per_epoch: int) -> dict[str, list[float]]:
+    """Per-epoch metrics as ``model.fit``'s History has them: the running values at each epoch's end."""
+    steps = record.loss.shape[0]
+    ends = list(range(batches_per_epoch - 1, steps, batches_per_epoch))
+    if not ends or ends[-1] != steps - 1:
+        ends.append(steps - 1)
+    return {
+        name: [float(record.step_logs[end, column]) for end in ends]
+        for column, name in enumerate(record.log_names)
+    }
+
+
+def _weight_name(weight: Any) -> str:
+    return str(getattr(weight, "path", None) or weight.name)
+
+
+def _describe_optimizer(optimizer: Any) -> str:
+    inner = getattr(optimizer, "inner_optimizer", None)
+    base = inner or optimizer
+    try:
+        rate = float(np.asarray(base.learning_rate))
+        text = f"{type(base).__name__}(learning_rate={rate:g})"
+    except Exception:  # noqa: BLE001 - schedules have no single rate
+        text = type(base).__name__
+    return f"LossScaleOptimizer({text})" if inner is not None else text
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
