@@ -154,9 +154,13 @@ class Case:
             expectations[dtype] = expectation
         object.__setattr__(self, "expectations", expectations)
         if self.initial_weights is not None:
-            object.__setattr__(
-                self, "initial_weights", [np.asarray(w) for w in self.initial_weights]
-            )
+            weights = [np.asarray(w) for w in self.initial_weights]
+            for index, weight in enumerate(weights):
+                if not np.issubdtype(weight.dtype, np.number) or not np.all(np.isfinite(weight)):
+                    raise CaseError(
+                        "must be finite numbers", case=name, field=f"initial_weights[{index}]"
+                    )
+            object.__setattr__(self, "initial_weights", weights)
 
     @classmethod
     def sequential(
@@ -235,6 +239,13 @@ def _as_data(value: Any, case: str, key: str) -> Any:
         )
     if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
         raise CaseError(f"expected numbers, got dtype {array.dtype}", case=case, field=key)
+    if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise CaseError(
+            f"contains {bad} NaN or Inf value(s); training on them makes the loss NaN from the first step",
+            case=case,
+            field=key,
+        )
     return array
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -91,12 +92,23 @@ def dtype_policy(keras: Any, policy: str) -> Iterator[None]:
 def train(case: Case, dtype: str, engine: str | None = None) -> Run:
     """Train ``case`` in ``dtype`` with ``engine`` (default: the case's, else ``loop``)."""
     training = Training.prepare(case, dtype, engine or case.engine or "loop")
-    trace_start = time.perf_counter()
-    training.compile_loop()
-    trace_time = time.perf_counter() - trace_start
-    start = time.perf_counter()
-    record = training.execute()
-    wall_time = time.perf_counter() - start
+    with training.reporting_runtime_errors():
+        trace_start = time.perf_counter()
+        training.compile_loop()
+        trace_time = time.perf_counter() - trace_start
+        start = time.perf_counter()
+        record = training.execute()
+        wall_time = time.perf_counter() - start
+    if not np.isfinite(record.loss[0]):
+        raise CaseError(
+            f"the loss is {record.loss[0]} at the very first step, before any update: the model, "
+            "the loss or the data produce it, not the training",
+            case=case.name,
+            dtype=dtype,
+            field="loss",
+            fix="check that the loss fits the labels (e.g. from_logits for unbounded outputs) "
+            "and the model's output on x is finite",
+        )
     return training.to_run(record, wall_time=wall_time, trace_time=trace_time)
 
 
@@ -146,6 +158,26 @@ class Training:
         training = cls(case, dtype, engine, tf, keras)
         training._build()
         return training
+
+    @contextlib.contextmanager
+    def reporting_runtime_errors(self) -> Iterator[None]:
+        """Turn TensorFlow's failures while training into an error about the user's case.
+
+        The usual one is a dtype the model cannot run in: an op with no kernel for float16 or
+        bfloat16 on this device only fails when the graph first runs.
+        """
+        try:
+            yield
+        except self.tf.errors.OpError as error:
+            unsupported = "No OpKernel was registered" in str(error)
+            raise self._error(
+                (f"this model cannot run in {self.dtype} here: " if unsupported else "training failed: ")
+                + _first_line(error),
+                "dtype" if unsupported else "model",
+                fix=f"drop {self.dtype} from this case's dtypes, or use layers whose ops support it"
+                if unsupported
+                else None,
+            ) from None
 
     def _error(self, message: str, field: str, fix: str | None = None) -> CaseError:
         return CaseError(message, case=self.case.name, dtype=self.dtype, field=field, fix=fix)
@@ -321,9 +353,10 @@ class Training:
             raise self._error(
                 f"the model cannot train on this data in {self.dtype}: {type(error).__name__}: "
                 f"{_first_line(error)}",
-                "x",
+                "model",
                 fix="check the model's input shape against x, its output against y, and that the "
-                "loss fits the labels",
+                "loss fits the labels; if it trains in float32, one of its layers does not support "
+                f"{self.dtype}: drop {self.dtype} from this case's dtypes",
             ) from None
         return sorted(traced.structured_outputs.keys())
 
@@ -711,6 +744,19 @@ def _describe_optimizer(optimizer: Any) -> str:
     return f"LossScaleOptimizer({text})" if inner is not None else text
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    """The informative part of an error message, on one line.
+
+    Keras wraps errors raised inside a layer as "Exception encountered when calling X.call()",
+    with the cause on the following lines; TensorFlow appends node listings. Keep the cause.
+    """
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line.strip() for line in plain.strip().splitlines()]
+    kept: list[str] = []
+    for line in lines:
+        if line.startswith(("Arguments received", "Registered devices", "Registered kernels", "[[")):
+            break
+        if line and not line.startswith("Exception encountered"):
+            kept.append(line)
+    text = " ".join(kept) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,53 @@
+"""Shared helpers: small real cases (tens to hundreds of steps) and a pytester-friendly setup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_convergence import Case
+
+BCE_LOGITS = {"class_name": "BinaryCrossentropy", "config": {"from_logits": True}}
+SEED_X = [[-1.0], [1.0]]
+SEED_Y = [1.0, 0.0]
+
+
+def seed_case(name: str = "seed", **changes: Any) -> Case:
+    """The user's seed model (one Dense unit, two samples), shortened for tests."""
+    settings: dict[str, Any] = {
+        "layers": [{"class_name": "Dense", "config": {"units": 1}}],
+        "input_shape": (1,),
+        "x": SEED_X,
+        "y": SEED_Y,
+        "loss": BCE_LOGITS,
+        "optimizer": {"class_name": "RMSprop", "config": {"learning_rate": 2.55}},
+        "steps": 300,
+        "seed": 0,
+    }
+    settings.update(changes)
+    return Case.sequential(name, **settings)
+
+
+HIDDEN_RELU6 = [
+    {"class_name": "Dense", "config": {"units": 6, "activation": "relu"}},
+    {"class_name": "Dense", "config": {"units": 1}},
+]
+
+
+@pytest.fixture(scope="session")
+def tensorflow_loaded() -> None:
+    """Import TensorFlow once, before any pytester snapshot of ``sys.modules``.
+
+    pytester removes the modules a test imported when the test ends, and TensorFlow's extension
+    modules abort the process if imported a second time; imported first, it is never removed.
+    """
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
+
+@pytest.fixture
+def user_suite(tensorflow_loaded: None, pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester directory that behaves like a user's project (no inherited ini options)."""
+    pytester.makeini("[pytest]\n")
+    return pytester
