@@ -26,7 +26,21 @@ _EXPORTS = {
     "ENGINES": "outcome",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DTYPES",
+    "ENGINES",
+    "Case",
+    "CaseError",
+    "ConvergenceError",
+    "Diagnosis",
+    "Expectation",
+    "ExpectationFailed",
+    "Outcome",
+    "Run",
+    "TensorFlowMissingError",
+    "diagnose",
+    "train",
+]
 
 if TYPE_CHECKING:
     from .case import Case, Expectation

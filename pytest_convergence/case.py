@@ -49,7 +49,7 @@ class Expectation:
             _check_positive_int(self.steps_to_target_at_most, "steps_to_target_at_most", case=None)
 
     @classmethod
-    def from_kwargs(cls, kwargs: Mapping[str, Any], *, where: str = "expectation") -> "Expectation":
+    def from_kwargs(cls, kwargs: Mapping[str, Any], *, where: str = "expectation") -> Expectation:
         """Build from user keywords, rejecting unknown ones with the list of valid ones."""
         valid = [f.name for f in cls.__dataclass_fields__.values()]
         unknown = sorted(set(kwargs) - set(valid))
@@ -129,7 +129,9 @@ class Case:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise CaseError(f"seed must be an integer, got {self.seed!r}", case=name, field="seed")
         if not isinstance(self.shuffle, bool):
-            raise CaseError(f"shuffle must be true or false, got {self.shuffle!r}", case=name, field="shuffle")
+            raise CaseError(
+                f"shuffle must be true or false, got {self.shuffle!r}", case=name, field="shuffle"
+            )
         if self.target_loss is not None:
             _check_number(self.target_loss, "target_loss", case=name, allow_zero=True)
         if self.engine is not None and self.engine not in ENGINES:
@@ -157,9 +159,7 @@ class Case:
             weights = [np.asarray(w) for w in self.initial_weights]
             for index, weight in enumerate(weights):
                 if not np.issubdtype(weight.dtype, np.number) or not np.all(np.isfinite(weight)):
-                    raise CaseError(
-                        "must be finite numbers", case=name, field=f"initial_weights[{index}]"
-                    )
+                    raise CaseError("must be finite numbers", case=name, field=f"initial_weights[{index}]")
             object.__setattr__(self, "initial_weights", weights)
 
     @classmethod
@@ -170,7 +170,7 @@ class Case:
         layers: Sequence[Mapping[str, Any]],
         input_shape: Sequence[int],
         **kwargs: Any,
-    ) -> "Case":
+    ) -> Case:
         """A case whose model is a ``keras.Sequential`` of layer configs, as
         ``keras.layers.deserialize`` takes them."""
         if not isinstance(layers, Sequence) or isinstance(layers, (str, bytes)) or not layers:
@@ -217,7 +217,7 @@ class Case:
     def total_epochs(self) -> int:
         return math.ceil(self.total_steps / self.batches_per_epoch)
 
-    def with_(self, **changes: Any) -> "Case":
+    def with_(self, **changes: Any) -> Case:
         """A copy with some fields changed, validated again (e.g. another learning rate)."""
         return replace(self, **changes)
 
@@ -234,9 +234,7 @@ def _as_data(value: Any, case: str, key: str) -> Any:
     except (ValueError, TypeError) as error:
         raise CaseError(f"cannot be read as an array: {error}", case=case, field=key) from None
     if array.dtype == object or array.ndim == 0:
-        raise CaseError(
-            "expected a rectangular array with one row per sample", case=case, field=key
-        )
+        raise CaseError("expected a rectangular array with one row per sample", case=case, field=key)
     if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
         raise CaseError(f"expected numbers, got dtype {array.dtype}", case=case, field=key)
     if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .run import Run
 
 
-def unmet(run: "Run", expectation: "Expectation") -> list[str]:
+def unmet(run: Run, expectation: Expectation) -> list[str]:
     """Each unmet part of the expectation, in words; empty when the run meets it."""
     problems: list[str] = []
     diagnosis = run.diagnosis
@@ -24,9 +24,7 @@ def unmet(run: "Run", expectation: "Expectation") -> list[str]:
         wanted = " or ".join(o.value for o in expectation.outcome)
         problems.append(f"expected outcome {wanted}, got {diagnosis.outcome.value}")
     if expectation.final_loss_below is not None and not (run.final_loss <= expectation.final_loss_below):
-        problems.append(
-            f"expected final loss <= {expectation.final_loss_below:g}, got {run.final_loss:.6g}"
-        )
+        problems.append(f"expected final loss <= {expectation.final_loss_below:g}, got {run.final_loss:.6g}")
     if expectation.converged is not None:
         if run.target_loss is None and expectation.final_loss_below is None:
             problems.append(
@@ -59,7 +57,7 @@ def unmet(run: "Run", expectation: "Expectation") -> list[str]:
     return problems
 
 
-def check_expectation(run: "Run", expectation: "Expectation") -> None:
+def check_expectation(run: Run, expectation: Expectation) -> None:
     """Raise :class:`ExpectationFailed` naming every unmet part and the diagnosis of the run."""
     __tracebackhide__ = True
     problems = unmet(run, expectation)
@@ -67,8 +65,11 @@ def check_expectation(run: "Run", expectation: "Expectation") -> None:
         raise ExpectationFailed(failure_message(run, problems))
 
 
-def failure_message(run: "Run", problems: list[str]) -> str:
-    lines = [f"{run.case} [{run.dtype}, {run.engine} engine, {run.steps} steps]: the run did not meet its expectation"]
+def failure_message(run: Run, problems: list[str]) -> str:
+    lines = [
+        f"{run.case} [{run.dtype}, {run.engine} engine, {run.steps} steps]: "
+        "the run did not meet its expectation"
+    ]
     lines += [f"  - {problem}" for problem in problems]
     lines.append(f"  diagnosis: {run.diagnosis.describe(run.dtype)}")
     lines.append(

@@ -49,11 +49,15 @@ class Diagnosis:
                 Outcome.REACHED_ZERO: "at step",
             }.get(self.outcome, "from step")
             where = f" {verb} {self.step}"
-        at_loss = f" at loss {_fmt(self.loss)}" if self.loss is not None and self.outcome != Outcome.REACHED_ZERO else ""
+        at_loss = (
+            f" at loss {_fmt(self.loss)}"
+            if self.loss is not None and self.outcome != Outcome.REACHED_ZERO
+            else ""
+        )
         return f"{dtype}: {self.outcome.value}{where}{at_loss}: {self.explanation}"
 
 
-def diagnose(run: "Run") -> Diagnosis:
+def diagnose(run: Run) -> Diagnosis:
     """Classify a run's history; see the module docstring for the order of the checks."""
     loss = np.asarray(run.loss, np.float64)
     for check in (_diverged, _reached_zero, _stalled, _oscillating):
@@ -64,9 +68,11 @@ def diagnose(run: "Run") -> Diagnosis:
 
 
 # ------------------------------------------------------------------------------------ checks
-def _diverged(run: "Run", loss: np.ndarray) -> Diagnosis | None:
+def _diverged(run: Run, loss: np.ndarray) -> Diagnosis | None:
     bad = np.flatnonzero(~np.isfinite(loss))
-    bad_weights = [name for name, w in run.final_weights.items() if not np.all(np.isfinite(w.astype(np.float64)))]
+    bad_weights = [
+        name for name, w in run.final_weights.items() if not np.all(np.isfinite(w.astype(np.float64)))
+    ]
     if not bad.size and not bad_weights:
         return None
     if not bad.size:
@@ -99,7 +105,7 @@ def _diverged(run: "Run", loss: np.ndarray) -> Diagnosis | None:
     )
 
 
-def _reached_zero(run: "Run", loss: np.ndarray) -> Diagnosis | None:
+def _reached_zero(run: Run, loss: np.ndarray) -> Diagnosis | None:
     if loss[-1] != 0.0:
         return None
     nonzero = np.flatnonzero(loss != 0.0)
@@ -121,7 +127,7 @@ def _reached_zero(run: "Run", loss: np.ndarray) -> Diagnosis | None:
     )
 
 
-def _stalled(run: "Run", loss: np.ndarray) -> Diagnosis | None:
+def _stalled(run: Run, loss: np.ndarray) -> Diagnosis | None:
     changed = np.asarray(run.weights_changed, bool)
     steps = changed.size
     moved = np.flatnonzero(changed)
@@ -153,7 +159,8 @@ def _stalled(run: "Run", loss: np.ndarray) -> Diagnosis | None:
                 f"(smallest positive {run.variable_dtype}: {_fmt(_tiny(run.variable_dtype))})"
             )
         else:
-            text += f": they underflowed (smallest positive {run.variable_dtype}: {_fmt(_tiny(run.variable_dtype))})"
+            tiny = _fmt(_tiny(run.variable_dtype))
+            text += f": they underflowed (smallest positive {run.variable_dtype}: {tiny})"
         return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence)
     intended = run.extra.get("intended_update") or {}
     expressible = run.extra.get("update_in_variable_dtype") or {}
@@ -186,7 +193,7 @@ def _stalled(run: "Run", loss: np.ndarray) -> Diagnosis | None:
     return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence)
 
 
-def _oscillating(run: "Run", loss: np.ndarray) -> Diagnosis | None:
+def _oscillating(run: Run, loss: np.ndarray) -> Diagnosis | None:
     steps = loss.size
     for period in range(2, MAX_CYCLE + 1):
         window = max(8 * period, 64)
@@ -220,7 +227,7 @@ def _oscillating(run: "Run", loss: np.ndarray) -> Diagnosis | None:
     return None
 
 
-def _trend(run: "Run", loss: np.ndarray) -> Diagnosis:
+def _trend(run: Run, loss: np.ndarray) -> Diagnosis:
     series, unit = _smoothed(loss, run.steps_per_epoch)
     n = series.size
     window = max(2, n // 10)
@@ -275,7 +282,7 @@ def _min_stall(steps: int) -> int:
     return max(3, min(100, steps // 10))
 
 
-def _closest_to_moving(run: "Run") -> tuple[str, float, float, float, str] | None:
+def _closest_to_moving(run: Run) -> tuple[str, float, float, float, str] | None:
     """The weight whose update comes nearest its spacing: if even that rounds away, all do."""
     intended = run.extra.get("intended_update") or {}
     kind = "optimizer" if intended else "gradient"
@@ -293,7 +300,13 @@ def _closest_to_moving(run: "Run") -> tuple[str, float, float, float, str] | Non
             continue
         candidate = (
             float(ratio[index]),
-            (name, float(weights.reshape(-1)[index]), float(spacing.reshape(-1)[index]), float(size[index]), kind),
+            (
+                name,
+                float(weights.reshape(-1)[index]),
+                float(spacing.reshape(-1)[index]),
+                float(size[index]),
+                kind,
+            ),
         )
         if best is None or candidate[0] > best[0]:
             best = candidate

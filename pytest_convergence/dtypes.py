@@ -55,11 +55,11 @@ def parse_dtype_list(value: object, *, where: str) -> list[str]:
     elif isinstance(value, (list, tuple)):
         names = list(value)
     else:
-        raise CaseError(
-            f"expected a list of dtype names, got {type(value).__name__}", field=where
-        )
+        raise CaseError(f"expected a list of dtype names, got {type(value).__name__}", field=where)
     if not names:
-        raise CaseError("the list of dtypes is empty", field=where, fix=f"name at least one of: {', '.join(DTYPES)}")
+        raise CaseError(
+            "the list of dtypes is empty", field=where, fix=f"name at least one of: {', '.join(DTYPES)}"
+        )
     seen: list[str] = []
     for name in names:
         dtype_info(name, where=where)

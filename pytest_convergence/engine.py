@@ -145,7 +145,7 @@ class Training:
 
     # ----------------------------------------------------------------------------- preparing
     @classmethod
-    def prepare(cls, case: Case, dtype: str, engine: str) -> "Training":
+    def prepare(cls, case: Case, dtype: str, engine: str) -> Training:
         if engine not in ENGINES:
             raise CaseError(
                 f"unknown engine {engine!r}; valid engines are: {', '.join(ENGINES)}",
@@ -206,7 +206,7 @@ class Training:
         try:
             build = getattr(self.model, "_maybe_symbolic_build", None) or self.model._symbolic_build
             build(iterator=self.epoch_iterator)
-        except Exception as error:  # noqa: BLE001 - Keras raises many types for bad shapes
+        except Exception as error:
             raise self._error(
                 f"the model cannot take this data in {self.dtype}: {type(error).__name__}: "
                 f"{_first_line(error)}",
@@ -220,14 +220,13 @@ class Training:
         keras = self.keras
         spec = self.case.model
         try:
-            if callable(spec):
-                model = spec(self.dtype)
-            else:
-                model = _model_from_config(keras, spec)
+            model = spec(self.dtype) if callable(spec) else _model_from_config(keras, spec)
         except CaseError:
             raise
-        except Exception as error:  # noqa: BLE001 - a user's builder may raise anything
-            source = "the model builder raised" if callable(spec) else "Keras could not build the model config:"
+        except Exception as error:
+            source = (
+                "the model builder raised" if callable(spec) else "Keras could not build the model config:"
+            )
             raise self._error(f"{source} {type(error).__name__}: {_first_line(error)}", "model") from None
         if not isinstance(model, keras.Model):
             raise self._error(
@@ -240,7 +239,7 @@ class Training:
         if not isinstance(spec, (str, Mapping)) and hasattr(spec, "get_config"):
             try:
                 return type(spec).from_config(spec.get_config())
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 raise self._error(f"cannot copy the {field} object: {error}", field) from None
         try:
             return getter(dict(spec) if isinstance(spec, Mapping) else spec)
@@ -251,7 +250,7 @@ class Training:
                 fix=f"use a name or config that keras.{field}{'es' if field == 'loss' else 's'}.get accepts, "
                 'e.g. "binary_crossentropy" or {"class_name": "BinaryCrossentropy", "config": {...}}'
                 if field == "loss"
-                else f'use a name or config that keras.optimizers.get accepts, e.g. "sgd" or '
+                else 'use a name or config that keras.optimizers.get accepts, e.g. "sgd" or '
                 '{"class_name": "RMSprop", "config": {"learning_rate": 0.01}}',
             ) from None
 
@@ -349,7 +348,7 @@ class Training:
         """
         try:
             traced = self.tf.function(self.model.train_step, autograph=False).get_concrete_function(batch)
-        except Exception as error:  # noqa: BLE001 - TensorFlow raises many types for bad shapes
+        except Exception as error:
             raise self._error(
                 f"the model cannot train on this data in {self.dtype}: {type(error).__name__}: "
                 f"{_first_line(error)}",
@@ -545,9 +544,14 @@ class Training:
                 step = state["step"]
                 losses[step] = float(capture.numpy())
                 now = [np.array(w.numpy()) for w in trainables]
-                deltas = [np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0) for a, b in zip(now, state["previous"])]
+                deltas = [
+                    np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0)
+                    for a, b in zip(now, state["previous"])
+                ]
                 updates[step] = max(deltas, default=0.0)
-                changed[step] = any(not np.array_equal(a, b, equal_nan=False) for a, b in zip(now, state["previous"]))
+                changed[step] = any(
+                    not np.array_equal(a, b, equal_nan=False) for a, b in zip(now, state["previous"])
+                )
                 state["previous"] = now
                 logs = logs or {}
                 if not names:
@@ -656,7 +660,7 @@ class Training:
                 n: np.asarray(s.numpy()).astype(np.float64) - np.asarray(b).astype(np.float64)
                 for n, s, b in zip(names, shadows, before)
             }
-        except Exception:  # noqa: BLE001 - evidence only; never fail a run over it
+        except Exception:
             return None
 
     def _first_batch(self) -> Any:
@@ -739,7 +743,7 @@ def _describe_optimizer(optimizer: Any) -> str:
     try:
         rate = float(np.asarray(base.learning_rate))
         text = f"{type(base).__name__}(learning_rate={rate:g})"
-    except Exception:  # noqa: BLE001 - schedules have no single rate
+    except Exception:
         text = type(base).__name__
     return f"LossScaleOptimizer({text})" if inner is not None else text
 

@@ -22,7 +22,7 @@ class Outcome(str, Enum):
         return self.value
 
     @classmethod
-    def parse(cls, value: "str | Outcome", *, where: str = "outcome") -> "Outcome":
+    def parse(cls, value: str | Outcome, *, where: str = "outcome") -> Outcome:
         from .errors import CaseError
 
         if isinstance(value, Outcome):

@@ -98,13 +98,16 @@ def _read_settings(config: pytest.Config) -> Settings:
     try:
         option = config.getoption("--convergence-dtypes")
         dtypes = tuple(parse_dtype_list(option, where="--convergence-dtypes")) if option else None
-        defaults = tuple(parse_dtype_list(config.getini("convergence_dtypes"), where="ini convergence_dtypes"))
+        defaults = tuple(
+            parse_dtype_list(config.getini("convergence_dtypes"), where="ini convergence_dtypes")
+        )
     except CaseError as error:
         raise pytest.UsageError(str(error)) from None
     default_engine = str(config.getini("convergence_engine")).strip() or DEFAULT_ENGINE
     if default_engine not in ENGINES:
         raise pytest.UsageError(
-            f"ini convergence_engine: unknown engine {default_engine!r}; valid engines are: {', '.join(ENGINES)}"
+            f"ini convergence_engine: unknown engine {default_engine!r}; "
+            f"valid engines are: {', '.join(ENGINES)}"
         )
     enabled = config.getoption("--convergence")
     return Settings(
@@ -116,13 +119,15 @@ def _read_settings(config: pytest.Config) -> Settings:
     )
 
 
-def marker_options(marker: pytest.Mark, defaults: tuple[str, ...], where: str) -> tuple[list[str], str | None]:
+def marker_options(
+    marker: pytest.Mark, defaults: tuple[str, ...], where: str
+) -> tuple[list[str], str | None]:
     """Validate a ``convergence`` marker: its dtypes (in order) and engine."""
     if marker.args:
         raise CaseError(
             "the convergence marker takes keywords only",
             field=where,
-            fix="write @pytest.mark.convergence(dtypes=[\"float16\", \"float32\"])",
+            fix='write @pytest.mark.convergence(dtypes=["float16", "float32"])',
         )
     unknown = sorted(set(marker.kwargs) - set(MARKER_KEYWORDS))
     if unknown:
@@ -191,7 +196,7 @@ def convergence_dtype(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def convergence_train(request: pytest.FixtureRequest, convergence_dtype: str) -> Callable[..., "Run"]:
+def convergence_train(request: pytest.FixtureRequest, convergence_dtype: str) -> Callable[..., Run]:
     """Train a case in this test's dtype and return the :class:`Run`.
 
     Engine, most specific first: the ``engine=`` argument, ``--convergence-engine``, the marker's
@@ -206,7 +211,7 @@ def convergence_train(request: pytest.FixtureRequest, convergence_dtype: str) ->
         marker_engine = marker_options(marker, settings.default_dtypes, request.node.name)[1]
     runs = request.node.stash.setdefault(ITEM_RUNS_KEY, [])
 
-    def train_case(case: "Case", dtype: str | None = None, engine: str | None = None) -> "Run":
+    def train_case(case: Case, dtype: str | None = None, engine: str | None = None) -> Run:
         __tracebackhide__ = True
         from .engine import train
 

@@ -47,7 +47,7 @@ class Run:
     trace_time: float
     versions: dict[str, str]
     optimizer: str = ""
-    expectation: "Expectation | None" = None
+    expectation: Expectation | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -63,7 +63,7 @@ class Run:
         return float(self.loss[-1])
 
     @functools.cached_property
-    def diagnosis(self) -> "Diagnosis":
+    def diagnosis(self) -> Diagnosis:
         from .diagnosis import diagnose
 
         return diagnose(self)
@@ -88,7 +88,7 @@ class Run:
     def steps_to_target(self) -> int | None:
         return None if self.target_loss is None else self.steps_to(self.target_loss)
 
-    def expect(self, **expectation: Any) -> "Run":
+    def expect(self, **expectation: Any) -> Run:
         """Assert what this run must achieve; fails with a message explaining why it did not.
 
         Keywords are those of :class:`Expectation` (``converged``, ``outcome``,
@@ -101,7 +101,7 @@ class Run:
         check_expectation(self, Expectation.from_kwargs(expectation))
         return self
 
-    def check_declared_expectation(self) -> "Run":
+    def check_declared_expectation(self) -> Run:
         """Assert the expectation the case declared for this dtype, if any."""
         __tracebackhide__ = True
         from .checks import check_expectation

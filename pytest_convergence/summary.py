@@ -22,7 +22,7 @@ class SummaryRow:
     status: str
 
     @classmethod
-    def from_run(cls, run: object, status: str) -> "SummaryRow":
+    def from_run(cls, run: object, status: str) -> SummaryRow:
         from .run import Run
 
         assert isinstance(run, Run)

@@ -135,7 +135,9 @@ def test_a_nan_mid_run_is_a_diverged_outcome_not_a_crash() -> None:
 
 
 def test_the_hidden_layer_variant_stalls_because_float16_gradients_underflow() -> None:
-    case = seed_case(layers=HIDDEN_RELU6, optimizer={"class_name": "RMSprop", "config": {"learning_rate": 1.29}})
+    case = seed_case(
+        layers=HIDDEN_RELU6, optimizer={"class_name": "RMSprop", "config": {"learning_rate": 1.29}}
+    )
     run = train(case, "float16")
     assert run.outcome == "stalled"
     assert run.diagnosis.evidence["cause"] == "gradient-underflow"
@@ -206,10 +208,16 @@ def test_a_loss_that_is_nan_from_the_first_step_is_an_error_naming_the_loss() ->
 
     def log_of_negative(dtype: str) -> keras.Model:
         return keras.Sequential(
-            [keras.Input((1,)), keras.layers.Dense(1), keras.layers.Lambda(lambda t: keras.ops.log(t * 0.0 - 1.0))]
+            [
+                keras.Input((1,)),
+                keras.layers.Dense(1),
+                keras.layers.Lambda(lambda t: keras.ops.log(t * 0.0 - 1.0)),
+            ]
         )
 
-    error = _raises(Case("nan-loss", model=log_of_negative, x=[[1.0], [2.0]], y=[0.0, 1.0], loss="mse", steps=5))
+    error = _raises(
+        Case("nan-loss", model=log_of_negative, x=[[1.0], [2.0]], y=[0.0, 1.0], loss="mse", steps=5)
+    )
     assert error.field == "loss"
     assert "first step" in str(error)
 

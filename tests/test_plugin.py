@@ -53,7 +53,11 @@ def test_without_the_flag_convergence_tests_are_skipped_and_tensorflow_is_not_im
     result.stdout.fnmatch_lines(["SKIPPED [[]3[]] test_user.py:*: *run them with `pytest --convergence`*"])
     collected = user_suite.runpytest_subprocess("--co", "-q", "-s")
     collected.stdout.fnmatch_lines(
-        ["test_user.py::test_seed[[]float16[]]", "test_user.py::test_seed[[]float64[]]", "*HEAVY-MODULES: none"]
+        [
+            "test_user.py::test_seed[[]float16[]]",
+            "test_user.py::test_seed[[]float64[]]",
+            "*HEAVY-MODULES: none",
+        ]
     )
 
 
@@ -112,8 +116,11 @@ def test_a_failing_expectation_explains_the_run(user_suite: pytest.Pytester) -> 
 
 
 def test_dtypes_option_narrows_a_run_and_engine_option_overrides(user_suite: pytest.Pytester) -> None:
-    user_suite.makepyfile(test_user=USER_TESTS.replace("steps=1000", "steps=50").replace(
-        "run.expect(converged=True, final_loss_below=1e-3)", "assert run.engine == 'xla'"))
+    user_suite.makepyfile(
+        test_user=USER_TESTS.replace("steps=1000", "steps=50").replace(
+            "run.expect(converged=True, final_loss_below=1e-3)", "assert run.engine == 'xla'"
+        )
+    )
     result = user_suite.runpytest(
         "--convergence", "--convergence-dtypes=float32", "--convergence-engine=xla", "-v"
     )
@@ -124,10 +131,15 @@ def test_dtypes_option_narrows_a_run_and_engine_option_overrides(user_suite: pyt
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
-        ('dtypes=["float17"]', "*unknown dtype 'float17'; valid dtypes are: float16, bfloat16, float32, float64,"
-         " mixed_float16, mixed_bfloat16*"),
-        ('dtype=["float16"]', "*unknown keyword(s) dtype in @pytest.mark.convergence; valid keywords are: dtypes,"
-         " engine*"),
+        (
+            'dtypes=["float17"]',
+            "*unknown dtype 'float17'; valid dtypes are: float16, bfloat16, float32, float64,"
+            " mixed_float16, mixed_bfloat16*",
+        ),
+        (
+            'dtype=["float16"]',
+            "*unknown keyword(s) dtype in @pytest.mark.convergence; valid keywords are: dtypes, engine*",
+        ),
         ('engine="turbo"', "*unknown engine 'turbo'; valid engines are: loop, xla, fit*"),
     ],
 )
@@ -162,8 +174,9 @@ def test_the_ini_option_switches_convergence_on(user_suite: pytest.Pytester) -> 
     pytester = user_suite
     pytester.makeini("[pytest]\nconvergence = true\nconvergence_dtypes = float32\n")
     pytester.makepyfile(
-        test_user=USER_TESTS.replace('@pytest.mark.convergence(dtypes=["float16", "float32", "float64"])',
-                                     "@pytest.mark.convergence()")
+        test_user=USER_TESTS.replace(
+            '@pytest.mark.convergence(dtypes=["float16", "float32", "float64"])', "@pytest.mark.convergence()"
+        )
     )
     result = pytester.runpytest("-v")
     result.assert_outcomes(passed=2)
@@ -186,13 +199,29 @@ def test_bad(convergence_train):
     )
     result = user_suite.runpytest("--convergence")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*case 'bad-loss', dtype float32, field 'loss': Keras does not know this loss*"])
+    result.stdout.fnmatch_lines(
+        ["*case 'bad-loss', dtype float32, field 'loss': Keras does not know this loss*"]
+    )
     assert "tensorflow/python" not in result.stdout.str()
 
 
 def test_the_plugin_module_itself_imports_neither_numpy_nor_tensorflow() -> None:
     import subprocess
 
-    code = "import sys, pytest_convergence.plugin; print(sorted(m for m in ('numpy','tensorflow') if m in sys.modules))"
+    code = (
+        "import sys, pytest_convergence.plugin; "
+        "print(sorted(m for m in ('numpy', 'tensorflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_without_tensorflow_a_convergence_run_says_how_to_install_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makeconftest("import sys\nsys.modules['tensorflow'] = None  # as if it were not installed\n")
+    pytester.makepyfile(
+        test_user=USER_TESTS.replace('dtypes=["float16", "float32", "float64"]', 'dtypes=["float32"]')
+    )
+    result = pytester.runpytest_subprocess("--convergence")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*pip install 'pytest-convergence[tensorflow]'*"])
