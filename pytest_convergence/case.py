@@ -105,6 +105,8 @@ class Case:
             )
         object.__setattr__(self, "x", _as_data(self.x, name, "x"))
         object.__setattr__(self, "y", _as_data(self.y, name, "y"))
+        for key in ("x", "y"):
+            _check_same_lengths(getattr(self, key), name, key)
         nx, ny = _num_samples(self.x), _num_samples(self.y)
         if nx != ny:
             raise CaseError(
@@ -144,16 +146,7 @@ class Case:
             _check_keras_spec(getattr(self, key), key, case=name)
         expectations = {}
         for dtype, expectation in dict(self.expectations).items():
-            dtype_info(dtype, where=f"expectations.{dtype}")
-            if isinstance(expectation, Mapping):
-                expectation = Expectation.from_kwargs(expectation, where=f"expectations.{dtype}")
-            if not isinstance(expectation, Expectation):
-                raise CaseError(
-                    f"expected an Expectation or a dict, got {type(expectation).__name__}",
-                    case=name,
-                    field=f"expectations.{dtype}",
-                )
-            expectations[dtype] = expectation
+            expectations[dtype] = _expectation_for(name, dtype, expectation)
         object.__setattr__(self, "expectations", expectations)
         if self.initial_weights is not None:
             weights = [np.asarray(w) for w in self.initial_weights]
@@ -222,6 +215,23 @@ class Case:
         return replace(self, **changes)
 
 
+def _expectation_for(case: str, dtype: str, value: Any) -> Expectation:
+    """Validate one dtype's expectation; errors name the case and the full field path."""
+    where = f"expectations.{dtype}"
+    try:
+        dtype_info(dtype, where=where)
+        if isinstance(value, Mapping):
+            value = Expectation.from_kwargs(value, where=where)
+    except CaseError as error:
+        field = error.field if (error.field or "").startswith(where) else f"{where}.{error.field}"
+        raise CaseError(error.detail, case=case, field=field, fix=error.fix) from None
+    if not isinstance(value, Expectation):
+        raise CaseError(
+            f"expected an Expectation or a dict, got {type(value).__name__}", case=case, field=where
+        )
+    return value
+
+
 def _keras_name(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
@@ -245,6 +255,18 @@ def _as_data(value: Any, case: str, key: str) -> Any:
             field=key,
         )
     return array
+
+
+def _check_same_lengths(data: Any, case: str, key: str) -> None:
+    if isinstance(data, Mapping):
+        lengths = {k: len(v) for k, v in data.items()}
+        if len(set(lengths.values())) > 1:
+            listed = ", ".join(f"{k}: {n}" for k, n in lengths.items())
+            raise CaseError(
+                f"the inputs have different numbers of samples ({listed}); each needs one row per sample",
+                case=case,
+                field=key,
+            )
 
 
 def _num_samples(data: Any) -> int:

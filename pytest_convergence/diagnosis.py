@@ -184,12 +184,26 @@ def _stalled(run: Run, loss: np.ndarray) -> Diagnosis | None:
             {"weight": name, "weight_value": value, "spacing": spacing, "update": update, "update_kind": kind}
         )
         short = name.rsplit("/", 1)[-1]
-        about = "the last updates" if kind == "optimizer" else "the gradient-sized updates"
-        text = (
-            f"{about} (about {_fmt(update)}) are below half the {run.variable_dtype} spacing of the "
-            f"{short} (value {_fmt(value)}, spacing {_fmt(spacing)}), so every update rounds away; "
-            f"no weight has changed for the last {still} steps"
-        )
+        where = f"{run.variable_dtype} spacing of the {short} (value {_fmt(value)}, spacing {_fmt(spacing)})"
+        if kind != "optimizer":
+            evidence["cause"] = "weights-unchanged"
+            text = (
+                f"no weight has changed for the last {still} steps although the gradients are not zero "
+                f"(the largest against its weight's spacing: {_fmt(update)} against the {where}): "
+                "the optimizer's updates round away or are zero"
+            )
+        elif update >= spacing / 2:
+            evidence["cause"] = "weights-unchanged"
+            text = (
+                f"no weight has changed for the last {still} steps although the optimizer's next update "
+                f"(about {_fmt(update)}) is above half the {where}: rounding does not explain it; look for "
+                "frozen layers or a learning-rate schedule that reached 0"
+            )
+        else:
+            text = (
+                f"the last updates (about {_fmt(update)}) are below half the {where}, so every update "
+                f"rounds away; no weight has changed for the last {still} steps"
+            )
     return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence)
 
 
@@ -243,7 +257,8 @@ def _trend(run: Run, loss: np.ndarray) -> Diagnosis:
         "window_unit": unit,
     }
     if abs(change) <= PLATEAU_RELATIVE_CHANGE or change > 0:
-        moving = float(np.max(run.update_size[-window:])) if run.update_size.size else 0.0
+        window_steps = window * (run.steps_per_epoch if unit == "epoch" else 1)
+        moving = float(np.max(run.update_size[-window_steps:])) if run.update_size.size else 0.0
         direction = "rose" if change > PLATEAU_RELATIVE_CHANGE else "changed"
         evidence["largest_recent_update"] = moving
         return Diagnosis(

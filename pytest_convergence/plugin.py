@@ -216,10 +216,13 @@ def convergence_train(request: pytest.FixtureRequest, convergence_dtype: str) ->
         from .engine import train
 
         chosen = engine or settings.engine or marker_engine or case.engine or settings.default_engine
+        problem = None
         try:
             run = train(case, dtype or convergence_dtype, chosen)
         except ConvergenceError as error:
-            pytest.fail(str(error), pytrace=False)
+            problem = str(error)
+        if problem is not None:  # failed outside the handler, so no chained traceback is shown
+            pytest.fail(problem, pytrace=False)
         runs.append(run)
         return run
 
