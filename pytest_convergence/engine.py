@@ -24,6 +24,7 @@ to prepare but exact.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import platform
 import re
@@ -204,8 +205,10 @@ class Training:
         self._install_loss_capture()
         self.epoch_iterator = self._epoch_iterator()
         try:
-            build = getattr(self.model, "_maybe_symbolic_build", None) or self.model._symbolic_build
-            build(iterator=self.epoch_iterator)
+            # What fit does before training (Keras 3.4+); older Keras builds while tracing, as fit does.
+            build = getattr(self.model, "_maybe_symbolic_build", None)
+            if build is not None:
+                build(iterator=self.epoch_iterator)
         except Exception as error:
             raise self._error(
                 f"the model cannot take this data in {self.dtype}: {type(error).__name__}: "
@@ -312,9 +315,14 @@ class Training:
         return {_weight_name(w): np.array(w.numpy()) for w in self.model.weights}
 
     # ------------------------------------------------------------------------------ batches
-    def _draw_epoch(self) -> list[Any]:
+    def _draw_epoch(self, epoch_iterator: Any = None) -> list[Any]:
+        """One epoch's batches, drawn the way fit draws them (one ``get_next`` per step)."""
+        epoch_iterator = epoch_iterator or self.epoch_iterator
+        # Keras 3.4+ iterates the epoch iterator itself; 3.0-3.3 has enumerate_epoch().
+        iterable = hasattr(epoch_iterator, "__iter__")
+        entries = epoch_iterator if iterable else epoch_iterator.enumerate_epoch()
         batches = []
-        for entry in self.epoch_iterator:
+        for entry in entries:
             iterator = entry[-1]
             batches.append(next(iterator) if hasattr(iterator, "__next__") else iterator)
         return batches
@@ -601,7 +609,10 @@ class Training:
         try:
             with tf.GradientTape() as tape:
                 y_pred = model(x, training=True)
-                loss = compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+                arguments = {"x": x, "y": y, "y_pred": y_pred, "sample_weight": sample_weight}
+                if "training" in inspect.signature(compute_loss).parameters:  # Keras 3.4+
+                    arguments["training"] = True
+                loss = compute_loss(**arguments)
                 if model.optimizer is not None:
                     loss = model.optimizer.scale_loss(loss)
             gradients = tape.gradient(loss, model.trainable_weights)
@@ -664,12 +675,10 @@ class Training:
             return None
 
     def _first_batch(self) -> Any:
-        for entry in self.epoch_iterator:
-            iterator = entry[-1]
-            batch = next(iterator) if hasattr(iterator, "__next__") else iterator
-            self.epoch_iterator.reset()
-            return batch
-        raise self._error("the data gave no batch", "x")
+        batches = self._draw_epoch(self._epoch_iterator())
+        if not batches:
+            raise self._error("the data gave no batch", "x")
+        return batches[0]
 
     def to_run(self, record: StepRecord, *, wall_time: float, trace_time: float) -> Run:
         final_weights = self._weights()
