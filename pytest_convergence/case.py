@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import dtype_info
+from .dtypes import DTYPES, dtype_info
 from .errors import CaseError
 from .outcome import ENGINES, Outcome
 
@@ -92,6 +92,9 @@ class Case:
     metrics: Sequence[Any] = ()
     engine: str | None = None
     expectations: Mapping[str, Expectation] = field(default_factory=dict)
+    snapshot_tolerance: Any = None
+    """Overrides of the snapshot tolerance: a number (rtol) or a dict of Tolerance fields, where
+    rtol may be a dict per dtype; see :mod:`pytest_convergence.tolerance`."""
 
     def __post_init__(self) -> None:
         name = self.name
@@ -148,6 +151,11 @@ class Case:
         for dtype, expectation in dict(self.expectations).items():
             expectations[dtype] = _expectation_for(name, dtype, expectation)
         object.__setattr__(self, "expectations", expectations)
+        if self.snapshot_tolerance is not None:
+            from .tolerance import resolve
+
+            for dtype in DTYPES:
+                resolve(dtype, case=self.snapshot_tolerance, case_name=name)
         if self.initial_weights is not None:
             weights = [np.asarray(w) for w in self.initial_weights]
             for index, weight in enumerate(weights):

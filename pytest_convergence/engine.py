@@ -706,6 +706,7 @@ class Training:
             versions=framework_versions(),
             optimizer=_describe_optimizer(optimizer),
             expectation=self.case.expectations.get(self.dtype),
+            snapshot_tolerance=self.case.snapshot_tolerance,
             extra={
                 "step_logs": record.step_logs,
                 "log_names": record.log_names,

@@ -18,19 +18,23 @@ from .errors import CaseError, ConvergenceError
 from .outcome import DEFAULT_ENGINE, ENGINES
 
 if TYPE_CHECKING:
+    from .calibrate import Calibration
     from .case import Case
     from .run import Run
+    from .snapshot import ConvergenceSnapshot
     from .summary import SummaryRow
+    from .tolerance import Tolerance
 
 MARKER = "convergence"
 DTYPE_FIXTURE = "convergence_dtype"
-MARKER_KEYWORDS = ("dtypes", "engine")
+MARKER_KEYWORDS = ("dtypes", "engine", "tolerance")
 SKIP_REASON = (
     "convergence tests train models: run them with `pytest --convergence` "
     "(or set `convergence = true` in the pytest ini)"
 )
 
 ROWS_KEY = pytest.StashKey[list["SummaryRow"]]()
+CALIBRATIONS_KEY = pytest.StashKey[list["Calibration"]]()
 ITEM_RUNS_KEY = pytest.StashKey[list["Run"]]()
 
 
@@ -43,6 +47,19 @@ class Settings:
     engine: str | None
     default_engine: str
     default_dtypes: tuple[str, ...]
+    repeat: int = 1
+    calibrate: int = 0
+    exact: bool = False
+    ini_rtol: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class MarkerOptions:
+    """A validated ``@pytest.mark.convergence(...)``."""
+
+    dtypes: list[str]
+    engine: str | None
+    tolerance: Any
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -69,7 +86,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="train every run with this engine, over markers and cases: loop (default, bit-identical "
         "to model.fit), xla (jit_compile, fastest), fit (model.fit itself).",
     )
+    group.addoption(
+        "--convergence-repeat",
+        type=int,
+        metavar="N",
+        default=1,
+        help="train every run N times and fail, naming the first differing step, unless the "
+        "histories are bit-identical.",
+    )
+    group.addoption(
+        "--convergence-calibrate",
+        type=int,
+        metavar="N",
+        default=0,
+        help="train every run N times with other seeds and permuted data, and recommend a snapshot "
+        "tolerance that accepts all of them (printed at the end).",
+    )
+    group.addoption(
+        "--convergence-exact",
+        action="store_true",
+        default=False,
+        help="compare loss-history snapshots bit for bit (for reruns on the same versions).",
+    )
     parser.addini("convergence", type="bool", default=False, help="always run convergence tests.")
+    parser.addini(
+        "convergence_rtol",
+        default="",
+        help="snapshot rtol per dtype, e.g. 'float16=0.02 float32=1e-5', or one number for all.",
+    )
     parser.addini(
         "convergence_engine",
         default=DEFAULT_ENGINE,
@@ -90,17 +134,21 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[SETTINGS_KEY] = _read_settings(config)
     config.stash[ROWS_KEY] = []
+    config.stash[CALIBRATIONS_KEY] = []
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistSummary(config), "convergence-xdist")
 
 
 def _read_settings(config: pytest.Config) -> Settings:
+    from .tolerance import parse_ini_rtol
+
     try:
         option = config.getoption("--convergence-dtypes")
         dtypes = tuple(parse_dtype_list(option, where="--convergence-dtypes")) if option else None
         defaults = tuple(
             parse_dtype_list(config.getini("convergence_dtypes"), where="ini convergence_dtypes")
         )
+        ini_rtol = tuple(parse_ini_rtol(str(config.getini("convergence_rtol"))).items())
     except CaseError as error:
         raise pytest.UsageError(str(error)) from None
     default_engine = str(config.getini("convergence_engine")).strip() or DEFAULT_ENGINE
@@ -109,6 +157,14 @@ def _read_settings(config: pytest.Config) -> Settings:
             f"ini convergence_engine: unknown engine {default_engine!r}; "
             f"valid engines are: {', '.join(ENGINES)}"
         )
+    repeat = config.getoption("--convergence-repeat")
+    calibrate = config.getoption("--convergence-calibrate")
+    if repeat < 1:
+        raise pytest.UsageError(f"--convergence-repeat must be at least 1, got {repeat}")
+    if calibrate < 0 or calibrate == 1:
+        raise pytest.UsageError(
+            f"--convergence-calibrate needs at least 2 runs to measure a spread, got {calibrate}"
+        )
     enabled = config.getoption("--convergence")
     return Settings(
         enabled=bool(enabled if enabled is not None else config.getini("convergence")),
@@ -116,13 +172,15 @@ def _read_settings(config: pytest.Config) -> Settings:
         engine=config.getoption("--convergence-engine"),
         default_engine=default_engine,
         default_dtypes=defaults,
+        repeat=repeat,
+        calibrate=calibrate,
+        exact=config.getoption("--convergence-exact"),
+        ini_rtol=ini_rtol,
     )
 
 
-def marker_options(
-    marker: pytest.Mark, defaults: tuple[str, ...], where: str
-) -> tuple[list[str], str | None]:
-    """Validate a ``convergence`` marker: its dtypes (in order) and engine."""
+def marker_options(marker: pytest.Mark, defaults: tuple[str, ...], where: str) -> MarkerOptions:
+    """Validate a ``convergence`` marker: its dtypes (in order), engine and snapshot tolerance."""
     if marker.args:
         raise CaseError(
             "the convergence marker takes keywords only",
@@ -142,7 +200,13 @@ def marker_options(
         raise CaseError(
             f"unknown engine {engine!r}; valid engines are: {', '.join(ENGINES)}", field=f"{where} engine"
         )
-    return dtypes, engine
+    tolerance = marker.kwargs.get("tolerance")
+    if tolerance is not None:
+        from .tolerance import resolve
+
+        for dtype in dtypes:
+            resolve(dtype, marker=tolerance)
+    return MarkerOptions(dtypes=dtypes, engine=engine, tolerance=tolerance)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -151,7 +215,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     settings = metafunc.config.stash[SETTINGS_KEY]
     try:
-        dtypes, _ = marker_options(marker, settings.default_dtypes, f"{metafunc.definition.name}")
+        dtypes = marker_options(marker, settings.default_dtypes, metafunc.definition.name).dtypes
     except CaseError as error:
         pytest.fail(str(error), pytrace=False)
     metafunc.parametrize(DTYPE_FIXTURE, dtypes, ids=dtypes, scope="function")
@@ -195,38 +259,97 @@ def convergence_dtype(request: pytest.FixtureRequest) -> str:
     return str(param)
 
 
+def _marker(request: pytest.FixtureRequest) -> MarkerOptions:
+    settings = request.config.stash[SETTINGS_KEY]
+    marker = request.node.get_closest_marker(MARKER)
+    if marker is None:
+        return MarkerOptions(dtypes=[], engine=None, tolerance=None)
+    return marker_options(marker, settings.default_dtypes, request.node.name)
+
+
+def _tolerance_for(settings: Settings, marker: MarkerOptions) -> Callable[[Run], Tolerance]:
+    from .tolerance import resolve
+
+    def tolerance(run: Run) -> Tolerance:
+        return resolve(
+            run.dtype,
+            ini_rtol=dict(settings.ini_rtol),
+            case=run.snapshot_tolerance,
+            marker=marker.tolerance,
+            exact=settings.exact,
+            case_name=run.case,
+        )
+
+    return tolerance
+
+
 @pytest.fixture
 def convergence_train(request: pytest.FixtureRequest, convergence_dtype: str) -> Callable[..., Run]:
     """Train a case in this test's dtype and return the :class:`Run`.
 
     Engine, most specific first: the ``engine=`` argument, ``--convergence-engine``, the marker's
     ``engine``, the case's ``engine``, the ini's ``convergence_engine`` (default ``loop``).
+    ``--convergence-repeat`` and ``--convergence-calibrate`` add their reruns here.
     """
     settings = request.config.stash[SETTINGS_KEY]
     if not settings.enabled:
         pytest.skip(SKIP_REASON)
-    marker = request.node.get_closest_marker(MARKER)
-    marker_engine = None
-    if marker is not None:
-        marker_engine = marker_options(marker, settings.default_dtypes, request.node.name)[1]
+    marker = _marker(request)
+    tolerance_for = _tolerance_for(settings, marker)
     runs = request.node.stash.setdefault(ITEM_RUNS_KEY, [])
+    calibrations = request.config.stash[CALIBRATIONS_KEY]
 
     def train_case(case: Case, dtype: str | None = None, engine: str | None = None) -> Run:
         __tracebackhide__ = True
-        from .engine import train
+        from .runner import TrainingRequest, train_with_checks
 
-        chosen = engine or settings.engine or marker_engine or case.engine or settings.default_engine
+        chosen = engine or settings.engine or marker.engine or case.engine or settings.default_engine
+        checks = TrainingRequest(repeat=settings.repeat, calibrate=settings.calibrate)
+
+        def current(run: Run) -> tuple[float, float]:
+            tolerance = tolerance_for(run)
+            return tolerance.rtol, tolerance.miss_fraction
+
         problem = None
         try:
-            run = train(case, dtype or convergence_dtype, chosen)
+            run, calibration = train_with_checks(
+                case, dtype or convergence_dtype, chosen, checks, current_rtol=current
+            )
         except ConvergenceError as error:
             problem = str(error)
         if problem is not None:  # failed outside the handler, so no chained traceback is shown
             pytest.fail(problem, pytrace=False)
         runs.append(run)
+        if calibration is not None:
+            calibrations.append(calibration)
         return run
 
     return train_case
+
+
+@pytest.fixture
+def convergence_snapshot(request: pytest.FixtureRequest, snapshot: Any) -> ConvergenceSnapshot:
+    """``assert run == convergence_snapshot``: the run's loss history against its stored snapshot,
+    one file per test and dtype, compared with a dtype-aware tolerance."""
+    from .snapshot import ConvergenceSnapshot, ConvergenceSnapshotExtension
+
+    settings = request.config.stash[SETTINGS_KEY]
+    return ConvergenceSnapshot(
+        snapshot.use_extension(ConvergenceSnapshotExtension),
+        tolerance_for=_tolerance_for(settings, _marker(request)),
+        updating=bool(request.config.option.update_snapshots),
+        test_name=request.node.nodeid,
+    )
+
+
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
+    """Show the snapshot report, not two object reprs, when ``run == convergence_snapshot`` fails."""
+    if op != "==":
+        return None
+    for side in (left, right):
+        if type(side).__name__ == "ConvergenceSnapshot" and hasattr(side, "failure_lines"):
+            return ["run == convergence_snapshot", *side.failure_lines()]
+    return None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -244,13 +367,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     rows = config.stash.get(ROWS_KEY, [])
-    if not rows:
-        return
-    from .summary import format_table
+    if rows:
+        from .summary import format_table
 
-    terminalreporter.write_sep("=", "convergence summary")
-    for line in format_table(rows):
-        terminalreporter.write_line(line)
+        terminalreporter.write_sep("=", "convergence summary")
+        for line in format_table(rows):
+            terminalreporter.write_line(line)
+    calibrations = config.stash.get(CALIBRATIONS_KEY, [])
+    if calibrations:
+        from .calibrate import format_table as calibration_table
+
+        terminalreporter.write_sep("=", "convergence calibration (tolerance from data)")
+        for line in calibration_table(calibrations):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(
+            "spread: largest relative difference of each checkpoint from the first run; recommended "
+            "rtol: 2x the spread that all but miss_fraction of checkpoints stay within. Set it per "
+            "case (snapshot_tolerance), per marker (tolerance=...) or in the ini (convergence_rtol)."
+        )
 
 
 class XdistSummary:
@@ -263,9 +397,17 @@ class XdistSummary:
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput["convergence_rows"] = [asdict(row) for row in self.config.stash[ROWS_KEY]]
+            workeroutput["convergence_calibrations"] = [
+                asdict(calibration) for calibration in self.config.stash[CALIBRATIONS_KEY]
+            ]
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        from .calibrate import Calibration
         from .summary import SummaryRow
 
-        rows = getattr(node, "workeroutput", {}).get("convergence_rows", [])
-        self.config.stash[ROWS_KEY].extend(SummaryRow(**row) for row in rows)
+        output = getattr(node, "workeroutput", {})
+        self.config.stash[ROWS_KEY].extend(SummaryRow(**row) for row in output.get("convergence_rows", []))
+        self.config.stash[CALIBRATIONS_KEY].extend(
+            Calibration(**{**c, "outcomes": tuple(c["outcomes"])})
+            for c in output.get("convergence_calibrations", [])
+        )

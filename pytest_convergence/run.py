@@ -48,6 +48,7 @@ class Run:
     versions: dict[str, str]
     optimizer: str = ""
     expectation: Expectation | None = None
+    snapshot_tolerance: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,0 +1,174 @@
+"""How far a loss history may move before a snapshot comparison fails, per dtype.
+
+Loss histories span many orders of magnitude, so every value is compared *relative to itself*:
+two values a and b agree when ``|a - b| <= rtol * max(|a|, |b|)``. Then 1e-30 against 2e-30 is a
+100% difference, not "equal because both are tiny", and 0 only equals 0. NaN equals NaN (both
+runs diverged), and nothing else.
+
+The default ``rtol`` follows the dtype: runs in float16 or bfloat16 move by a percent from a
+kernel change, float64 runs by far less. It can be set in the ini (``convergence_rtol``), per case
+(``Case(snapshot_tolerance=...)``) and per marker (``@pytest.mark.convergence(tolerance=...)``),
+each overriding the one before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .dtypes import DTYPES, dtype_info
+from .errors import CaseError
+
+DEFAULT_RTOL: dict[str, float] = {
+    "float16": 1e-2,
+    "bfloat16": 2e-2,
+    "mixed_float16": 1e-2,
+    "mixed_bfloat16": 2e-2,
+    "float32": 1e-4,
+    "float64": 1e-7,
+}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The comparison rules of one snapshot.
+
+    ``rtol`` applies to losses and weights; an event step (the step a stall, a first zero or a
+    first NaN happened) may move by ``event_rtol`` of itself or ``event_atol`` steps, whichever is
+    larger; ``miss_fraction`` of the checkpoints may fall outside ``rtol`` (like Megatron-LM's
+    golden values); ``exact`` demands bit-identical histories, for same-version reruns.
+    """
+
+    rtol: float
+    event_rtol: float = 0.02
+    event_atol: int = 2
+    miss_fraction: float = 0.01
+    exact: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("rtol", "event_rtol", "miss_fraction"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise CaseError(f"must be a finite number >= 0, got {value!r}", field=f"tolerance.{name}")
+        if self.miss_fraction >= 1:
+            raise CaseError(f"must be below 1, got {self.miss_fraction!r}", field="tolerance.miss_fraction")
+        if not isinstance(self.event_atol, int) or isinstance(self.event_atol, bool) or self.event_atol < 0:
+            raise CaseError(
+                f"must be a whole number of steps >= 0, got {self.event_atol!r}", field="tolerance.event_atol"
+            )
+        if not isinstance(self.exact, bool):
+            raise CaseError(f"must be true or false, got {self.exact!r}", field="tolerance.exact")
+
+    def describe(self) -> str:
+        if self.exact:
+            return "exact (bit-identical)"
+        return (
+            f"rtol {self.rtol:g} for losses and weights, event steps ±max({self.event_atol}, "
+            f"{self.event_rtol:g}×step), {self.miss_fraction:.0%} of checkpoints may miss"
+        )
+
+    def to_text(self) -> str:
+        """One line the snapshot header carries and :meth:`from_text` reads back."""
+        return (
+            f"rtol={self.rtol!r} event_rtol={self.event_rtol!r} event_atol={self.event_atol} "
+            f"miss_fraction={self.miss_fraction!r} exact={str(self.exact).lower()}"
+        )
+
+    @classmethod
+    def from_text(cls, text: str) -> Tolerance:
+        values: dict[str, Any] = {}
+        for part in text.split():
+            key, _, raw = part.partition("=")
+            if key == "exact":
+                values[key] = raw == "true"
+            elif key == "event_atol":
+                values[key] = int(raw)
+            else:
+                values[key] = float(raw)
+        return cls(**values)
+
+
+KEYS = tuple(f.name for f in fields(Tolerance))
+
+
+def parse_overrides(value: Any, *, where: str, dtype: str) -> dict[str, Any]:
+    """Overrides from a case, marker or ini: a number (``rtol``), or a dict of :class:`Tolerance`
+    fields where ``rtol`` may itself be a number or a dict per dtype."""
+    if value is None:
+        return {}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"rtol": float(value)}
+    if not isinstance(value, Mapping):
+        raise CaseError(
+            f"a tolerance is a number (rtol) or a dict of {', '.join(KEYS)}; got {type(value).__name__}",
+            field=where,
+        )
+    unknown = sorted(set(value) - set(KEYS))
+    if unknown:
+        raise CaseError(
+            f"unknown tolerance key(s) {', '.join(unknown)}; valid keys are: {', '.join(KEYS)}", field=where
+        )
+    overrides = dict(value)
+    rtol = overrides.get("rtol")
+    if isinstance(rtol, Mapping):
+        for name in rtol:
+            dtype_info(name, where=f"{where}.rtol")
+        if dtype in rtol:
+            overrides["rtol"] = rtol[dtype]
+        else:
+            overrides.pop("rtol")
+    return overrides
+
+
+def parse_ini_rtol(text: str) -> dict[str, float]:
+    """``convergence_rtol`` in the ini: ``float16=0.02 float32=1e-5`` (or one number for all)."""
+    text = text.strip()
+    if not text:
+        return {}
+    try:
+        if "=" not in text:
+            return dict.fromkeys(DTYPES, float(text))
+        result: dict[str, float] = {}
+        for part in text.replace(",", " ").split():
+            name, _, raw = part.partition("=")
+            dtype_info(name.strip(), where="ini convergence_rtol")
+            result[name.strip()] = float(raw)
+        return result
+    except ValueError:
+        raise CaseError(
+            f"cannot read {text!r}; write one number, or dtype=number pairs like 'float16=0.02 float32=1e-5'",
+            field="ini convergence_rtol",
+        ) from None
+
+
+def resolve(
+    dtype: str,
+    *,
+    ini_rtol: Mapping[str, float] | None = None,
+    case: Any = None,
+    marker: Any = None,
+    exact: bool = False,
+    case_name: str | None = None,
+) -> Tolerance:
+    """The tolerance of one snapshot: dtype default < ini < case < marker; ``exact`` on top."""
+    tolerance = Tolerance(rtol=DEFAULT_RTOL[dtype])
+    if ini_rtol and dtype in ini_rtol:
+        tolerance = replace(tolerance, rtol=ini_rtol[dtype])
+    for source, where in ((case, "snapshot_tolerance"), (marker, "@pytest.mark.convergence(tolerance=...)")):
+        try:
+            overrides = parse_overrides(source, where=where, dtype=dtype)
+            tolerance = replace(tolerance, **overrides)
+        except CaseError as error:
+            raise CaseError(error.detail, case=case_name, dtype=dtype, field=error.field or where) from None
+        except TypeError as error:
+            raise CaseError(str(error), case=case_name, dtype=dtype, field=where) from None
+    if exact:
+        tolerance = replace(tolerance, exact=True)
+    return tolerance
