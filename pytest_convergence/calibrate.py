@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .compare import relative_error
+from .compare import relative_error, required_rtol
 from .run import Run
-from .trajectory import checkpoint_steps
+from .tolerance import Tolerance
+from .trajectory import Trajectory, checkpoint_steps
 
 if TYPE_CHECKING:
     from .case import Case
@@ -78,8 +79,12 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
     for run in others:
         spreads = np.maximum(spreads, relative_error(reference, run.loss[steps - 1]))
     finite = spreads[np.isfinite(spreads)]
-    keep = 1.0 - miss_fraction
-    typical = float(np.quantile(finite, keep)) if finite.size else float("inf")
+    # What compare would need to accept each rerun (final loss, checkpoints, weights), so the
+    # recommendation is exactly what the snapshot comparison accepts, times the margin.
+    stored = _as_stored(base, current_rtol)
+    needed = max(
+        (required_rtol(stored, _as_stored(run, current_rtol), miss_fraction) for run in others), default=0.0
+    )
     floor = (
         float(np.finfo(np.float32).eps) if base.loss_dtype != "float64" else float(np.finfo(np.float64).eps)
     )
@@ -95,11 +100,16 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
         runs=1 + len(others),
         median_spread=float(np.median(finite)) if finite.size else float("inf"),
         max_spread=float(np.max(spreads)) if spreads.size else 0.0,
-        recommended_rtol=max(typical * MARGIN, floor),
+        recommended_rtol=max(needed * MARGIN, floor),
         current_rtol=current_rtol,
         outcomes=tuple(run.outcome for run in [base, *others]),
         event_spread=events,
     )
+
+
+def _as_stored(run: Run, rtol: float) -> Trajectory:
+    """The run as its snapshot would read back: through the text, as real comparisons see it."""
+    return Trajectory.parse(Trajectory.from_run(run, Tolerance(rtol=rtol)).render())
 
 
 def _events(run: Run) -> dict[str, int]:

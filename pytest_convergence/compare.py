@@ -71,10 +71,12 @@ def compare(old: Trajectory, new: Trajectory, tolerance: Tolerance) -> Compariso
 
 
 def _compare_exact(old: Trajectory, new: Trajectory, result: Comparison) -> None:
-    if old.compared_text == new.compared_text:
+    old_text = old.compared_text or old.body_text()
+    new_text = new.compared_text or new.body_text()
+    if old_text == new_text:
         return
-    old_lines = old.compared_text.splitlines()
-    new_lines = new.compared_text.splitlines()
+    old_lines = old_text.splitlines()
+    new_lines = new_text.splitlines()
     for number, (a, b) in enumerate(zip(old_lines, new_lines)):
         if a != b:
             result.problems.append(f"not bit-identical: first difference in compared line {number + 1}")
@@ -91,10 +93,34 @@ def _compare_exact(old: Trajectory, new: Trajectory, result: Comparison) -> None
         result.problems.append(f"the histories part at step {result.parting_step}")
 
 
+def allowed_misses(miss_fraction: float, points: int) -> int:
+    """How many of ``points`` checkpoints may miss (0.29 of 100 is 29, whatever float rounding says)."""
+    return math.floor(miss_fraction * points + 1e-9)
+
+
+def required_rtol(old: Trajectory, new: Trajectory, miss_fraction: float) -> float:
+    """The smallest rtol under which ``new`` would match ``old``: final loss, checkpoints (all but
+    the allowed share) and weights. Used by calibration, so what it recommends is what compare
+    accepts."""
+    needed = float(relative_error(old.final_loss, new.final_loss))
+    _, before, after = _aligned(old, new)
+    if before.size:
+        errors = np.sort(relative_error(before, after))
+        allowed = allowed_misses(miss_fraction, errors.size)
+        needed = max(needed, float(errors[errors.size - 1 - allowed]))
+    floor = _weight_floor(old, new)
+    for name, (_, values) in old.weights.items():
+        if name in new.weights and new.weights[name][1].shape == values.shape:
+            errors = _weight_errors(values, new.weights[name][1], floor)
+            needed = max(needed, float(np.max(errors, initial=0.0)))
+    return needed
+
+
 def _compare_events(old: Trajectory, new: Trajectory, tolerance: Tolerance, result: Comparison) -> None:
     for key in sorted(set(old.events) | set(new.events)):
         before, after = old.events.get(key), new.events.get(key)
-        if before is None or after is None:
+        if before is None or after is None or (before == -1) != (after == -1):
+            # absent on one side, or never reached (-1) against a step: never within tolerance
             result.problems.append(f"event {key}: {_event(before)} -> {_event(after)}")
             continue
         allowed = max(tolerance.event_atol, tolerance.event_rtol * max(abs(before), abs(after)))
@@ -125,7 +151,7 @@ def _compare_checkpoints(old: Trajectory, new: Trajectory, tolerance: Tolerance,
     if not missed.any():
         return
     result.parting_step = int(steps[np.argmax(missed)])
-    allowed = math.floor(tolerance.miss_fraction * steps.size)
+    allowed = allowed_misses(tolerance.miss_fraction, steps.size)
     first = int(np.argmax(missed))
     line = (
         f"the histories part at step {result.parting_step}: "
@@ -154,7 +180,25 @@ def _compare_checkpoints(old: Trajectory, new: Trajectory, tolerance: Tolerance,
         )
 
 
+WEIGHT_FLOOR = 1e-3
+"""Weights smaller than this share of the model's largest weight are judged against that share:
+a bias of 1e-5 beside kernels of 10 moving to 4e-5 is not a change worth a review."""
+
+
+def _weight_floor(old: Trajectory, new: Trajectory) -> float:
+    values = np.concatenate([v for _, v in [*old.weights.values(), *new.weights.values()]] or [np.zeros(0)])
+    return WEIGHT_FLOOR * float(np.max(np.abs(values[np.isfinite(values)]), initial=0.0))
+
+
+def _weight_errors(before: np.ndarray, after: np.ndarray, floor: float) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.maximum(np.maximum(np.abs(before), np.abs(after)), floor)
+        errors = np.where(relative_error(before, after) == 0, 0.0, np.abs(after - before) / scale)
+    return np.where(np.isnan(errors), np.inf, errors)
+
+
 def _compare_weights(old: Trajectory, new: Trajectory, tolerance: Tolerance, result: Comparison) -> None:
+    floor = _weight_floor(old, new)
     for name in sorted(set(old.weights) | set(new.weights)):
         if name not in old.weights or name not in new.weights:
             where = "now" if name in new.weights else "in the snapshot"
@@ -165,23 +209,13 @@ def _compare_weights(old: Trajectory, new: Trajectory, tolerance: Tolerance, res
         if kind_old != kind_new or before.shape != after.shape:
             result.problems.append(f"weight {name}: stored differently ({kind_old} -> {kind_new})")
             continue
-        # Weights near zero within their tensor are judged against the tensor's scale.
-        floor = 1e-3 * float(
-            np.max(
-                np.abs(np.concatenate([before, after]))[np.isfinite(np.concatenate([before, after]))],
-                initial=0.0,
-            )
-        )
-        with np.errstate(invalid="ignore"):
-            scale = np.maximum(np.maximum(np.abs(before), np.abs(after)), floor)
-            errors = np.where(relative_error(before, after) == 0, 0.0, np.abs(after - before) / scale)
-        errors = np.where(np.isnan(errors), np.inf, errors)
+        errors = _weight_errors(before, after, floor)
         worst = int(np.argmax(errors))
         if errors[worst] > tolerance.rtol:
             count = int((errors > tolerance.rtol).sum())
-            label = kind_old.split()[worst] if kind_old != "values" else f"[{worst}]"
+            label = f" {kind_old.split()[worst]}" if kind_old != "values" else f"[{worst}]"
             result.problems.append(
-                f"weight {name}{' ' + label if kind_old != 'values' else label}: "
+                f"weight {name}{label}: "
                 f"{_num(before[worst], old.weight_dtype)} -> {_num(after[worst], new.weight_dtype)} "
                 f"(relative error {_pct(float(errors[worst]))}; {count} of {errors.size} outside rtol)"
             )

@@ -381,9 +381,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         for line in calibration_table(calibrations):
             terminalreporter.write_line(line)
         terminalreporter.write_line(
-            "spread: largest relative difference of each checkpoint from the first run; recommended "
-            "rtol: 2x the spread that all but miss_fraction of checkpoints stay within. Set it per "
-            "case (snapshot_tolerance), per marker (tolerance=...) or in the ini (convergence_rtol)."
+            "spread: relative difference of each checkpoint from the first run (median, largest); "
+            "recommended rtol: 2x the smallest rtol under which every rerun matches its snapshot "
+            "(final loss, all but miss_fraction of the checkpoints, weights). Set it per case "
+            "(snapshot_tolerance), per marker (tolerance=...) or in the ini (convergence_rtol)."
         )
 
 

@@ -152,10 +152,12 @@ class ConvergenceSnapshot:
 
     def _matches(self, run: Run) -> bool:
         __tracebackhide__ = True
-        if not self._updating:
-            self._check_stored_file()
+        problem = None if self._updating else self._stored_file_problem()
         text = SnapshotText(render_run(run, self._tolerance_for(run), self._test_name))
-        return bool(self._assertion == text)
+        matched = bool(self._assertion == text)  # recorded by syrupy either way: failed, not unused
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
+        return matched
 
     def _location(self) -> Path:
         assertion = self._assertion
@@ -163,19 +165,19 @@ class ConvergenceSnapshot:
             assertion.extension.get_location(test_location=assertion.test_location, index=assertion.index)
         )
 
-    def _check_stored_file(self) -> None:
-        __tracebackhide__ = True
+    def _stored_file_problem(self) -> str | None:
+        """What is wrong with the stored snapshot file, with the fix; None if it reads fine."""
         path = self._location()
         if not path.exists():
-            return
+            return None
         try:
             Trajectory.parse(path.read_text(encoding="utf-8"))
         except (SnapshotFormatError, UnicodeDecodeError) as error:
-            pytest.fail(
+            return (
                 f"{path}: {error}\n  fix: {UPDATE_HINT} rewrites it from this run "
-                "(review the new file before committing it)",
-                pytrace=False,
+                "(review the new file before committing it)"
             )
+        return None
 
     def __repr__(self) -> str:
         return f"convergence_snapshot({self._test_name})"

@@ -137,10 +137,14 @@ def parse_ini_rtol(text: str) -> dict[str, float]:
             return dict.fromkeys(DTYPES, float(text))
         result: dict[str, float] = {}
         for part in text.replace(",", " ").split():
-            name, _, raw = part.partition("=")
+            name, equals, raw = part.partition("=")
+            if not equals:
+                raise ValueError(part)
             dtype_info(name.strip(), where="ini convergence_rtol")
             result[name.strip()] = float(raw)
         return result
+    except CaseError:
+        raise
     except ValueError:
         raise CaseError(
             f"cannot read {text!r}; write one number, or dtype=number pairs like 'float16=0.02 float32=1e-5'",
@@ -158,6 +162,7 @@ def resolve(
     case_name: str | None = None,
 ) -> Tolerance:
     """The tolerance of one snapshot: dtype default < ini < case < marker; ``exact`` on top."""
+    dtype_info(dtype)
     tolerance = Tolerance(rtol=DEFAULT_RTOL[dtype])
     if ini_rtol and dtype in ini_rtol:
         tolerance = replace(tolerance, rtol=ini_rtol[dtype])

@@ -129,7 +129,7 @@ class Trajectory:
     # --------------------------------------------------------------------------- writing
     def render(self) -> str:
         lines = [f"{MAGIC} v{FORMAT_VERSION}", "# shown for review, not compared:"]
-        lines += [f"{key}: {value}" for key, value in self.header.items()]
+        lines += [f"{key}: {value or '(unknown)'}" for key, value in self.header.items()]
         lines.append("# compared (with the tolerance above; pytest --snapshot-update accepts a change):")
         lines += self._body_lines()
         lines.append("end")
@@ -168,17 +168,18 @@ class Trajectory:
             raise SnapshotFormatError("the snapshot is truncated: its last line is not 'end'")
         header: dict[str, str] = {}
         index = 1
-        while index < len(lines) and not lines[index].startswith("# compared"):
+        while index < len(lines) - 1 and not lines[index].startswith("# compared"):
             line = lines[index]
             if not line.startswith("#"):
-                key, sep, value = line.partition(": ")
+                key, sep, value = line.partition(":")
+                value = value.strip()
                 if not sep:
                     raise SnapshotFormatError(
                         f"line {index + 1}: expected 'key: value' in the header, got {line!r}"
                     )
                 header[key] = value
             index += 1
-        if index == len(lines):
+        if index == len(lines) - 1:
             raise SnapshotFormatError("no '# compared' section")
         body = lines[index + 1 : -1]
         return cls._parse_body(header, body, first_line=index + 2)

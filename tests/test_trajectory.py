@@ -516,12 +516,6 @@ def test_a_missing_compared_section_is_a_format_error() -> None:
         Trajectory.parse("\n".join(lines) + "\n")
 
 
-@pytest.mark.xfail(
-    reason="Trajectory.parse: the header loop also reads the final 'end' line as a header line, so a "
-    "text without '# compared' fails with \"expected 'key: value' in the header, got 'end'\" and the "
-    "\"no '# compared' section\" message is unreachable",
-    strict=True,
-)
 def test_a_missing_compared_section_is_reported_as_such() -> None:
     text = "\n".join([f"{MAGIC} v1", "case: x", "dtype: float32", "end"]) + "\n"
     with pytest.raises(SnapshotFormatError, match="no '# compared' section"):

@@ -1,0 +1,300 @@
+"""Loss-history snapshots end to end, as a user runs them: the syrupy workflow with tolerance."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SUITE = textwrap.dedent(
+    """
+    import pytest
+    from pytest_convergence import Case
+
+    LEARNING_RATE = 2.55
+    seed = Case.sequential(
+        "seed-logistic",
+        layers=[{"class_name": "Dense", "config": {"units": 1}}], input_shape=(1,),
+        x=[[-1.0], [1.0]], y=[1.0, 0.0],
+        loss={"class_name": "BinaryCrossentropy", "config": {"from_logits": True}},
+        optimizer={"class_name": "RMSprop", "config": {"learning_rate": LEARNING_RATE}},
+        steps=300, seed=0,
+    )
+
+    @pytest.mark.convergence(dtypes=["float16", "float32"])
+    def test_seed(convergence_train, convergence_snapshot):
+        assert convergence_train(seed) == convergence_snapshot
+    """
+)
+SNAPSHOTS = Path("__snapshots__", "test_user")
+
+
+def snapshot_file(pytester: pytest.Pytester, dtype: str) -> Path:
+    return pytester.path / SNAPSHOTS / f"test_seed[{dtype}].convergence.txt"
+
+
+def scale_checkpoint_losses(path: Path, factor: float) -> None:
+    """Edit a stored snapshot as noise would: every checkpoint loss times ``factor``."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("loss at ")) + 1
+    for index in range(start, len(lines) - 1):
+        step, value = lines[index].split()
+        lines[index] = f"{step} {float(value) * factor!r}"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_whole_review_cycle(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(test_user=SUITE)
+
+    # 1. no snapshot yet: fails and says how to create one
+    result = user_suite.runpytest("--convergence")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*seed-logistic [[]float16[]]: no snapshot stored yet; "
+            "create it with pytest --convergence --snapshot-update"
+        ]
+    )
+
+    # 2. created with --snapshot-update
+    result = user_suite.runpytest("--convergence", "--snapshot-update")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*2 snapshots generated*"])
+    stored = snapshot_file(user_suite, "float16").read_text()
+    assert stored.startswith("pytest-convergence snapshot v1\n")
+    assert "dtype: float16" in stored and "outcome: " in stored and stored.endswith("end\n")
+
+    # 3. passes on rerun (bit-identical, so also under --convergence-exact)
+    user_suite.runpytest("--convergence").assert_outcomes(passed=2)
+    user_suite.runpytest("--convergence", "--convergence-exact").assert_outcomes(passed=2)
+
+    # 4. noise within the float16 tolerance (0.1% against rtol 1%) passes; exact mode rejects it
+    scale_checkpoint_losses(snapshot_file(user_suite, "float16"), 1.001)
+    user_suite.runpytest("--convergence").assert_outcomes(passed=2)
+    exact = user_suite.runpytest("--convergence", "--convergence-exact")
+    exact.assert_outcomes(passed=1, failed=1)
+    exact.stdout.fnmatch_lines(["*not bit-identical: first difference in compared line*"])
+
+    # 5. the learning rate +1% fails with a readable report
+    user_suite.makepyfile(test_user=SUITE.replace("LEARNING_RATE = 2.55", "LEARNING_RATE = 2.55 * 1.01"))
+    result = user_suite.runpytest("--convergence")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*seed-logistic [[]float32[]]: the loss history changed (rtol 0.0001 for losses and weights*",
+            "*the histories part at step 2: 0.00033224875 -> *(relative error *%)",
+            "*checkpoints outside rtol 0.0001: * of * (*%; * allowed)",
+            "*step*snapshot*now*rel. error",
+            "*accept the new history with pytest --convergence --snapshot-update, after reviewing it",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*2 snapshots failed*"])
+
+    # 6. accepted with --snapshot-update, then green
+    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+    user_suite.runpytest("--convergence").assert_outcomes(passed=2)
+
+
+def test_an_outcome_change_is_reported_first(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(test_user=SUITE)
+    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+    path = snapshot_file(user_suite, "float32")
+    path.write_text(path.read_text().replace("outcome: descending", "outcome: stalled"))
+    result = user_suite.runpytest("--convergence")
+    result.assert_outcomes(passed=1, failed=1)
+    text = result.stdout.str()
+    report = text[text.index("the loss history changed") :]
+    assert report.splitlines()[1].strip().endswith("OUTCOME CHANGED: stalled -> descending")
+
+
+def test_a_marker_tolerance_overrides_the_dtype_default(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(test_user=SUITE)
+    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+    changed = SUITE.replace("LEARNING_RATE = 2.55", "LEARNING_RATE = 2.55 * 1.01").replace(
+        '@pytest.mark.convergence(dtypes=["float16", "float32"])',
+        '@pytest.mark.convergence(dtypes=["float16", "float32"], '
+        'tolerance={"rtol": 0.5, "miss_fraction": 0.1})',
+    )
+    user_suite.makepyfile(test_user=changed)
+    user_suite.runpytest("--convergence").assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("nonsense", "line *: cannot read 'loss went down, mostly'"),
+        ("truncated", "the snapshot is truncated: its last line is not 'end'"),
+        ("old-format", "snapshot format v0 is not the v1 this version of pytest-convergence reads"),
+    ],
+)
+def test_a_damaged_snapshot_names_the_file_the_problem_and_the_fix(
+    user_suite: pytest.Pytester, damage: str, message: str
+) -> None:
+    user_suite.makepyfile(test_user=SUITE)
+    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+    path = snapshot_file(user_suite, "float16")
+    text = path.read_text()
+    if damage == "nonsense":
+        text = text.replace("outcome: ", "loss went down, mostly\noutcome: ")
+    elif damage == "truncated":
+        text = text[: len(text) // 2]
+    else:
+        text = text.replace("pytest-convergence snapshot v1", "pytest-convergence snapshot v0")
+    path.write_text(text)
+
+    result = user_suite.runpytest("--convergence")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"*{SNAPSHOTS / 'test_seed[[]float16[]].convergence.txt'}: {message}"])
+    assert "During handling" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*1 snapshot failed. 1 snapshot passed.*"])
+    result.stdout.fnmatch_lines(["*fix: pytest --convergence --snapshot-update rewrites it from this run*"])
+
+    # the fix works: the damaged file is rewritten and the suite is green again
+    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+    user_suite.runpytest("--convergence").assert_outcomes(passed=2)
+
+
+def test_unused_snapshots_are_reported_and_removed_as_syrupy_does(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(test_user=SUITE)
+    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+    user_suite.makepyfile(test_user=SUITE.replace('dtypes=["float16", "float32"]', 'dtypes=["float32"]'))
+
+    result = user_suite.runpytest("--convergence")
+    result.stdout.fnmatch_lines(["*1 snapshot unused*"])
+    assert result.ret == 1
+    warned = user_suite.runpytest("--convergence", "--snapshot-warn-unused")
+    warned.assert_outcomes(passed=1)
+    assert warned.ret == 0
+    user_suite.runpytest("--convergence", "--snapshot-update").stdout.fnmatch_lines(
+        ["*1 unused snapshot deleted*"]
+    )
+    assert not snapshot_file(user_suite, "float16").exists()
+    assert snapshot_file(user_suite, "float32").exists()
+
+
+def test_skipped_and_deselected_dtypes_are_not_reported_unused(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(test_user=SUITE)
+    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+
+    narrowed = user_suite.runpytest("--convergence", "--convergence-dtypes=float32")
+    narrowed.assert_outcomes(passed=1, deselected=1)
+    assert "snapshot unused" not in narrowed.stdout.str()
+    assert narrowed.ret == 0
+
+    skipping = SUITE.replace(
+        "def test_seed(convergence_train, convergence_snapshot):",
+        "def test_seed(convergence_train, convergence_snapshot, convergence_dtype):\n"
+        "    if convergence_dtype == 'float16':\n"
+        "        pytest.skip('float16 unsupported on this machine')",
+    )
+    user_suite.makepyfile(test_user=skipping)
+    skipped = user_suite.runpytest("--convergence")
+    skipped.assert_outcomes(passed=1, skipped=1)
+    assert "snapshot unused" not in skipped.stdout.str()
+    assert snapshot_file(user_suite, "float16").exists()
+
+
+def test_repeat_passes_on_a_deterministic_case_and_names_the_step_where_one_is_not(
+    user_suite: pytest.Pytester,
+) -> None:
+    user_suite.makepyfile(
+        test_user=SUITE.replace("convergence_snapshot):", "):").replace(
+            "assert convergence_train(seed) == convergence_snapshot", "convergence_train(seed)"
+        )
+    )
+    user_suite.runpytest("--convergence", "--convergence-repeat=2").assert_outcomes(passed=2)
+
+    user_suite.makepyfile(
+        test_flaky=textwrap.dedent(
+            """
+            import itertools
+            import keras
+            import pytest
+            from pytest_convergence import Case
+
+            builds = itertools.count()
+
+            def drifting(dtype):
+                # a model whose starting point changes with every build: not reproducible
+                start = 0.1 * next(builds)
+                return keras.Sequential([keras.Input((1,)), keras.layers.Dense(
+                    1, kernel_initializer=keras.initializers.Constant(start))])
+
+            flaky = Case("flaky", model=drifting, x=[[-1.0], [1.0]], y=[1.0, 0.0], loss="mse", steps=20)
+
+            @pytest.mark.convergence(dtypes=["float32"])
+            def test_flaky(convergence_train):
+                convergence_train(flaky)
+            """
+        )
+    )
+    result = user_suite.runpytest("--convergence", "--convergence-repeat=2", "test_flaky.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*flaky [[]float32, loop engine[]] is not deterministic: "
+            "training 2 of 2: the loss differs from step 1:*"
+        ]
+    )
+
+
+def test_calibration_recommends_a_tolerance_from_perturbed_reruns(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(
+        test_user=textwrap.dedent(
+            """
+            import numpy as np
+            import pytest
+            from pytest_convergence import Case
+
+            rng = np.random.default_rng(0)
+            x = rng.normal(size=(96, 2)).astype("float32")
+            mlp = Case.sequential(
+                "mlp", layers=[{"class_name": "Dense", "config": {"units": 8, "activation": "relu"}},
+                               {"class_name": "Dense", "config": {"units": 1}}],
+                input_shape=(2,), x=x, y=(x[:, 0] * x[:, 1] > 0).astype("float32"),
+                loss={"class_name": "BinaryCrossentropy", "config": {"from_logits": True}},
+                optimizer="adam", epochs=5, batch_size=16,
+            )
+
+            @pytest.mark.convergence(dtypes=["float32"])
+            def test_mlp(convergence_train):
+                convergence_train(mlp)
+            """
+        )
+    )
+    result = user_suite.runpytest("--convergence", "--convergence-calibrate=3")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= convergence calibration (tolerance from data) =*",
+            "case*dtype*runs*median spread*max spread*recommended rtol*rtol now*fits*outcomes",
+            "mlp*float32*3*",
+        ]
+    )
+    row = next(line for line in result.stdout.lines if line.startswith("mlp ") and line.split()[2] == "3")
+    recommended = float(row.split()[5])
+    assert recommended > 1e-4  # reshuffled batches move an MLP's history far more than float32 noise
+    assert row.split()[7] == "NO"  # so the float32 default rtol would not have accepted them
+
+
+def test_the_same_snapshots_with_and_without_xdist(user_suite: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    user_suite.makepyfile(test_user=SUITE)
+    serial = user_suite.runpytest_subprocess("--convergence", "--snapshot-update")
+    serial.assert_outcomes(passed=2)
+    written = {dtype: snapshot_file(user_suite, dtype).read_text() for dtype in ("float16", "float32")}
+
+    parallel = user_suite.runpytest_subprocess("--convergence", "-n", "2")
+    parallel.assert_outcomes(passed=2)
+    parallel.stdout.fnmatch_lines(["*= convergence summary =*"])
+    parallel.stdout.fnmatch_lines(["*2 snapshots passed*"])
+
+    for path in (user_suite.path / SNAPSHOTS).iterdir():
+        path.unlink()
+    rewritten = user_suite.runpytest_subprocess("--convergence", "--snapshot-update", "-n", "2")
+    rewritten.assert_outcomes(passed=2)
+    for dtype, text in written.items():
+        assert snapshot_file(user_suite, dtype).read_text() == text
+    assert not [p for p in (user_suite.path / SNAPSHOTS).iterdir() if re.search(r"\.tmp$", p.name)]
