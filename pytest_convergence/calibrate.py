@@ -1,18 +1,17 @@
-"""Tolerance from data: how far a case's history moves under harmless perturbations.
+"""Tolerance from data: how far a case's history moves under rounding-sized perturbations.
 
-``--convergence-calibrate=N`` trains each run N-1 more times, each with another seed (which
-changes the shuffle order and any dropout) and the rows of the data permuted (which changes the
-order of the sums inside each batch), starting from the same initial weights. The spread of their
-checkpoints against the first run measures how much noise the history has; a tolerance of that
-spread times a margin would have accepted every one of them. Like Megatron-LM's golden values, the
-recommendation ignores the worst ``miss_fraction`` of checkpoints.
+``--convergence-calibrate=N`` trains each run N-1 more times, each starting from the same initial
+weights moved by one unit in the last place (see :func:`calibration_cases`). The spread of their
+checkpoints against the first run measures how sensitive the history is to rounding; the
+recommended tolerance, the smallest under which every rerun would match its snapshot times a
+margin, would have accepted all of them. Like Megatron-LM's golden values, it lets the worst
+``miss_fraction`` of checkpoints miss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -123,23 +122,29 @@ def format_table(calibrations: list[Calibration]) -> list[str]:
 
 
 def calibration_cases(case: Case, base: Run, count: int) -> list[Case]:
-    """``count`` perturbed copies of ``case``: another seed, permuted rows, the base run's start."""
-    start = [np.asarray(w, dtype=np.float64) for w in base.initial_weights.values()]
+    """``count`` copies of ``case`` starting one unit in the last place away from the base run.
+
+    Every initial weight is moved to its neighbour in the variables' dtype, in a random direction
+    per weight: the size of the rounding differences a new kernel or a reordered sum brings
+    with a framework upgrade. Data, batches and seed are unchanged, so any spread is the history's
+    sensitivity to rounding, which is what a tolerance between versions has to absorb.
+    """
     copies = []
     for offset in range(1, count + 1):
-        order = np.random.default_rng(case.seed + offset).permutation(case.num_samples)
-        copies.append(
-            case.with_(
-                seed=case.seed + offset,
-                x=_rows(case.x, order),
-                y=_rows(case.y, order),
-                initial_weights=start,
-            )
-        )
+        rng = np.random.default_rng(case.seed + offset)
+        start = [
+            _one_ulp_away(np.asarray(w), base.variable_dtype, rng) for w in base.initial_weights.values()
+        ]
+        copies.append(case.with_(initial_weights=start))
     return copies
 
 
-def _rows(data: Any, order: np.ndarray) -> Any:
-    if isinstance(data, Mapping):
-        return {key: np.asarray(value)[order] for key, value in data.items()}
-    return np.asarray(data)[order]
+def _one_ulp_away(weights: np.ndarray, dtype: str, rng: np.random.Generator) -> np.ndarray:
+    direction = rng.choice([-1.0, 1.0], size=weights.shape)
+    values = weights.astype(np.float64)
+    if dtype in ("float16", "float32", "float64") and weights.dtype == np.dtype(dtype):
+        typed = weights.astype(dtype)
+        return np.nextafter(typed, (direction * np.inf).astype(dtype)).astype(np.float64)
+    # bfloat16 (no numpy type): 8 significant bits, so the spacing is 2**(exponent - 7)
+    exponent = np.floor(np.log2(np.maximum(np.abs(values), 2.0**-126)))
+    return values + direction * 2.0 ** (exponent - 7)

@@ -61,6 +61,17 @@ def import_tensorflow() -> tuple[Any, Any]:
     return tf, keras
 
 
+def enable_op_determinism() -> None:
+    """Make TensorFlow use deterministic kernels, or raise where an op has none.
+
+    Off by default: on CPU every op these engines use is already deterministic (the
+    ``--convergence-repeat`` check shows it), and the switch is process-wide. Switch it on
+    (ini ``convergence_op_determinism = true``) on GPUs, where some kernels are not.
+    """
+    tf, _ = import_tensorflow()
+    tf.config.experimental.enable_op_determinism()
+
+
 def framework_versions() -> dict[str, str]:
     """Versions a run depends on; recorded in every run so results say what produced them."""
     tf, keras = import_tensorflow()

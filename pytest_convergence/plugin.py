@@ -51,6 +51,7 @@ class Settings:
     calibrate: int = 0
     exact: bool = False
     ini_rtol: tuple[tuple[str, float], ...] = ()
+    op_determinism: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="compare loss-history snapshots bit for bit (for reruns on the same versions).",
     )
     parser.addini("convergence", type="bool", default=False, help="always run convergence tests.")
+    parser.addini(
+        "convergence_op_determinism",
+        type="bool",
+        default=False,
+        help="call tf.config.experimental.enable_op_determinism() before training (for GPUs).",
+    )
     parser.addini(
         "convergence_rtol",
         default="",
@@ -176,6 +183,7 @@ def _read_settings(config: pytest.Config) -> Settings:
         calibrate=calibrate,
         exact=config.getoption("--convergence-exact"),
         ini_rtol=ini_rtol,
+        op_determinism=bool(config.getini("convergence_op_determinism")),
     )
 
 
@@ -304,7 +312,9 @@ def convergence_train(request: pytest.FixtureRequest, convergence_dtype: str) ->
         from .runner import TrainingRequest, train_with_checks
 
         chosen = engine or settings.engine or marker.engine or case.engine or settings.default_engine
-        checks = TrainingRequest(repeat=settings.repeat, calibrate=settings.calibrate)
+        checks = TrainingRequest(
+            repeat=settings.repeat, calibrate=settings.calibrate, op_determinism=settings.op_determinism
+        )
 
         def current(run: Run) -> tuple[float, float]:
             tolerance = tolerance_for(run)

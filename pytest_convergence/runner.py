@@ -24,6 +24,7 @@ class NotDeterministicError(ConvergenceError, AssertionError):
 class TrainingRequest:
     repeat: int = 1
     calibrate: int = 0
+    op_determinism: bool = False
 
 
 def first_difference(first: Run, again: Run) -> str | None:
@@ -52,8 +53,10 @@ def train_with_checks(
 ) -> tuple[Run, Calibration | None]:
     """Train ``case``; with ``repeat`` > 1 demand bit-identical reruns; with ``calibrate`` >= 2
     measure the spread of perturbed reruns. ``current_rtol`` gives (rtol, miss_fraction) of a run."""
-    from .engine import train
+    from .engine import enable_op_determinism, train
 
+    if request.op_determinism:
+        enable_op_determinism()
     run = train(case, dtype, engine)
     for attempt in range(2, request.repeat + 1):
         difference = first_difference(run, train(case, dtype, engine))
