@@ -29,7 +29,7 @@ def test_bfloat16_weights_move_by_their_eight_bit_spacing() -> None:
     assert np.allclose(np.abs(moved - weights), [2.0**-7, 2.0**-6, 2.0**-9])
 
 
-def _stored(run, rtol: float) -> Trajectory:  # noqa: ANN001
+def _stored(run, rtol: float) -> Trajectory:
     return Trajectory.parse(Trajectory.from_run(run, Tolerance(rtol=rtol)).render())
 
 
