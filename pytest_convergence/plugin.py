@@ -64,6 +64,7 @@ class MarkerOptions:
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
+SPEC_ERRORS_KEY = pytest.StashKey[int]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -111,6 +112,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("convergence", type="bool", default=False, help="always run convergence tests.")
     parser.addini(
+        "convergence_spec_patterns",
+        type="linelist",
+        default=["*.convergence.toml"],
+        help="file name patterns of spec files to collect.",
+    )
+    parser.addini(
         "convergence_op_determinism",
         type="bool",
         default=False,
@@ -142,6 +149,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = _read_settings(config)
     config.stash[ROWS_KEY] = []
     config.stash[CALIBRATIONS_KEY] = []
+    config.stash[SPEC_ERRORS_KEY] = 0
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistSummary(config), "convergence-xdist")
 
@@ -252,7 +260,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _item_dtype(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
-    return callspec.params.get(DTYPE_FIXTURE) if callspec is not None else None
+    if callspec is not None:
+        return callspec.params.get(DTYPE_FIXTURE)
+    return getattr(item, "convergence_dtype", None)  # spec items
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """A broken spec file is a collection error for that file only: when every collection error
+    comes from a spec file, the rest of the suite still runs (and the session still fails)."""
+    spec_errors = session.config.stash.get(SPEC_ERRORS_KEY, 0)
+    if spec_errors and session.testsfailed == spec_errors:
+        session.config.option.continue_on_collection_errors = True
+
+
+def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
+    """Spec files (``*.convergence.toml`` by default) are collected like test modules."""
+    import fnmatch
+
+    patterns = parent.config.getini("convergence_spec_patterns") or ["*.convergence.toml"]
+    if any(fnmatch.fnmatch(file_path.name, pattern) for pattern in patterns):
+        from .collect import SpecFile
+
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
 
 
 @pytest.fixture
@@ -275,20 +306,92 @@ def _marker(request: pytest.FixtureRequest) -> MarkerOptions:
     return marker_options(marker, settings.default_dtypes, request.node.name)
 
 
-def _tolerance_for(settings: Settings, marker: MarkerOptions) -> Callable[[Run], Tolerance]:
-    from .tolerance import resolve
+class TrainingHelpers:
+    """What a convergence test needs from the session, for Python tests and spec items alike:
+    training with the session's checks, the snapshot tolerance, and the snapshot assertion."""
 
-    def tolerance(run: Run) -> Tolerance:
+    def __init__(self, node: pytest.Item, marker: MarkerOptions) -> None:
+        self.node = node
+        self.config = node.config
+        self.settings = node.config.stash[SETTINGS_KEY]
+        self.marker = marker
+
+    @classmethod
+    def for_item(cls, item: pytest.Item, marker_tolerance: Any = None) -> TrainingHelpers:
+        return cls(item, MarkerOptions(dtypes=[], engine=None, tolerance=marker_tolerance))
+
+    def tolerance_for(self, run: Run) -> Tolerance:
+        from .tolerance import resolve
+
         return resolve(
             run.dtype,
-            ini_rtol=dict(settings.ini_rtol),
+            ini_rtol=dict(self.settings.ini_rtol),
             case=run.snapshot_tolerance,
-            marker=marker.tolerance,
-            exact=settings.exact,
+            marker=self.marker.tolerance,
+            exact=self.settings.exact,
             case_name=run.case,
         )
 
-    return tolerance
+    def train(self, case: Case, dtype: str, engine: str | None) -> Run:
+        """Train with ``--convergence-repeat`` / ``--convergence-calibrate``; a user's mistake fails
+        the test with one clear line."""
+        __tracebackhide__ = True
+        from .runner import TrainingRequest, train_with_checks
+
+        settings = self.settings
+        chosen = engine or settings.engine or self.marker.engine or case.engine or settings.default_engine
+        checks = TrainingRequest(
+            repeat=settings.repeat, calibrate=settings.calibrate, op_determinism=settings.op_determinism
+        )
+
+        def current(run: Run) -> tuple[float, float]:
+            tolerance = self.tolerance_for(run)
+            return tolerance.rtol, tolerance.miss_fraction
+
+        problem = None
+        try:
+            run, calibration = train_with_checks(case, dtype, chosen, checks, current_rtol=current)
+        except ConvergenceError as error:
+            problem = str(error)
+        if problem is not None:  # failed outside the handler, so no chained traceback is shown
+            pytest.fail(problem, pytrace=False)
+        if calibration is not None:
+            self.config.stash[CALIBRATIONS_KEY].append(calibration)
+        return run
+
+    def snapshot(self, assertion: Any = None) -> ConvergenceSnapshot:
+        """The snapshot assertion of this test (from syrupy's fixture when there is one)."""
+        from .snapshot import ConvergenceSnapshot, ConvergenceSnapshotExtension
+
+        if assertion is None:
+            from syrupy.assertion import SnapshotAssertion
+            from syrupy.location import PyTestLocation
+
+            assertion = SnapshotAssertion(
+                update_snapshots=self.config.option.update_snapshots,
+                update_new_snapshots_only=getattr(self.config.option, "update_new_snapshots_only", False),
+                extension_class=ConvergenceSnapshotExtension,
+                test_location=PyTestLocation(self.node),
+                session=self.config._syrupy,  # type: ignore[attr-defined]
+            )
+        else:
+            assertion = assertion.use_extension(ConvergenceSnapshotExtension)
+        return ConvergenceSnapshot(
+            assertion,
+            tolerance_for=self.tolerance_for,
+            updating=bool(self.config.option.update_snapshots),
+            test_name=self.node.nodeid,
+        )
+
+    def snapshot_problem(self, run: Run) -> str | None:
+        """The snapshot report if ``run`` does not match its snapshot, else None."""
+        from .snapshot import SnapshotMismatchError
+
+        try:
+            self.snapshot().assert_match(run)
+        except SnapshotMismatchError as mismatch:
+            return str(mismatch)
+        return None
 
 
 @pytest.fixture
@@ -302,36 +405,13 @@ def convergence_train(request: pytest.FixtureRequest, convergence_dtype: str) ->
     settings = request.config.stash[SETTINGS_KEY]
     if not settings.enabled:
         pytest.skip(SKIP_REASON)
-    marker = _marker(request)
-    tolerance_for = _tolerance_for(settings, marker)
+    helpers = TrainingHelpers(request.node, _marker(request))
     runs = request.node.stash.setdefault(ITEM_RUNS_KEY, [])
-    calibrations = request.config.stash[CALIBRATIONS_KEY]
 
     def train_case(case: Case, dtype: str | None = None, engine: str | None = None) -> Run:
         __tracebackhide__ = True
-        from .runner import TrainingRequest, train_with_checks
-
-        chosen = engine or settings.engine or marker.engine or case.engine or settings.default_engine
-        checks = TrainingRequest(
-            repeat=settings.repeat, calibrate=settings.calibrate, op_determinism=settings.op_determinism
-        )
-
-        def current(run: Run) -> tuple[float, float]:
-            tolerance = tolerance_for(run)
-            return tolerance.rtol, tolerance.miss_fraction
-
-        problem = None
-        try:
-            run, calibration = train_with_checks(
-                case, dtype or convergence_dtype, chosen, checks, current_rtol=current
-            )
-        except ConvergenceError as error:
-            problem = str(error)
-        if problem is not None:  # failed outside the handler, so no chained traceback is shown
-            pytest.fail(problem, pytrace=False)
+        run = helpers.train(case, dtype or convergence_dtype, engine)
         runs.append(run)
-        if calibration is not None:
-            calibrations.append(calibration)
         return run
 
     return train_case
@@ -341,15 +421,7 @@ def convergence_train(request: pytest.FixtureRequest, convergence_dtype: str) ->
 def convergence_snapshot(request: pytest.FixtureRequest, snapshot: Any) -> ConvergenceSnapshot:
     """``assert run == convergence_snapshot``: the run's loss history against its stored snapshot,
     one file per test and dtype, compared with a dtype-aware tolerance."""
-    from .snapshot import ConvergenceSnapshot, ConvergenceSnapshotExtension
-
-    settings = request.config.stash[SETTINGS_KEY]
-    return ConvergenceSnapshot(
-        snapshot.use_extension(ConvergenceSnapshotExtension),
-        tolerance_for=_tolerance_for(settings, _marker(request)),
-        updating=bool(request.config.option.update_snapshots),
-        test_name=request.node.nodeid,
-    )
+    return TrainingHelpers(request.node, _marker(request)).snapshot(snapshot)
 
 
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
