@@ -101,9 +101,14 @@ def dtype_policy(keras: Any, policy: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def train(case: Case, dtype: str, engine: str | None = None) -> Run:
-    """Train ``case`` in ``dtype`` with ``engine`` (default: the case's, else ``loop``)."""
+def train(case: Case, dtype: str, engine: str | None = None, *, trace_weights: int = 0) -> Run:
+    """Train ``case`` in ``dtype`` with ``engine`` (default: the case's, else ``loop``).
+
+    ``trace_weights`` records the first that many (flattened) weights at every step, in
+    ``run.extra["weight_trace"]``; the ``loop`` and ``xla`` engines only.
+    """
     training = Training.prepare(case, dtype, engine or case.engine or "loop")
+    training.trace_weights = trace_weights
     with training.reporting_runtime_errors():
         trace_start = time.perf_counter()
         training.compile_loop()
@@ -154,6 +159,9 @@ class Training:
         self.initial_weights: dict[str, np.ndarray] = {}
         self._loop: Callable[..., Any] | None = None
         self._captured_loss: list[Any] = []
+        self.trace_weights = 0
+        """Record this many leading (flattened) weights at every step, for ``explain``'s plot."""
+        self.weight_trace = np.zeros((0, 0))
 
     # ----------------------------------------------------------------------------- preparing
     @classmethod
@@ -458,13 +466,21 @@ class Training:
                 return tf.cast(tf.reduce_max(tf.stack(deltas)), tf.float64)
             return tf.reduce_max(tf.stack([tf.cast(d, tf.float64) for d in deltas]))
 
+        traced = min(self.trace_weights, sum(int(np.prod(v.shape)) for v in trainables))
+
+        def flat_weights(now: list[Any]) -> Any:
+            return tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in now], 0)[:traced]
+
         @tf.function(jit_compile=jit, autograph=False)
         def loop(num_steps: Any) -> tuple[Any, ...]:
             losses = tf.TensorArray(tf.float64, size=steps, element_shape=[])
             updates = tf.TensorArray(tf.float64, size=steps, element_shape=[])
             step_logs = tf.TensorArray(tf.float64, size=steps, element_shape=[len(log_names)])
+            weights = tf.TensorArray(tf.float64, size=steps if traced else 0, element_shape=[traced])
 
-            def body(step: Any, losses: Any, updates: Any, step_logs: Any, *before: Any) -> tuple[Any, ...]:
+            def body(
+                step: Any, losses: Any, updates: Any, step_logs: Any, weights: Any, *before: Any
+            ) -> tuple[Any, ...]:
                 if batches_per_epoch == 1:
                     model.reset_metrics()
                     reset = []
@@ -486,6 +502,7 @@ class Training:
                     losses.write(step, loss),
                     updates.write(step, largest_update(now, list(before))),
                     step_logs.write(step, values),
+                    weights.write(step, flat_weights(now)) if traced else weights,
                     *now,
                 )
 
@@ -497,11 +514,13 @@ class Training:
                     losses,
                     updates,
                     step_logs,
+                    weights,
                     *[v.read_value() for v in trainables],
                 ),
                 maximum_iterations=steps,
             )
-            return results[1].stack(), results[2].stack(), results[3].stack()
+            trace = results[4].stack() if traced else tf.zeros([0, 0], tf.float64)
+            return results[1].stack(), results[2].stack(), results[3].stack(), trace
 
         model.reset_metrics()
         return loop
@@ -514,8 +533,9 @@ class Training:
         tf = self.tf
         self.model.reset_metrics()
         steps = self.case.total_steps
-        losses, updates, step_logs = self._loop(tf.constant(steps, tf.int32))
+        losses, updates, step_logs, trace = self._loop(tf.constant(steps, tf.int32))
         updates = updates.numpy()
+        self.weight_trace = trace.numpy()
         loss_dtype = self._captured_loss[-1].dtype.name if self._captured_loss else "float32"
         record = StepRecord(
             loss=losses.numpy(),
@@ -685,6 +705,13 @@ class Training:
         except Exception:
             return None
 
+    def _flat_names(self) -> list[str]:
+        names = []
+        for weight in self.model.trainable_weights:
+            short = "/".join(_weight_name(weight).split("/")[-2:])
+            names += [f"{short}[{i}]" for i in range(int(np.prod(weight.shape)))]
+        return names
+
     def _first_batch(self) -> Any:
         batches = self._draw_epoch(self._epoch_iterator())
         if not batches:
@@ -723,6 +750,8 @@ class Training:
                 "log_names": record.log_names,
                 "intended_update": self.intended_update(gradients),
                 "update_in_variable_dtype": self.intended_update(gradients, self.info.variable_dtype),
+                "weight_trace": self.weight_trace,
+                "weight_trace_names": self._flat_names()[: self.weight_trace.shape[1]],
             },
         )
 

@@ -27,7 +27,9 @@ DEFAULT_RTOL: dict[str, float] = {
     "mixed_float16": 1e-2,
     "mixed_bfloat16": 2e-2,
     "float32": 1e-4,
-    "float64": 1e-7,
+    # Keras 3 computes losses in float32 even for a float64 model, so float64 histories are
+    # compared a few float32 ulps wide; a float64 loss (a case that pins it) could go tighter.
+    "float64": 1e-6,
 }
 
 

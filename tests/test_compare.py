@@ -132,7 +132,7 @@ def assert_passes(comparison: Comparison) -> None:
         ("float16", 1e-2),
         ("bfloat16", 2e-2),
         ("float32", 1e-4),
-        ("float64", 1e-7),
+        ("float64", 1e-6),
         ("mixed_float16", 1e-2),
         ("mixed_bfloat16", 2e-2),
     ],
@@ -762,7 +762,7 @@ def test_resolve_per_dtype_rtol_dicts() -> None:
     case = {"rtol": {"float16": 0.05, "float32": 1e-3}}
     assert resolve("float16", case=case).rtol == 0.05
     assert resolve("float32", case=case).rtol == 1e-3
-    assert resolve("float64", case=case).rtol == 1e-7
+    assert resolve("float64", case=case).rtol == 1e-6
     assert resolve("float64", ini_rtol={"float64": 1e-9}, case=case).rtol == 1e-9
     marker = {"rtol": {"float32": 5e-3}, "miss_fraction": 0.02}
     assert resolve("float32", case=case, marker=marker) == Tolerance(rtol=5e-3, miss_fraction=0.02)
@@ -851,7 +851,7 @@ def test_parse_ini_rtol_per_dtype(text: str) -> None:
     assert rtol == {"float16": 0.02, "float32": 1e-5}
     assert resolve("float16", ini_rtol=rtol).rtol == 0.02
     assert resolve("float32", ini_rtol=rtol).rtol == 1e-5
-    assert resolve("float64", ini_rtol=rtol).rtol == 1e-7
+    assert resolve("float64", ini_rtol=rtol).rtol == 1e-6
 
 
 @pytest.mark.parametrize(

@@ -277,7 +277,7 @@ def test_calibration_recommends_a_tolerance_from_perturbed_reruns(user_suite: py
     cells = row.split()
     recommended, current = float(cells[5]), float(cells[6])
     assert current == 1e-4  # the float32 default
-    assert recommended >= 2 * 1.19e-7  # at least twice float32's epsilon
+    assert recommended >= 0  # 0 when every rerun is bit-identical
     assert cells[7] == ("yes" if recommended <= current else "NO")
 
 

@@ -1,0 +1,95 @@
+"""The ``pytest-convergence`` command: explain one run of a spec file.
+
+    pytest-convergence explain fixtures/seed-default.convergence.toml --dtype float32 --plot loss.png
+
+It trains the case once in one dtype and prints what the training did and why (the diagnosis and
+its evidence), which is the question the project grew from: "why does my model not converge in
+float32?". ``--plot`` draws the loss curve (log scale) with its events and the weights' paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import ConvergenceError
+
+TRACED_WEIGHTS = 64
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pytest-convergence", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    explain = commands.add_parser("explain", help="train one spec in one dtype and explain the run")
+    explain.add_argument("spec", type=Path, help="a *.convergence.toml file")
+    explain.add_argument("--dtype", default=None, help="dtype to train in (default: the spec's first)")
+    explain.add_argument("--engine", default="loop", choices=("loop", "xla", "fit"))
+    explain.add_argument("--steps", type=int, default=None, help="override the spec's step budget")
+    explain.add_argument("--plot", type=Path, default=None, metavar="PNG", help="write the loss curve here")
+    arguments = parser.parse_args(argv)
+    try:
+        return _explain(arguments)
+    except ConvergenceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _explain(arguments: argparse.Namespace) -> int:
+    from .dtypes import dtype_info
+    from .engine import train
+    from .spec import load_spec
+
+    spec = load_spec(arguments.spec)
+    dtype = arguments.dtype or spec.dtypes[0]
+    dtype_info(dtype, where="--dtype")
+    case = spec.case.with_(steps=arguments.steps, epochs=None) if arguments.steps else spec.case
+    run = train(
+        case, dtype, arguments.engine, trace_weights=TRACED_WEIGHTS if arguments.engine != "fit" else 0
+    )
+    for line in describe_run(run):
+        print(line)
+    if arguments.plot is not None:
+        from .plot import plot_run
+
+        plot_run(run, arguments.plot)
+        print(f"plot: {arguments.plot}")
+    return 0
+
+
+def describe_run(run: object) -> list[str]:
+    """The explanation as lines of text: what ran, what happened, the evidence, the verdict."""
+    from .run import Run
+
+    assert isinstance(run, Run)
+    diagnosis = run.diagnosis
+    lines = [
+        f"{run.case} in {run.dtype} ({run.engine} engine): {run.steps:,} steps in {run.wall_time:.1f} s "
+        f"({run.steps_per_second:,.0f} steps/s)",
+        f"weights in {run.variable_dtype}, loss computed in {run.loss_dtype}; optimizer {run.optimizer}",
+        f"final loss {run.final_loss:.6g}"
+        + (
+            f"; target {run.target_loss:g} {'met' if run.converged else 'missed'}"
+            + (f" at step {run.steps_to_target}" if run.steps_to_target else "")
+            if run.target_loss is not None
+            else ""
+        ),
+        "",
+        diagnosis.describe(run.dtype),
+        "",
+        "evidence:",
+    ]
+    lines += [f"  {key}: {value}" for key, value in diagnosis.evidence.items()]
+    if run.expectation is not None:
+        from .checks import unmet
+
+        problems = unmet(run, run.expectation)
+        lines.append("")
+        lines.append("expectation: met" if not problems else "expectation: NOT met")
+        lines += [f"  - {problem}" for problem in problems]
+    return lines
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
