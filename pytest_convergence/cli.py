@@ -68,13 +68,7 @@ def describe_run(run: object) -> list[str]:
         f"{run.case} in {run.dtype} ({run.engine} engine): {run.steps:,} steps in {run.wall_time:.1f} s "
         f"({run.steps_per_second:,.0f} steps/s)",
         f"weights in {run.variable_dtype}, loss computed in {run.loss_dtype}; optimizer {run.optimizer}",
-        f"final loss {run.final_loss:.6g}"
-        + (
-            f"; target {run.target_loss:g} {'met' if run.converged else 'missed'}"
-            + (f" at step {run.steps_to_target}" if run.steps_to_target else "")
-            if run.target_loss is not None
-            else ""
-        ),
+        f"final loss {run.final_loss:.6g}{_target(run)}",
         "",
         diagnosis.describe(run.dtype),
         "",
@@ -89,6 +83,18 @@ def describe_run(run: object) -> list[str]:
         lines.append("expectation: met" if not problems else "expectation: NOT met")
         lines += [f"  - {problem}" for problem in problems]
     return lines
+
+
+def _target(run: object) -> str:
+    from .run import Run
+
+    assert isinstance(run, Run)
+    if run.target_loss is None:
+        return ""
+    first = run.steps_to_target
+    verdict = "met" if run.converged else "missed"
+    reached = f", first reached at step {first}" if first else ", never reached"
+    return f"; target {run.target_loss:g} {verdict}{reached}"
 
 
 if __name__ == "__main__":  # pragma: no cover
