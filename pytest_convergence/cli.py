@@ -28,9 +28,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     explain.add_argument("--engine", default="loop", choices=("loop", "xla", "fit"))
     explain.add_argument("--steps", type=int, default=None, help="override the spec's step budget")
     explain.add_argument("--plot", type=Path, default=None, metavar="PNG", help="write the loss curve here")
+    compare = commands.add_parser("compare", help="the upgrade gate: compare two results files")
+    compare.add_argument("old", type=Path, help="results of the old framework (--convergence-results)")
+    compare.add_argument("new", type=Path, help="results of the new framework")
+    compare.add_argument("--markdown", type=Path, help="also write a markdown summary (CI job summary)")
+    compare.add_argument("--html", type=Path, help="also write a self-contained HTML report")
+    compare.add_argument("--final-loss-threshold", type=float, default=0.10, metavar="R")
+    compare.add_argument("--steps-threshold", type=float, default=0.10, metavar="R")
+    compare.add_argument("--slowdown-threshold", type=float, default=0.25, metavar="R")
+    merge = commands.add_parser("merge", help="merge results files of several jobs into one")
+    merge.add_argument("output", type=Path)
+    merge.add_argument("inputs", type=Path, nargs="+")
     arguments = parser.parse_args(argv)
+    handlers = {"explain": _explain, "compare": _compare, "merge": _merge}
     try:
-        return _explain(arguments)
+        return handlers[arguments.command](arguments)
     except ConvergenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -55,6 +67,41 @@ def _explain(arguments: argparse.Namespace) -> int:
 
         plot_run(run, arguments.plot)
         print(f"plot: {arguments.plot}")
+    return 0
+
+
+def _compare(arguments: argparse.Namespace) -> int:
+    from . import results
+    from .gate import Thresholds, compare_results, format_table, markdown
+
+    old, new = results.load(arguments.old), results.load(arguments.new)
+    thresholds = Thresholds(
+        final_loss=arguments.final_loss_threshold,
+        steps_to_target=arguments.steps_threshold,
+        slowdown=arguments.slowdown_threshold,
+    )
+    verdict = compare_results(old, new, thresholds)
+    for line in format_table(verdict):
+        print(line)
+    if arguments.markdown:
+        from .snapshot import atomic_write_text
+
+        atomic_write_text(arguments.markdown, markdown(verdict))
+    if arguments.html:
+        from .report import write_report
+
+        write_report(arguments.html, verdict, old, new)
+        print(f"report: {arguments.html}")
+    return 0 if verdict.passed else 1
+
+
+def _merge(arguments: argparse.Namespace) -> int:
+    from . import results
+
+    parts = [results.load(path) for path in arguments.inputs]
+    merged = results.merge(parts, [str(path) for path in arguments.inputs])
+    results.write(arguments.output, merged)
+    print(f"{arguments.output}: {len(merged.runs)} runs from {len(parts)} files")
     return 0
 
 

@@ -20,6 +20,7 @@ from .outcome import DEFAULT_ENGINE, ENGINES
 if TYPE_CHECKING:
     from .calibrate import Calibration
     from .case import Case
+    from .results import RunRecord
     from .run import Run
     from .snapshot import ConvergenceSnapshot
     from .summary import SummaryRow
@@ -35,6 +36,8 @@ SKIP_REASON = (
 
 ROWS_KEY = pytest.StashKey[list["SummaryRow"]]()
 CALIBRATIONS_KEY = pytest.StashKey[list["Calibration"]]()
+RECORDS_KEY = pytest.StashKey[list["RunRecord"]]()
+GATE_KEY = pytest.StashKey[list[str]]()
 ITEM_RUNS_KEY = pytest.StashKey[list["Run"]]()
 
 
@@ -105,6 +108,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "tolerance that accepts all of them (printed at the end).",
     )
     group.addoption(
+        "--convergence-results",
+        metavar="PATH",
+        default=None,
+        help="write every run of the session to this JSON results file (the upgrade gate's input).",
+    )
+    group.addoption(
+        "--convergence-baseline",
+        metavar="PATH",
+        default=None,
+        help="compare this session's runs with a results file of the old framework and fail the "
+        "session if the gate fails (outcome, history, final loss, steps to target, speed).",
+    )
+    group.addoption(
         "--convergence-exact",
         action="store_true",
         default=False,
@@ -150,6 +166,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[ROWS_KEY] = []
     config.stash[CALIBRATIONS_KEY] = []
     config.stash[SPEC_ERRORS_KEY] = 0
+    config.stash[RECORDS_KEY] = []
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistSummary(config), "convergence-xdist")
 
@@ -444,7 +461,57 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
             status = "passed" if report.passed else "failed"
             item.config.stash[ROWS_KEY].extend(SummaryRow.from_run(run, status) for run in runs)
+            if _wants_results(item.config):
+                from .results import RunRecord
+
+                helpers = TrainingHelpers(item, _item_marker(item))
+                item.config.stash[RECORDS_KEY].extend(
+                    RunRecord.from_run(
+                        run, test=item.nodeid, status=status, tolerance=helpers.tolerance_for(run).to_text()
+                    )
+                    for run in runs
+                )
     return report
+
+
+def _wants_results(config: pytest.Config) -> bool:
+    return bool(config.getoption("--convergence-results") or config.getoption("--convergence-baseline"))
+
+
+def _item_marker(item: pytest.Item) -> MarkerOptions:
+    settings = item.config.stash[SETTINGS_KEY]
+    marker = item.get_closest_marker(MARKER)
+    if marker is None or not isinstance(item, pytest.Function):
+        return MarkerOptions(dtypes=[], engine=None, tolerance=None)
+    return marker_options(marker, settings.default_dtypes, item.name)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the results file and run the gate, on the controller only (workers send theirs)."""
+    config = session.config
+    if getattr(config, "workerinput", None) is not None or not _wants_results(config):
+        return
+    from . import results
+    from .errors import ConvergenceError
+
+    current = results.Results(runs=list(config.stash[RECORDS_KEY]))
+    path = config.getoption("--convergence-results")
+    if path:
+        results.write(config.rootpath / path, current)
+    baseline = config.getoption("--convergence-baseline")
+    if baseline:
+        from .gate import compare_results, format_table
+
+        try:
+            verdict = compare_results(results.load(config.rootpath / baseline), current)
+        except ConvergenceError as error:
+            config.stash[GATE_KEY] = [f"error: {error}"]
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            return
+        config.stash[GATE_KEY] = format_table(verdict)
+        if not verdict.passed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -454,6 +521,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
         terminalreporter.write_sep("=", "convergence summary")
         for line in format_table(rows):
+            terminalreporter.write_line(line)
+    gate = config.stash.get(GATE_KEY, [])
+    if gate:
+        terminalreporter.write_sep("=", "convergence gate")
+        for line in gate:
             terminalreporter.write_line(line)
     calibrations = config.stash.get(CALIBRATIONS_KEY, [])
     if calibrations:
@@ -480,16 +552,19 @@ class XdistSummary:
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput["convergence_rows"] = [asdict(row) for row in self.config.stash[ROWS_KEY]]
+            workeroutput["convergence_records"] = [asdict(r) for r in self.config.stash[RECORDS_KEY]]
             workeroutput["convergence_calibrations"] = [
                 asdict(calibration) for calibration in self.config.stash[CALIBRATIONS_KEY]
             ]
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         from .calibrate import Calibration
+        from .results import RunRecord
         from .summary import SummaryRow
 
         output = getattr(node, "workeroutput", {})
         self.config.stash[ROWS_KEY].extend(SummaryRow(**row) for row in output.get("convergence_rows", []))
+        self.config.stash[RECORDS_KEY].extend(RunRecord(**r) for r in output.get("convergence_records", []))
         self.config.stash[CALIBRATIONS_KEY].extend(
             Calibration(**{**c, "outcomes": tuple(c["outcomes"])})
             for c in output.get("convergence_calibrations", [])
