@@ -169,6 +169,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RECORDS_KEY] = []
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistSummary(config), "convergence-xdist")
+    if config.pluginmanager.hasplugin("benchmark"):
+        from .benchmark import MachineInfo
+
+        config.pluginmanager.register(MachineInfo(), "convergence-benchmark")
 
 
 def _read_settings(config: pytest.Config) -> Settings:
@@ -439,6 +443,28 @@ def convergence_snapshot(request: pytest.FixtureRequest, snapshot: Any) -> Conve
     """``assert run == convergence_snapshot``: the run's loss history against its stored snapshot,
     one file per test and dtype, compared with a dtype-aware tolerance."""
     return TrainingHelpers(request.node, _marker(request)).snapshot(snapshot)
+
+
+@pytest.fixture
+def convergence_benchmark(request: pytest.FixtureRequest, convergence_dtype: str) -> Callable[..., Run]:
+    """Measure a case's training speed with pytest-benchmark (pedantic rounds, steps per second
+    and framework versions in ``extra_info``); returns the run, so it can be checked too."""
+    settings = request.config.stash[SETTINGS_KEY]
+    if not settings.enabled:
+        pytest.skip(SKIP_REASON)
+    benchmark = request.getfixturevalue("benchmark")
+    marker = _marker(request)
+    runs = request.node.stash.setdefault(ITEM_RUNS_KEY, [])
+
+    def measure_case(case: Case, dtype: str | None = None, engine: str | None = None, rounds: int = 3) -> Run:
+        from .benchmark import measure
+
+        chosen = engine or settings.engine or marker.engine or case.engine or settings.default_engine
+        run = measure(benchmark, case, dtype or convergence_dtype, chosen, rounds=rounds)
+        runs.append(run)
+        return run
+
+    return measure_case
 
 
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
