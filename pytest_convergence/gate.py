@@ -145,7 +145,13 @@ def _worse(old: float, new: float, threshold: float) -> bool:
         return True
     if math.isnan(old) or math.isnan(new):
         return False
-    return new > old * (1 + threshold) and new - old > 0
+    return new - old > threshold * abs(old)  # also right for losses below zero (cosine similarity)
+
+
+def _same_history(first: list[float], second: list[float]) -> bool:
+    return len(first) == len(second) and bool(
+        np.array_equal(np.asarray(first, np.float64), np.asarray(second, np.float64), equal_nan=True)
+    )
 
 
 def _unmatched(
@@ -159,7 +165,9 @@ def _unmatched(
             (
                 k
                 for k, new in added.items()
-                if new.dtype == old.dtype and new.checkpoint_losses == old.checkpoint_losses
+                if new.dtype == old.dtype
+                and new.checkpoint_steps == old.checkpoint_steps
+                and _same_history(new.checkpoint_losses, old.checkpoint_losses)
             ),
             None,
         )
@@ -242,6 +250,9 @@ def _keras_crossing(old: dict[str, str], new: dict[str, str]) -> str:
 
 
 def _machine_key(machine: dict[str, object]) -> tuple[object, ...]:
+    merged = machine.get("merged")
+    if isinstance(merged, list):  # a merged file of several machines is no one machine
+        return ("merged", *sorted(str(_machine_key(m)) for m in merged if isinstance(m, dict)))
     return (machine.get("node"), machine.get("processor"), machine.get("cpus"))
 
 

@@ -170,6 +170,8 @@ def load(path: Path) -> Results:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ResultsError(f"{path}: cannot read the results file: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not a text file (compressed?): not a results file; {fix}") from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -186,7 +188,12 @@ def load(path: Path) -> Results:
         )
     known = set(RunRecord.__dataclass_fields__)
     runs = []
-    for index, raw in enumerate(document.get("runs", [])):
+    listed = document.get("runs", [])
+    if not isinstance(listed, list):
+        raise ResultsError(f"{path}: 'runs' is not a list; {fix}")
+    for index, raw in enumerate(listed):
+        if not isinstance(raw, dict):
+            raise ResultsError(f"{path}: runs[{index}] is not an object; {fix}")
         missing = [name for name in REQUIRED if name not in raw]
         if missing:
             raise ResultsError(f"{path}: runs[{index}] lacks {', '.join(missing)}; {fix}")
