@@ -56,7 +56,7 @@ def _explain(arguments: argparse.Namespace) -> int:
     spec = load_spec(arguments.spec)
     dtype = arguments.dtype or spec.dtypes[0]
     dtype_info(dtype, where="--dtype")
-    case = spec.case.with_(steps=arguments.steps, epochs=None) if arguments.steps else spec.case
+    case = spec.case.with_(steps=arguments.steps, epochs=None) if arguments.steps is not None else spec.case
     run = train(
         case, dtype, arguments.engine, trace_weights=TRACED_WEIGHTS if arguments.engine != "fit" else 0
     )

@@ -258,11 +258,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(DTYPE_FIXTURE, dtypes, ids=dtypes, scope="function")
 
 
+@pytest.hookimpl(trylast=True)  # after syrupy has recorded what was collected
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = config.stash[SETTINGS_KEY]
     keep: list[pytest.Item] = []
     deselected: list[pytest.Item] = []
     skip = pytest.mark.skip(reason=SKIP_REASON)
+    _tell_syrupy_about_spec_items(config, items)
     for item in items:
         if item.get_closest_marker(MARKER) is None:
             keep.append(item)
@@ -277,6 +279,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = keep
+
+
+def _tell_syrupy_about_spec_items(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """syrupy tracks only ``pytest.Function`` items when it decides which snapshots are unused;
+    spec items are registered the same way (collected now; selected unless deselected later), so a
+    deselected or skipped dtype's snapshot is not reported unused or deleted. syrupy keeps no public
+    API for this; without these attributes, nothing is registered and unused reports may be noisy."""
+    session = getattr(config, "_syrupy", None)
+    collected = getattr(session, "_collected_items", None)
+    selected = getattr(session, "_selected_items", None)
+    if not isinstance(collected, dict) or not isinstance(selected, dict):
+        return
+    from syrupy.session import ItemStatus
+
+    settings = config.stash[SETTINGS_KEY]
+    for item in items:
+        if getattr(item, "spec", None) is None or not hasattr(item, "convergence_dtype"):
+            continue
+        collected[item.nodeid] = item
+        if settings.dtypes is None or item.convergence_dtype in settings.dtypes:
+            selected[item.nodeid] = ItemStatus.NOT_RUN
 
 
 def _item_dtype(item: pytest.Item) -> str | None:

@@ -105,10 +105,14 @@ def load_spec(path: Path) -> Spec:
             **settings,
         )
     except CaseError as error:
-        raise SpecError(path, _spec_field(error.field), error.detail) from None
+        raise SpecError(path, _spec_field(error.field), _with_fix(error)) from None
     return Spec(
         path=path, case=case, dtypes=dtypes, description=document.get("description", ""), layer_configs=layers
     )
+
+
+def _with_fix(error: CaseError) -> str:
+    return f"{error.detail} ({error.fix})" if error.fix else error.detail
 
 
 def _spec_field(case_field: str | None) -> str | None:
@@ -204,7 +208,7 @@ def _data(path: Path, data: Mapping[str, Any]) -> tuple[Any, Any]:
     try:
         return generate(data["generator"], params, where="data")
     except CaseError as error:
-        raise SpecError(path, error.field, error.detail) from None
+        raise SpecError(path, error.field, _with_fix(error)) from None
 
 
 def _array(path: Path, where: str, value: Any) -> np.ndarray:
@@ -261,7 +265,9 @@ def check_with_keras(spec: Spec) -> None:
             module.get(dict(value) if isinstance(value, Mapping) else value)
         except Exception as error:
             if isinstance(value, str):
+                # names as get() takes them: functions, classes, and classes in lower case
                 public = [name for name in dir(module) if not name.startswith("_")]
+                public += [name.lower() for name in public]
                 close = difflib.get_close_matches(value, public, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise SpecError(path, key, f"Keras does not know the {key} {value!r}{hint}") from None

@@ -83,15 +83,16 @@ def _data_schema() -> dict[str, Any]:
 
     generators = describe()
     parameters: dict[str, Any] = {}
+    seen: dict[str, list[dict[str, Any]]] = {}
     for info in generators.values():
         for name, parameter in info["parameters"].items():
-            entry = {"type": parameter["type"], "description": parameter["description"]}
-            for bound in ("minimum", "exclusiveMinimum"):
-                if bound in parameter:
-                    entry[bound] = min(
-                        parameter[bound], parameters.get(name, {}).get(bound, parameter[bound])
-                    )
-            parameters.setdefault(name, entry)
+            seen.setdefault(name, []).append(parameter)
+    for name, variants in seen.items():
+        entry = {"type": variants[0]["type"], "description": variants[0]["description"]}
+        for bound in ("minimum", "exclusiveMinimum"):
+            if all(bound in variant for variant in variants):  # a bound only where all agree on one
+                entry[bound] = min(variant[bound] for variant in variants)
+        parameters[name] = entry
     return {
         "type": "object",
         "description": "Inline x and y, an .npz beside the spec (arrays x and y), or a generator.",

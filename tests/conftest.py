@@ -51,3 +51,35 @@ def user_suite(tensorflow_loaded: None, pytester: pytest.Pytester) -> pytest.Pyt
     """A pytester directory that behaves like a user's project (no inherited ini options)."""
     pytester.makeini("[pytest]\n")
     return pytester
+
+
+SEED_SPEC_BODY = """
+[model]
+input_shape = [1]
+layers = [{ class_name = "Dense", config = { units = 1 } }]
+
+[loss]
+class_name = "BinaryCrossentropy"
+config = { from_logits = true }
+
+[optimizer]
+class_name = "RMSprop"
+config = { learning_rate = 2.55 }
+
+[data]
+x = [[-1.0], [1.0]]
+y = [1.0, 0.0]
+"""
+
+
+def seed_spec(header: str, footer: str = "") -> str:
+    """A spec file of the seed model: ``header`` (name, dtypes, steps...) + model, data + ``footer``."""
+    return header.rstrip("\n") + "\n" + SEED_SPEC_BODY + footer
+
+
+HEAVY_MODULES_CONFTEST = """
+import sys
+def pytest_sessionfinish(session):
+    loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
+    print("HEAVY-MODULES:", loaded or "none")
+"""

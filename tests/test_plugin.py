@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import HEAVY_MODULES_CONFTEST
 
 USER_TESTS = textwrap.dedent(
     """
@@ -37,16 +38,7 @@ def test_without_the_flag_convergence_tests_are_skipped_and_tensorflow_is_not_im
     user_suite: pytest.Pytester,
 ) -> None:
     user_suite.makepyfile(test_user=USER_TESTS)
-    user_suite.makeconftest(
-        textwrap.dedent(
-            """
-            import sys
-            def pytest_sessionfinish(session):
-                loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
-                print("HEAVY-MODULES:", loaded or "none")
-            """
-        )
-    )
+    user_suite.makeconftest(HEAVY_MODULES_CONFTEST)
     result = user_suite.runpytest_subprocess("-rs", "-s")
     result.assert_outcomes(passed=1, skipped=3)
     result.stdout.fnmatch_lines(["*HEAVY-MODULES: none"])
