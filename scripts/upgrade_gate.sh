@@ -31,7 +31,8 @@ environment() {  # version keras_pin existing_venv -> prints the venv path
 }
 
 train() {  # venv version -> results file
-  local venv="$1" version="$2" results="$out/results-$version.json"
+  local venv="$1" version="$2"
+  local results="$out/results-$version.json"
   echo "== training $suite on $package $version ($venv)" >&2
   # Test failures (an expectation or a snapshot that no longer holds) do not stop the gate: the
   # results file records them and the comparison decides. A missing results file does stop it.
