@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .compare import relative_error, required_rtol
+from .diagnosis import _spacing
 from .run import Run
 from .tolerance import Tolerance
 from .trajectory import Trajectory, checkpoint_steps
@@ -142,6 +143,4 @@ def _one_ulp_away(weights: np.ndarray, dtype: str, rng: np.random.Generator) -> 
     if dtype in ("float16", "float32", "float64") and weights.dtype == np.dtype(dtype):
         typed = weights.astype(dtype)
         return np.nextafter(typed, (direction * np.inf).astype(dtype)).astype(np.float64)
-    # bfloat16 (no numpy type): 8 significant bits, so the spacing is 2**(exponent - 7)
-    exponent = np.floor(np.log2(np.maximum(np.abs(values), 2.0**-126)))
-    return values + direction * 2.0 ** (exponent - 7)
+    return values + direction * _spacing(values, "bfloat16")  # bfloat16 has no numpy type

@@ -399,8 +399,7 @@ class Training:
         case = self.case
         steps = case.total_steps
         batches_per_epoch = case.batches_per_epoch
-        plan, periodic = self._batch_plan()
-        self.extra_plan = {"epoch_order_repeats": periodic}
+        plan, _ = self._batch_plan()  # one epoch repeated, or every epoch drawn
         full_size = min(case.effective_batch_size, case.num_samples)
         full = [[b for b in epoch[: case.num_samples // full_size]] for epoch in plan]
         partial = [epoch[len(full[0]) :] for epoch in plan]
@@ -547,12 +546,6 @@ class Training:
         )
         record.epoch_metrics = _epoch_metrics(record, self.case.batches_per_epoch)
         return record
-
-    def tf_sync(self) -> None:
-        with contextlib.suppress(Exception):
-            from tensorflow.python.eager import context
-
-            context.async_wait()
 
     def _execute_fit(self) -> StepRecord:
         tf = self.tf

@@ -21,26 +21,8 @@ from .outcome import ENGINES, Outcome
 SCHEMA_FILE = Path(__file__).with_name("convergence-spec.schema.json")
 
 _NUMBER = {"type": "number"}
-_KERAS_OBJECT = {
-    "description": "A name, or a config as keras.losses.get / keras.optimizers.get take it.",
-    "oneOf": [
-        {"type": "string", "minLength": 1},
-        {
-            "type": "object",
-            "properties": {
-                "class_name": {"type": "string", "minLength": 1},
-                "config": {"type": "object"},
-                "module": {"type": "string"},
-                "registered_name": {"type": ["string", "null"]},
-            },
-            "required": ["class_name"],
-            "additionalProperties": False,
-        },
-    ],
-}
-_LAYER = {
+_CLASS_CONFIG = {
     "type": "object",
-    "description": "A layer config as keras.layers.deserialize takes it.",
     "properties": {
         "class_name": {"type": "string", "minLength": 1},
         "config": {"type": "object"},
@@ -50,6 +32,11 @@ _LAYER = {
     "required": ["class_name"],
     "additionalProperties": False,
 }
+_KERAS_OBJECT = {
+    "description": "A name, or a config as keras.losses.get / keras.optimizers.get take it.",
+    "oneOf": [{"type": "string", "minLength": 1}, _CLASS_CONFIG],
+}
+_LAYER = {**_CLASS_CONFIG, "description": "A layer config as keras.layers.deserialize takes it."}
 _DTYPE = {"type": "string", "enum": list(DTYPES)}
 _OUTCOME = {"type": "string", "enum": [o.value for o in Outcome]}
 _EXPECTATION = {
