@@ -28,6 +28,8 @@ KerasSpec = str | Mapping[str, Any] | Any
 ``keras.optimizers.get`` take them."""
 
 FIT_DEFAULT_BATCH_SIZE = 32
+LOSS_DTYPES = ("compute", "float16", "bfloat16", "float32", "float64")
+"""What ``Case.loss_dtype`` takes: a float dtype, or the model's own compute dtype."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,11 @@ class Case:
     metrics: Sequence[Any] = ()
     engine: str | None = None
     expectations: Mapping[str, Expectation] = field(default_factory=dict)
+    loss_dtype: str | None = None
+    """Pin the dtype the loss is computed in: a float dtype (``"float32"``), or ``"compute"`` for
+    the model's compute dtype. Unset, each Keras does as it does: Keras 3 computes losses in
+    float32 whatever the model's dtype, Keras 2 in the dtype of the model's output. Pinning holds
+    this constant across the Keras 2 to Keras 3 migration, or shows its effect on purpose."""
     snapshot_tolerance: Any = None
     """Overrides of the snapshot tolerance: a number (rtol) or a dict of Tolerance fields, where
     rtol may be a dict per dtype; see :mod:`pytest_convergence.tolerance`."""
@@ -147,6 +154,13 @@ class Case:
             )
         for key in ("loss", "optimizer"):
             _check_keras_spec(getattr(self, key), key, case=name)
+        if self.loss_dtype is not None and self.loss_dtype not in LOSS_DTYPES:
+            raise CaseError(
+                f"unknown loss dtype {self.loss_dtype!r}",
+                case=name,
+                field="loss_dtype",
+                fix=f"use one of: {', '.join(LOSS_DTYPES)}",
+            )
         expectations = {}
         for dtype, expectation in dict(self.expectations).items():
             expectations[dtype] = _expectation_for(name, dtype, expectation)

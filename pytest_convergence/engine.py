@@ -24,7 +24,6 @@ to prepare but exact.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import platform
 import re
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from . import keras_compat
 from .case import Case
 from .dtypes import dtype_info
 from .errors import CaseError, TensorFlowMissingError
@@ -50,15 +50,19 @@ INSTALL_HINT = (
 
 
 def import_tensorflow() -> tuple[Any, Any]:
+    """TensorFlow and the Keras module ``tf.keras`` means here (Keras 2 or 3)."""
+    tf, flavour = import_keras()
+    return tf, flavour.keras
+
+
+def import_keras() -> tuple[Any, keras_compat.Flavour]:
     """Import TensorFlow and Keras on first use, quietly, with an actionable error if missing."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf
     except ImportError as error:
         raise TensorFlowMissingError(f"{INSTALL_HINT} ({error})") from error
-    import keras
-
-    return tf, keras
+    return tf, keras_compat.load(tf)
 
 
 def enable_op_determinism() -> None:
@@ -74,31 +78,14 @@ def enable_op_determinism() -> None:
 
 def framework_versions() -> dict[str, str]:
     """Versions a run depends on; recorded in every run so results say what produced them."""
-    tf, keras = import_tensorflow()
+    tf, flavour = import_keras()
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "keras_backend": keras.config.backend(),
+        **flavour.describe(),
         "platform": f"{sys.platform}-{platform.machine()}",
     }
-
-
-@contextlib.contextmanager
-def dtype_policy(keras: Any, policy: str) -> Iterator[None]:
-    """Make ``policy`` Keras's global dtype policy while a model is built and compiled.
-
-    Layers that don't name a dtype follow the global policy, and ``compile`` wraps the optimizer
-    in a ``LossScaleOptimizer`` when the model's policy is ``mixed_float16``, exactly as a user
-    who set the policy themselves would get.
-    """
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def train(case: Case, dtype: str, engine: str | None = None, *, trace_weights: int = 0) -> Run:
@@ -148,12 +135,13 @@ class Training:
     Separate from :func:`train` so a benchmark can trace once and time executions alone.
     """
 
-    def __init__(self, case: Case, dtype: str, engine: str, tf: Any, keras: Any) -> None:
+    def __init__(self, case: Case, dtype: str, engine: str, tf: Any, flavour: keras_compat.Flavour) -> None:
         self.case = case
         self.dtype = dtype
         self.engine = engine
         self.tf = tf
-        self.keras = keras
+        self.flavour = flavour
+        self.keras = flavour.keras
         self.model: Any = None
         self.info = dtype_info(dtype)
         self.initial_weights: dict[str, np.ndarray] = {}
@@ -174,8 +162,8 @@ class Training:
                 field="engine",
             )
         dtype_info(dtype)
-        tf, keras = import_tensorflow()
-        training = cls(case, dtype, engine, tf, keras)
+        tf, flavour = import_keras()
+        training = cls(case, dtype, engine, tf, flavour)
         training._build()
         return training
 
@@ -208,9 +196,14 @@ class Training:
         # whatever was trained before in this process.
         keras.backend.clear_session()
         keras.utils.set_random_seed(self.case.seed)
-        with dtype_policy(keras, self.dtype):
+        with self.flavour.dtype_policy(self.dtype):
             self.model = self._build_model()
             loss = self._keras_object(keras.losses.get, self.case.loss, "loss")
+            if self.case.loss_dtype is not None:
+                pinned = self.case.loss_dtype
+                loss = self.flavour.pin_loss_dtype(
+                    loss, self.info.compute_dtype if pinned == "compute" else pinned
+                )
             optimizer = self._keras_object(keras.optimizers.get, self.case.optimizer, "optimizer")
             try:
                 self.model.compile(
@@ -222,12 +215,8 @@ class Training:
             except (ValueError, TypeError) as error:
                 raise self._error(f"Keras could not compile the model: {error}", "metrics") from None
         self._install_loss_capture()
-        self.epoch_iterator = self._epoch_iterator()
         try:
-            # What fit does before training (Keras 3.4+); older Keras builds while tracing, as fit does.
-            build = getattr(self.model, "_maybe_symbolic_build", None)
-            if build is not None:
-                build(iterator=self.epoch_iterator)
+            self._epochs = self.flavour.epochs(self.model, self.case, build=True)
         except Exception as error:
             raise self._error(
                 f"the model cannot take this data in {self.dtype}: {type(error).__name__}: "
@@ -242,7 +231,7 @@ class Training:
         keras = self.keras
         spec = self.case.model
         try:
-            model = spec(self.dtype) if callable(spec) else _model_from_config(keras, spec)
+            model = spec(self.dtype) if callable(spec) else model_from_config(self.flavour, spec)
         except CaseError:
             raise
         except Exception as error:
@@ -283,11 +272,11 @@ class Training:
         handed to the tracker, captured here without changing any arithmetic. The ``fit`` engine
         reads it through a variable; the loop engine takes the tensor directly.
         """
-        tracker = getattr(self.model, "_loss_tracker", None)
+        tracker = self.flavour.loss_tracker(self.model)
         if tracker is None:
             raise self._error(
-                "this Keras version has no loss tracker on the model; pytest-convergence supports "
-                "Keras 3 (TensorFlow 2.16 and newer)",
+                f"Keras {self.flavour.version} has no loss tracker where pytest-convergence looks "
+                "for it; it supports Keras 2 (TensorFlow 2.12-2.15, or tf-keras) and Keras 3",
                 "model",
             )
         original = tracker.update_state
@@ -298,18 +287,6 @@ class Training:
             return original(values, *args, **kwargs)
 
         tracker.update_state = update_state
-
-    def _epoch_iterator(self) -> Any:
-        from keras.src.backend.tensorflow.trainer import TFEpochIterator
-
-        return TFEpochIterator(
-            x=self.case.x,
-            y=self.case.y,
-            batch_size=self.case.effective_batch_size,
-            shuffle=self.case.shuffle,
-            distribute_strategy=self.model.distribute_strategy,
-            steps_per_execution=1,
-        )
 
     def _pin_initial_weights(self) -> None:
         pinned = self.case.initial_weights
@@ -331,30 +308,26 @@ class Training:
         self.model.set_weights([np.asarray(g).astype(a.dtype) for g, a in zip(pinned, current)])
 
     def _weights(self) -> dict[str, np.ndarray]:
-        return {_weight_name(w): np.array(w.numpy()) for w in self.model.weights}
+        return {self._name(w): np.array(w.numpy()) for w in self.model.weights}
+
+    def _name(self, weight: Any) -> str:
+        return self.flavour.weight_name(self.model, weight)
 
     # ------------------------------------------------------------------------------ batches
-    def _draw_epoch(self, epoch_iterator: Any = None) -> list[Any]:
-        """One epoch's batches, drawn the way fit draws them (one ``get_next`` per step)."""
-        epoch_iterator = epoch_iterator or self.epoch_iterator
-        # Keras 3.4+ iterates the epoch iterator itself; 3.0-3.3 has enumerate_epoch().
-        iterable = hasattr(epoch_iterator, "__iter__")
-        entries = epoch_iterator if iterable else epoch_iterator.enumerate_epoch()
-        batches = []
-        for entry in entries:
-            iterator = entry[-1]
-            batches.append(next(iterator) if hasattr(iterator, "__next__") else iterator)
-        return batches
-
     def _batch_plan(self) -> tuple[list[list[Any]], bool]:
-        """Each distinct epoch's batches, and whether the first epoch repeats for all epochs."""
+        """Each distinct epoch's batches, and whether the first epoch repeats for all epochs.
+
+        Keras 3 re-seeds every epoch's shuffle, so with a seed the first epoch is every epoch
+        (checked against the second, not trusted). Keras 2 draws one shuffled stream over all
+        epochs, each epoch a new permutation, so every epoch is drawn, as ``fit`` would draw it.
+        """
         tf = self.tf
         epochs = self.case.total_epochs
-        first = self._draw_epoch()
+        first = next(self._epochs)
         if epochs == 1 or not self.case.shuffle:
             return [first], True
-        second = self._draw_epoch()
-        same = all(
+        second = next(self._epochs)
+        same = self.flavour.epochs_repeat and all(
             all(bool(tf.reduce_all(tf.equal(a, b))) for a, b in zip(tf.nest.flatten(p), tf.nest.flatten(q)))
             for p, q in zip(first, second)
         )
@@ -362,7 +335,7 @@ class Training:
             return [first], True
         plan = [first, second]
         while len(plan) < epochs:
-            plan.append(self._draw_epoch())
+            plan.append(next(self._epochs))
         return plan, False
 
     # -------------------------------------------------------------------------------- loops
@@ -409,7 +382,8 @@ class Training:
         full_stacked = tf.nest.map_structure(stack, *[b for epoch in full for b in epoch]) if n_full else None
         partial_stacked = tf.nest.map_structure(stack, *[p[0] for p in partial]) if has_partial else None
         single_batch = len(plan) == 1 and batches_per_epoch == 1
-        trainables = [w.value if hasattr(w, "value") else w for w in model.trainable_weights]
+        # Keras 3 wraps each tf.Variable (``.value``); Keras 2's weights are tf.Variables.
+        trainables = [w if isinstance(w, tf.Variable) else w.value for w in model.trainable_weights]
         log_names = self._log_names(plan[0][0])
         self.log_names = log_names
         captured = self._captured_loss
@@ -554,14 +528,15 @@ class Training:
         steps = case.total_steps
         capture = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         capture_dtype: list[str] = []
-        original = self.model._loss_tracker.update_state
+        tracker = self.flavour.loss_tracker(self.model)
+        original = tracker.update_state
 
         def update_state(values: Any, *args: Any, **kwargs: Any) -> Any:
             capture_dtype.append(values.dtype.name)
             capture.assign(tf.cast(values, tf.float64))
             return original(values, *args, **kwargs)
 
-        self.model._loss_tracker.update_state = update_state
+        tracker.update_state = update_state
         model = self.model
         trainables = model.trainable_weights
         losses = np.empty(steps, np.float64)
@@ -626,24 +601,18 @@ class Training:
         model = self.model
         saved = model.get_weights()
         batch = self._first_batch()
-        from keras.src.trainers import data_adapters
-
-        x, y, sample_weight = data_adapters.data_adapter_utils.unpack_x_y_sample_weight(batch)
-        compute_loss = getattr(model, "_compute_loss", None) or model.compute_loss
+        flavour = self.flavour
+        x, y, sample_weight = flavour.unpack(batch)
         try:
             with tf.GradientTape() as tape:
                 y_pred = model(x, training=True)
-                arguments = {"x": x, "y": y, "y_pred": y_pred, "sample_weight": sample_weight}
-                if "training" in inspect.signature(compute_loss).parameters:  # Keras 3.4+
-                    arguments["training"] = True
-                loss = compute_loss(**arguments)
-                if model.optimizer is not None:
-                    loss = model.optimizer.scale_loss(loss)
+                loss = flavour.compute_loss(model, x, y, y_pred, sample_weight)
+                loss = flavour.scale_loss(model.optimizer, loss)
             gradients = tape.gradient(loss, model.trainable_weights)
         finally:
             model.set_weights(saved)
         return {
-            _weight_name(w): (np.zeros(w.shape, w.dtype) if g is None else np.array(g.numpy()))
+            self._name(w): (np.zeros(w.shape, w.dtype) if g is None else np.array(g.numpy()))
             for w, g in zip(model.trainable_weights, gradients)
         }
 
@@ -659,20 +628,19 @@ class Training:
         spacing of the weights says why a stalled run stalled. Returns None if this optimizer
         cannot be cloned that way; the diagnosis then falls back to the gradients.
         """
-        keras = self.keras
+        tf = self.tf
         optimizer = self.model.optimizer
-        inner = getattr(optimizer, "inner_optimizer", None)
-        base = inner or optimizer
+        base = getattr(optimizer, "inner_optimizer", None) or optimizer
         try:
-            scale = float(np.asarray(optimizer.dynamic_scale)) if inner is not None else 1.0
+            scale = self.flavour.loss_scale(optimizer)
             trainables = self.model.trainable_weights
             # The update alone, measured from zero so a float64 weight cannot absorb it either;
             # only weight decay depends on the weight's value, so then start from the weights.
             decays = bool(getattr(base, "weight_decay", None))
             shadows = [
-                keras.Variable(
+                self.flavour.variable(
                     np.asarray(w.numpy()).astype(np.float64) if decays else np.zeros(w.shape, np.float64),
-                    dtype=dtype,
+                    dtype,
                 )
                 for w in trainables
             ]
@@ -684,11 +652,10 @@ class Training:
                 if tuple(source.shape) != tuple(target.shape):
                     return None
                 target.assign(np.asarray(source.numpy()).astype(target.dtype))
-            names = [_weight_name(w) for w in trainables]
+            names = [self._name(w) for w in trainables]
             before = [np.array(s.numpy()) for s in shadows]
             grads = [
-                keras.ops.cast(keras.ops.convert_to_tensor(gradients[n].astype(np.float64) / scale), dtype)
-                for n in names
+                tf.cast(tf.convert_to_tensor(gradients[n].astype(np.float64) / scale), dtype) for n in names
             ]
             clone.apply_gradients(zip(grads, shadows))
             return {
@@ -701,12 +668,12 @@ class Training:
     def _flat_names(self) -> list[str]:
         names = []
         for weight in self.model.trainable_weights:
-            short = "/".join(_weight_name(weight).split("/")[-2:])
+            short = "/".join(self._name(weight).split("/")[-2:])
             names += [f"{short}[{i}]" for i in range(int(np.prod(weight.shape)))]
         return names
 
     def _first_batch(self) -> Any:
-        batches = self._draw_epoch(self._epoch_iterator())
+        batches = next(self.flavour.epochs(self.model, self.case))
         if not batches:
             raise self._error("the data gave no batch", "x")
         return batches[0]
@@ -749,14 +716,16 @@ class Training:
         )
 
 
-def _model_from_config(keras: Any, spec: Mapping[str, Any]) -> Any:
+def model_from_config(flavour: keras_compat.Flavour, spec: Mapping[str, Any]) -> Any:
     """Build a model from ``{"class_name", "config"}`` as ``model.get_config()`` describes it."""
+    keras = flavour.keras
+    spec = flavour.model_config(dict(spec))
     class_name = spec.get("class_name")
     config = spec.get("config", {})
     known = {"Sequential": keras.Sequential, "Functional": keras.Model, "Model": keras.Model}
     if class_name in known:
         return known[class_name].from_config(dict(config))
-    return keras.saving.deserialize_keras_object(dict(spec))
+    return flavour.deserialize(dict(spec))
 
 
 def _reset(model: Any, tf: Any) -> Any:
@@ -774,10 +743,6 @@ def _epoch_metrics(record: StepRecord, batches_per_epoch: int) -> dict[str, list
         name: [float(record.step_logs[end, column]) for end in ends]
         for column, name in enumerate(record.log_names)
     }
-
-
-def _weight_name(weight: Any) -> str:
-    return str(getattr(weight, "path", None) or weight.name)
 
 
 def _describe_optimizer(optimizer: Any) -> str:

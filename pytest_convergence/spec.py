@@ -277,10 +277,10 @@ def check_with_keras(spec: Spec) -> None:
 
 
 def _check_data_fits(spec: Spec, keras: Any) -> None:
-    from .engine import _model_from_config
+    from .engine import import_keras, model_from_config
 
     try:
-        model = _model_from_config(keras, spec.case.model)
+        model = model_from_config(import_keras()[1], spec.case.model)
     except Exception as error:
         raise SpecError(spec.path, "model", f"Keras cannot build this model: {_first_line(error)}") from None
     x = spec.case.x
