@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -150,6 +151,8 @@ class Training:
         self.trace_weights = 0
         """Record this many leading (flattened) weights at every step, for ``explain``'s plot."""
         self.weight_trace = np.zeros((0, 0))
+        self.pinned_loss_dtype: str | None = None
+        """The dtype the case pins its loss to; Keras 3 still records the value in float32."""
 
     # ----------------------------------------------------------------------------- preparing
     @classmethod
@@ -198,13 +201,14 @@ class Training:
         keras.utils.set_random_seed(self.case.seed)
         with self.flavour.dtype_policy(self.dtype):
             self.model = self._build_model()
-            loss = self._keras_object(keras.losses.get, self.case.loss, "loss")
+            loss = self._keras_object(partial(self.flavour.get, "losses"), self.case.loss, "loss")
             if self.case.loss_dtype is not None:
                 pinned = self.case.loss_dtype
-                loss = self.flavour.pin_loss_dtype(
-                    loss, self.info.compute_dtype if pinned == "compute" else pinned
-                )
-            optimizer = self._keras_object(keras.optimizers.get, self.case.optimizer, "optimizer")
+                self.pinned_loss_dtype = self.info.compute_dtype if pinned == "compute" else pinned
+                loss = self.flavour.pin_loss_dtype(loss, self.pinned_loss_dtype)
+            optimizer = self._keras_object(
+                partial(self.flavour.get, "optimizers"), self.case.optimizer, "optimizer"
+            )
             try:
                 self.model.compile(
                     loss=loss,
@@ -509,7 +513,9 @@ class Training:
         losses, updates, step_logs, trace = self._loop(tf.constant(steps, tf.int32))
         updates = updates.numpy()
         self.weight_trace = trace.numpy()
-        loss_dtype = self._captured_loss[-1].dtype.name if self._captured_loss else "float32"
+        loss_dtype = self.pinned_loss_dtype or (
+            self._captured_loss[-1].dtype.name if self._captured_loss else "float32"
+        )
         record = StepRecord(
             loss=losses.numpy(),
             weights_changed=(updates != 0) | np.isnan(updates),
@@ -584,7 +590,7 @@ class Training:
             update_size=updates,
             step_logs=np.array(step_logs, np.float64).reshape(steps, len(names)),
             log_names=names,
-            loss_dtype=capture_dtype[-1] if capture_dtype else "float32",
+            loss_dtype=self.pinned_loss_dtype or (capture_dtype[-1] if capture_dtype else "float32"),
         )
         record.epoch_metrics = {k: [float(v) for v in vs] for k, vs in history.history.items()}
         return record
@@ -651,7 +657,7 @@ class Training:
             for source, target in zip(base.variables, clone.variables):
                 if tuple(source.shape) != tuple(target.shape):
                     return None
-                target.assign(np.asarray(source.numpy()).astype(target.dtype))
+                target.assign(tf.cast(tf.convert_to_tensor(np.asarray(source.numpy())), target.dtype))
             names = [self._name(w) for w in trainables]
             before = [np.array(s.numpy()) for s in shadows]
             grads = [

@@ -242,10 +242,15 @@ def _versions(versions: dict[str, str]) -> str:
     return ", ".join(f"{k} {versions[k]}" for k in keys) or "unknown versions"
 
 
+def keras_major(versions: dict[str, str]) -> str:
+    """2 or 3: recorded since runs could be either; older results only have the version."""
+    return versions.get("keras_major") or versions.get("keras", "")[:1]
+
+
 def _keras_crossing(old: dict[str, str], new: dict[str, str]) -> str:
-    before, after = old.get("keras", ""), new.get("keras", "")
-    if before[:1] == "2" and after[:1] == "3":
-        return " (Keras 2 -> Keras 3)"
+    before, after = keras_major(old), keras_major(new)
+    if before and after and before != after:
+        return f" (Keras {before} → Keras {after})"
     return ""
 
 

@@ -40,6 +40,23 @@ def legacy_requested() -> bool:
     return os.environ.get(LEGACY_SWITCH, "").strip().lower() in ("1", "true", "yes")
 
 
+def installed_major() -> int | None:
+    """The Keras major version ``load`` will give, read from package metadata without importing.
+
+    For code that must decide before TensorFlow is imported (test collection, say); None when no
+    TensorFlow is installed.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly"):
+        try:
+            major, minor = (int(part) for part in version(distribution).split(".")[:2])
+        except (PackageNotFoundError, ValueError):
+            continue
+        return 2 if (major, minor) < (2, 16) or legacy_requested() else 3
+    return None
+
+
 def load(tf: Any) -> Flavour:
     """The Keras that ``tf.keras`` means in this environment, wrapped in its flavour."""
     major, minor = (int(part) for part in tf.__version__.split(".")[:2])
@@ -120,6 +137,24 @@ class Flavour:
         (Keras 3.4+; older versions build while tracing the step, as ``fit`` does there too).
         """
         raise NotImplementedError
+
+    def get(self, kind: str, spec: Any) -> Any:
+        """``keras.losses.get`` or ``keras.optimizers.get``, raising for what they do not know.
+
+        Keras 2's ``losses.get`` hands back an unknown class name as a string instead of raising,
+        and ``compile`` would fail on it much later, far from the user's mistake.
+        """
+        module = getattr(self.keras, kind)
+        found = module.get(spec)
+        usable = (
+            isinstance(found, self.keras.optimizers.Optimizer) or _is_legacy_optimizer(found)
+            if kind == "optimizers"
+            else callable(found) and not isinstance(found, str)
+        )
+        if not usable:
+            name = spec.get("class_name", spec) if isinstance(spec, dict) else spec
+            raise ValueError(f"Unknown {kind.removesuffix('s').replace('losse', 'loss')}: {name!r}")
+        return found
 
     def unpack(self, batch: Any) -> tuple[Any, Any, Any]:
         return self.keras.utils.unpack_x_y_sample_weight(batch)
@@ -306,8 +341,12 @@ class Keras2(Flavour):
         translated = []
         for layer in layers:
             inner = dict(layer.get("config", {}))
-            if layer.get("class_name") == "InputLayer" and "batch_shape" in inner:
-                inner["batch_input_shape"] = inner.pop("batch_shape")
+            if layer.get("class_name") == "InputLayer":
+                # Keras 3's names for the input shape; Keras 2 calls them batch_input_shape, input_shape
+                if "batch_shape" in inner:
+                    inner["batch_input_shape"] = inner.pop("batch_shape")
+                if "shape" in inner:
+                    inner["input_shape"] = inner.pop("shape")
             translated.append({**layer, "config": inner})
         return {**config, "config": {**config["config"], "layers": translated}}
 
@@ -315,6 +354,11 @@ class Keras2(Flavour):
         saving = getattr(self.keras, "saving", None)
         deserialize = getattr(saving, "deserialize_keras_object", None)
         return (deserialize or self.keras.utils.deserialize_keras_object)(spec)
+
+
+def _is_legacy_optimizer(value: Any) -> bool:
+    """Keras 2's pre-2.11 optimizers (``keras.optimizers.legacy``), which it still accepts."""
+    return any(cls.__module__.split(".")[-2:-1] == ["legacy"] for cls in type(value).__mro__)
 
 
 def _tensorflow() -> Any:

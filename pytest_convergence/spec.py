@@ -82,7 +82,7 @@ def load_spec(path: Path) -> Spec:
     x, y = _data(path, document["data"])
     settings: dict[str, Any] = {
         key: document[key]
-        for key in ("steps", "epochs", "batch_size", "shuffle", "seed", "target_loss", "engine")
+        for key in ("steps", "epochs", "batch_size", "shuffle", "seed", "target_loss", "engine", "loss_dtype")
         if key in document
     }
     if "steps" not in settings and "epochs" not in settings:
@@ -243,9 +243,10 @@ def check_with_keras(spec: Spec) -> None:
     Called at collection when the session will train (TensorFlow is imported then anyway), so a
     misspelt layer is a collection error for its file, not a failure minutes later.
     """
-    from .engine import import_tensorflow
+    from .engine import import_keras
 
-    _, keras = import_tensorflow()
+    _, flavour = import_keras()
+    keras = flavour.keras
     path = spec.path
     for index, layer in enumerate(spec.layer_configs):
         where = f"model.layers[{index}]"
@@ -262,7 +263,9 @@ def check_with_keras(spec: Spec) -> None:
     ):
         value = getattr(spec.case, key)
         try:
-            module.get(dict(value) if isinstance(value, Mapping) else value)
+            flavour.get(
+                module.__name__.rsplit(".", 1)[-1], dict(value) if isinstance(value, Mapping) else value
+            )
         except Exception as error:
             if isinstance(value, str):
                 # names as get() takes them: functions, classes, and classes in lower case

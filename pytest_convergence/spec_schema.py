@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .case import LOSS_DTYPES
 from .dtypes import DTYPES
 from .outcome import ENGINES, Outcome
 
@@ -117,6 +118,12 @@ SCHEMA: dict[str, Any] = {
         "shuffle": {"type": "boolean"},
         "seed": {"type": "integer"},
         "target_loss": {"type": "number", "minimum": 0},
+        "loss_dtype": {
+            "type": "string",
+            "enum": list(LOSS_DTYPES),
+            "description": "Pin the dtype the loss is computed in (compute: the model's compute dtype). "
+            "Unset, Keras 3 computes losses in float32 and Keras 2 in the model output's dtype.",
+        },
         "metrics": {"type": "array", "items": _KERAS_OBJECT},
         "initial_weights": {
             "type": "string",

@@ -11,6 +11,7 @@ same text.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,7 @@ class Trajectory:
                 for name in ("python", "numpy", "tensorflow", "keras")
                 if name in versions
             ),
+            **({"keras": _keras_line(versions)} if versions.get("keras_major") else {}),
             "platform": versions.get("platform", ""),
             "tolerance": tolerance.to_text(),
         }
@@ -271,3 +273,11 @@ def header_value(text: str, key: str) -> Any:
         if line.startswith("# compared"):
             break
     return None
+
+
+def _keras_line(versions: Mapping[str, str]) -> str:
+    """Which Keras ran, in words: the same version number can be Keras 2 (tf_keras) or Keras 3."""
+    major = versions["keras_major"]
+    package = versions.get("keras_package", "keras")
+    backend = versions.get("keras_backend", "?")
+    return f"Keras {major} ({package} {versions.get('keras', '?')}, {backend} backend)"

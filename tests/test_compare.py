@@ -577,7 +577,9 @@ def test_exact_mode_names_a_changed_weight_line_without_a_parting_step() -> None
     tolerance = Tolerance(rtol=1e-4, exact=True)
     history = falling(100)
     old = snapshot(history, tolerance=tolerance)
-    new = snapshot(history, weights={"dense/kernel (1, 1)": ("values", [np.nextafter(np.float32(0.75), 1)])})
+    new = snapshot(
+        history, weights={"dense/kernel (1, 1)": ("values", [np.nextafter(np.float32(0.75), np.float32(1))])}
+    )
     comparison = compare(old, new, tolerance)
     assert comparison.problems == ["not bit-identical: first difference in compared line 3"]
     assert comparison.details == [

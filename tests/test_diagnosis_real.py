@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import HIDDEN_RELU6, seed_case
+from conftest import HIDDEN_RELU6, keras3_dynamics, seed_case
 
 from pytest_convergence import Case
 from pytest_convergence.engine import train
@@ -34,6 +34,7 @@ def test_float16_mse_reaches_exactly_zero() -> None:
     assert not run.weights_changed[first_zero:].any()  # nothing moves once the loss is 0
 
 
+@keras3_dynamics
 def test_float16_at_a_high_learning_rate_oscillates_in_a_two_step_cycle() -> None:
     run = train(seed_case(steps=1000), "float16")
     diagnosis = run.diagnosis
@@ -59,6 +60,7 @@ def test_float32_default_rmsprop_is_still_descending_after_300_steps() -> None:
     assert run.loss[-1] < run.loss[0]
 
 
+@keras3_dynamics
 @pytest.mark.parametrize("dtype", ["float16", "mixed_float16"])
 def test_the_hidden_relu_variant_stalls_with_underflowed_gradients(dtype: str) -> None:
     case = seed_case(

@@ -3,12 +3,14 @@ and a user's mistakes become errors that name the case, the dtype and the field.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
-from conftest import HIDDEN_RELU6, seed_case
+from conftest import HIDDEN_RELU6, KERAS_MAJOR, keras3_dynamics, seed_case
 
 from pytest_convergence import Case, CaseError
-from pytest_convergence.engine import train
+from pytest_convergence.engine import import_tensorflow, train
 
 
 def _multi_batch_case(**changes: object) -> Case:
@@ -52,8 +54,8 @@ def test_loop_is_bit_identical_to_fit_on_the_seed_case(dtype: str) -> None:
     assert fit.steps == loop.steps == 300
     assert len(fit.epoch_metrics["loss"]) == 300  # one batch per epoch: one History entry a step
     _assert_same_run(fit, loop)
-    # the high learning rate moves the loss far in 300 steps, so equality is not trivial
-    assert loop.loss[-1] < loop.loss[0] / 100
+    # the high learning rate moves the loss through hundreds of values, so equality is not trivial
+    assert len(np.unique(loop.loss)) > 50
 
 
 @pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
@@ -104,7 +106,8 @@ def test_pinned_initial_weights_override_the_initialiser() -> None:
 def test_a_run_records_what_it_ran_on_and_how_fast() -> None:
     run = train(seed_case(steps=50), "float16")
     assert run.steps == 50 and run.loss.dtype == np.float64
-    assert run.loss_dtype == "float32"  # Keras 3 computes the loss in float32 for a float16 model
+    # Keras 3 computes a float16 model's loss in float32, Keras 2 in float16
+    assert run.loss_dtype == ("float32" if KERAS_MAJOR == 3 else "float16")
     assert run.variable_dtype == "float16"
     assert set(run.versions) >= {"python", "numpy", "tensorflow", "keras"}
     assert run.steps_per_second > 0 and run.wall_time > 0
@@ -134,6 +137,7 @@ def test_a_nan_mid_run_is_a_diverged_outcome_not_a_crash() -> None:
     assert not np.isfinite(run.loss[run.diagnosis.step - 1])
 
 
+@keras3_dynamics
 def test_the_hidden_layer_variant_stalls_because_float16_gradients_underflow() -> None:
     case = seed_case(
         layers=HIDDEN_RELU6, optimizer={"class_name": "RMSprop", "config": {"learning_rate": 1.29}}
@@ -204,14 +208,14 @@ def test_a_dtype_the_model_cannot_run_in_names_the_dtype() -> None:
 
 
 def test_a_loss_that_is_nan_from_the_first_step_is_an_error_naming_the_loss() -> None:
-    import keras
+    tf, keras = import_tensorflow()
 
-    def log_of_negative(dtype: str) -> keras.Model:
+    def log_of_negative(dtype: str) -> Any:
         return keras.Sequential(
             [
                 keras.Input((1,)),
                 keras.layers.Dense(1),
-                keras.layers.Lambda(lambda t: keras.ops.log(t * 0.0 - 1.0)),
+                keras.layers.Lambda(lambda t: tf.math.log(t * 0.0 - 1.0)),
             ]
         )
 

@@ -425,7 +425,7 @@ def test_title_names_the_versions_and_the_keras_crossing() -> None:
     verdict = gate(record(), new_record())
     assert (
         verdict.title
-        == "tensorflow 2.15.1, keras 2.15.0 -> tensorflow 2.16.2, keras 3.4.1 (Keras 2 -> Keras 3)"
+        == "tensorflow 2.15.1, keras 2.15.0 -> tensorflow 2.16.2, keras 3.4.1 (Keras 2 → Keras 3)"
     )
 
 
@@ -433,7 +433,16 @@ def test_title_without_a_keras_major_crossing() -> None:
     versions = {"tensorflow": "2.17.0", "keras": "3.5.0"}
     verdict = gate(record(versions={"tensorflow": "2.16.2", "keras": "3.4.1"}), new_record(versions=versions))
     assert verdict.title == "tensorflow 2.16.2, keras 3.4.1 -> tensorflow 2.17.0, keras 3.5.0"
-    assert "Keras 2 -> Keras 3" not in verdict.title
+    assert "Keras 2 → Keras 3" not in verdict.title
+
+
+def test_title_reads_the_recorded_keras_major_not_the_version_number() -> None:
+    # tf_keras follows TensorFlow's numbering: version 2.21.0 is Keras 2, beside keras 3.15.1
+    legacy = {"tensorflow": "2.21.0", "keras": "2.21.0", "keras_major": "2", "keras_package": "tf_keras"}
+    modern = {"tensorflow": "2.21.0", "keras": "3.15.1", "keras_major": "3", "keras_package": "keras"}
+    assert gate(record(versions=legacy), new_record(versions=modern)).title.endswith("(Keras 2 → Keras 3)")
+    assert gate(record(versions=modern), new_record(versions=legacy)).title.endswith("(Keras 3 → Keras 2)")
+    assert "Keras 2 →" not in gate(record(versions=legacy), new_record(versions=legacy)).title
 
 
 def test_title_of_results_without_versions() -> None:
@@ -511,7 +520,7 @@ def test_cli_compare_passes_and_writes_markdown(tmp_path: Path, capsys: pytest.C
     assert "verdict: PASS (0 of 1 failed)" in out
     text = md.read_text(encoding="utf-8")
     assert text.startswith("## Convergence gate: ✅ pass")
-    assert "(Keras 2 -> Keras 3)" in text
+    assert "(Keras 2 → Keras 3)" in text
 
 
 def test_cli_compare_fails_and_writes_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import HEAVY_MODULES_CONFTEST
+from conftest import HEAVY_MODULES_CONFTEST, KERAS_MAJOR, keras3_dynamics
 
 USER_TESTS = textwrap.dedent(
     """
@@ -64,13 +64,16 @@ def test_with_the_flag_each_dtype_trains_and_the_summary_shows_outcomes(user_sui
             "*test_user.py::test_seed[[]float64[]] PASSED*",
             "*= convergence summary =*",
             "case*dtype*engine*outcome*final loss*steps*steps/s*target*test",
-            "seed-logistic*float16*loop*oscillating*1,000*met*passed",
-            "seed-logistic*float32*loop*descending*1,000*met*passed",
+            # Keras 2 computes the float16 loss in float16, and its RMSprop adds epsilon after the
+            # square root: there this run stalls instead of cycling
+            f"seed-logistic*float16*loop*{'oscillating' if KERAS_MAJOR == 3 else 'stalled'}*1,000*met*passed",
+            f"seed-logistic*float32*loop*{'descending' if KERAS_MAJOR == 3 else 'plateau'}*1,000*met*passed",
             "seed-logistic*float64*loop*descending*1,000*met*passed",
         ]
     )
 
 
+@keras3_dynamics
 def test_a_failing_expectation_explains_the_run(user_suite: pytest.Pytester) -> None:
     user_suite.makepyfile(
         test_user=textwrap.dedent(

@@ -220,7 +220,7 @@ def test_the_title_gives_the_verdict_and_the_versions(report: tuple[Path, Verdic
     _, verdict, _, page = report
     assert "".join(page.h1) == "Convergence gate: FAIL"
     assert verdict.title in "".join(page.text)
-    assert "(Keras 2 -> Keras 3)" in verdict.title
+    assert "(Keras 2 → Keras 3)" in verdict.title
     assert "tensorflow 2.15.1" in verdict.title and "tensorflow 2.17.0" in verdict.title
 
 

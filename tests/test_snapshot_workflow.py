@@ -84,7 +84,7 @@ def test_the_whole_review_cycle(user_suite: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*seed-logistic [[]float32[]]: the loss history changed (rtol 0.0001 for losses and weights*",
-            "*the histories part at step 2: 0.00033224875 -> *(relative error *%)",
+            "*the histories part at step 2: * -> *(relative error *%)",
             "*checkpoints outside rtol 0.0001: * of * (*%; * allowed)",
             "*step*snapshot*now*rel. error",
             "*accept the new history with pytest --convergence --snapshot-update, after reviewing it",
@@ -101,21 +101,26 @@ def test_an_outcome_change_is_reported_first(user_suite: pytest.Pytester) -> Non
     user_suite.makepyfile(test_user=SUITE)
     user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
     path = snapshot_file(user_suite, "float32")
-    path.write_text(path.read_text().replace("outcome: descending", "outcome: stalled"))
+    stored = path.read_text()
+    outcome = re.search(r"^outcome: (\w+)$", stored, re.M).group(1)  # Keras 3 and 2 differ here
+    assert outcome != "stalled"
+    path.write_text(stored.replace(f"outcome: {outcome}", "outcome: stalled"))
     result = user_suite.runpytest("--convergence")
     result.assert_outcomes(passed=1, failed=1)
     text = result.stdout.str()
     report = text[text.index("the loss history changed") :]
-    assert report.splitlines()[1].strip().endswith("OUTCOME CHANGED: stalled -> descending")
+    assert report.splitlines()[1].strip().endswith(f"OUTCOME CHANGED: stalled -> {outcome}")
 
 
 def test_a_marker_tolerance_overrides_the_dtype_default(user_suite: pytest.Pytester) -> None:
     user_suite.makepyfile(test_user=SUITE)
     user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
-    changed = SUITE.replace("LEARNING_RATE = 2.55", "LEARNING_RATE = 2.55 * 1.01").replace(
+    for dtype in ("float16", "float32"):  # every stored loss 20% off: beyond any dtype's default
+        scale_checkpoint_losses(snapshot_file(user_suite, dtype), 1.2)
+    user_suite.runpytest("--convergence").assert_outcomes(failed=2)
+    changed = SUITE.replace(
         '@pytest.mark.convergence(dtypes=["float16", "float32"])',
-        '@pytest.mark.convergence(dtypes=["float16", "float32"], '
-        'tolerance={"rtol": 0.5, "miss_fraction": 0.1})',
+        '@pytest.mark.convergence(dtypes=["float16", "float32"], tolerance={"rtol": 0.5})',
     )
     user_suite.makepyfile(test_user=changed)
     user_suite.runpytest("--convergence").assert_outcomes(passed=2)

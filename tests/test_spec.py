@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
-from conftest import HEAVY_MODULES_CONFTEST, seed_spec
+from conftest import HEAVY_MODULES_CONFTEST, KERAS_MAJOR, seed_spec
 
 from pytest_convergence.case import Expectation
 from pytest_convergence.datasets import generate
@@ -790,6 +790,11 @@ def test_without_the_flag_specs_are_collected_and_skipped_without_tensorflow(
     )
 
 
+# The seed case at learning rate 2.55 for 300 steps in float32: Keras 3's RMSprop still descends;
+# Keras 2's, with epsilon added after the square root, has reached its plateau.
+FLOAT32_SEED_OUTCOME = "descending" if KERAS_MAJOR == 3 else "plateau"
+
+
 def test_an_unmet_expectation_fails_with_the_outcomes_and_the_diagnosis(user_suite: pytest.Pytester) -> None:
     spec = GOOD_SPEC.replace('dtypes = ["float16", "float32"]', 'dtypes = ["float32"]')
     user_suite.makefile(".convergence.toml", good=spec + '\n[expect.float32]\noutcome = "stalled"\n')
@@ -798,9 +803,9 @@ def test_an_unmet_expectation_fails_with_the_outcomes_and_the_diagnosis(user_sui
     result.stdout.fnmatch_lines(
         [
             "*seed [[]float32, loop engine, 300 steps[]]: the run did not meet its expectation",
-            "*- expected outcome stalled, got descending",
-            "*diagnosis: float32: descending*",
-            "seed*float32*loop*descending*300*failed",
+            f"*- expected outcome stalled, got {FLOAT32_SEED_OUTCOME}",
+            f"*diagnosis: float32: {FLOAT32_SEED_OUTCOME}*",
+            f"seed*float32*loop*{FLOAT32_SEED_OUTCOME}*300*failed",
         ]
     )
     output = result.stdout.str()
