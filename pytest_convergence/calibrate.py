@@ -122,19 +122,35 @@ def format_table(calibrations: list[Calibration]) -> list[str]:
 def calibration_cases(case: Case, base: Run, count: int) -> list[Case]:
     """``count`` copies of ``case`` starting one unit in the last place away from the base run.
 
-    Every initial weight is moved to its neighbour in the variables' dtype, in a random direction
-    per weight: the size of the rounding differences a new kernel or a reordered sum brings
-    with a framework upgrade. Data, batches and seed are unchanged, so any spread is the history's
-    sensitivity to rounding, which is what a tolerance between versions has to absorb.
+    Every initial weight is moved by one unit in the last place of :func:`nudge_dtype` (for most
+    runs, to its neighbour in the variables' dtype), in a random direction per weight: the size
+    of the rounding differences a new kernel or a reordered sum brings with a framework upgrade.
+    Data, batches and seed are unchanged, so any spread is the history's sensitivity to
+    rounding, which is what a tolerance between versions has to absorb.
     """
     copies = []
+    dtype = nudge_dtype(base)
     for offset in range(1, count + 1):
         rng = np.random.default_rng(case.seed + offset)
-        start = [
-            _one_ulp_away(np.asarray(w), base.variable_dtype, rng) for w in base.initial_weights.values()
-        ]
+        start = [_one_ulp_away(np.asarray(w), dtype, rng) for w in base.initial_weights.values()]
         copies.append(case.with_(initial_weights=start))
     return copies
+
+
+PRECISION_BITS = {"bfloat16": 8, "float16": 11, "float32": 24, "float64": 53}
+
+
+def nudge_dtype(run: Run) -> str:
+    """The coarsest dtype the run's arithmetic passes through, whose unit in the last place is the
+    size of the rounding an upgrade changes.
+
+    Usually the variables' dtype; but Keras 3 computes a float64 model's loss in float32, and a
+    mixed_float16 model computes in float16: there a new kernel's rounding is a float32 (float16)
+    ulp, and nudging by a float64 (float32) ulp would recommend a tolerance that the real
+    upgrade exceeds (measured: spirals in float64, TensorFlow 2.19 -> 2.21).
+    """
+    used = [d for d in (run.variable_dtype, run.compute_dtype, run.loss_dtype) if d in PRECISION_BITS]
+    return min(used, key=PRECISION_BITS.__getitem__, default=run.variable_dtype)
 
 
 def _one_ulp_away(weights: np.ndarray, dtype: str, rng: np.random.Generator) -> np.ndarray:
@@ -143,4 +159,5 @@ def _one_ulp_away(weights: np.ndarray, dtype: str, rng: np.random.Generator) -> 
     if dtype in ("float16", "float32", "float64") and weights.dtype == np.dtype(dtype):
         typed = weights.astype(dtype)
         return np.nextafter(typed, (direction * np.inf).astype(dtype)).astype(np.float64)
-    return values + direction * _spacing(values, "bfloat16")  # bfloat16 has no numpy type
+    # bfloat16 has no numpy type; a coarser dtype than the weights' moves them by its spacing
+    return values + direction * _spacing(values, dtype)

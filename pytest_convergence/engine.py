@@ -118,6 +118,48 @@ def train(case: Case, dtype: str, engine: str | None = None, *, trace_weights: i
 
 
 @dataclass
+class BatchPlan:
+    """Every distinct epoch's batches, stacked: what the loop gathers each step's batch from."""
+
+    full: Any
+    """Full batches, epoch after epoch: ``[variants * n_full, batch, ...]`` (nested), or None."""
+    partial: Any
+    """Each epoch's last, smaller batch: ``[variants, remainder, ...]`` (nested), or None."""
+    n_full: int
+    variants: int
+    """How many distinct epochs there are; epoch ``e`` trains on variant ``e % variants``."""
+    first: Any
+    """The first batch, as ``fit`` gets it (traced once to build metrics and optimizer state)."""
+
+    @classmethod
+    def from_epochs(cls, tf: Any, epochs: list[list[Any]], n_full: int) -> BatchPlan:
+        stack = lambda *xs: tf.stack(xs)  # noqa: E731
+        full = [b for epoch in epochs for b in epoch[:n_full]]
+        partial = [epoch[n_full] for epoch in epochs if len(epoch) > n_full]
+        return cls(
+            full=tf.nest.map_structure(stack, *full) if full else None,
+            partial=tf.nest.map_structure(stack, *partial) if partial else None,
+            n_full=n_full,
+            variants=len(epochs),
+            first=epochs[0][0],
+        )
+
+    @classmethod
+    def from_positions(cls, tf: Any, positions: list[Any], n_full: int) -> BatchPlan:
+        """From the batches at each position within the epoch, each stacked over all epochs."""
+        full = None
+        if n_full:
+            # [epochs, position, batch...] -> [epochs * n_full, batch...], epoch-major as fit draws
+            full = tf.nest.map_structure(
+                lambda *xs: tf.reshape(tf.stack(xs, axis=1), [-1, *xs[0].shape[1:]]), *positions[:n_full]
+            )
+        partial = positions[n_full] if len(positions) > n_full else None
+        variants = int(tf.nest.flatten(positions[0])[0].shape[0])
+        first = tf.nest.map_structure(lambda t: t[0], positions[0])
+        return cls(full=full, partial=partial, n_full=n_full, variants=variants, first=first)
+
+
+@dataclass
 class StepRecord:
     """What one execution of the training produced, as numpy arrays."""
 
@@ -318,29 +360,38 @@ class Training:
         return self.flavour.weight_name(self.model, weight)
 
     # ------------------------------------------------------------------------------ batches
-    def _batch_plan(self) -> tuple[list[list[Any]], bool]:
-        """Each distinct epoch's batches, and whether the first epoch repeats for all epochs.
+    def _batch_plan(self) -> BatchPlan:
+        """The batches every step trains on, stacked on the device, drawn as ``fit`` draws them.
 
         Keras 3 re-seeds every epoch's shuffle, so with a seed the first epoch is every epoch
         (checked against the second, not trusted). Keras 2 draws one shuffled stream over all
-        epochs, each epoch a new permutation, so every epoch is drawn, as ``fit`` would draw it.
+        epochs, each epoch a new permutation, so every epoch is drawn: in one traced loop when
+        the flavour can (100,000 epochs in seconds), else one batch at a time.
         """
         tf = self.tf
-        epochs = self.case.total_epochs
-        first = next(self._epochs)
-        if epochs == 1 or not self.case.shuffle:
-            return [first], True
-        second = next(self._epochs)
-        same = self.flavour.epochs_repeat and all(
-            all(bool(tf.reduce_all(tf.equal(a, b))) for a, b in zip(tf.nest.flatten(p), tf.nest.flatten(q)))
-            for p, q in zip(first, second)
-        )
-        if same:
-            return [first], True
-        plan = [first, second]
-        while len(plan) < epochs:
-            plan.append(next(self._epochs))
-        return plan, False
+        case = self.case
+        epochs = case.total_epochs
+        n_full = case.num_samples // min(case.effective_batch_size, case.num_samples)
+        if self.flavour.epochs_repeat or epochs == 1 or not case.shuffle:
+            first = next(self._epochs)
+            plan = [first]
+            if epochs > 1 and case.shuffle:
+                second = next(self._epochs)
+                same = all(
+                    all(
+                        bool(tf.reduce_all(tf.equal(a, b)))
+                        for a, b in zip(tf.nest.flatten(p), tf.nest.flatten(q))
+                    )
+                    for p, q in zip(first, second)
+                )
+                if not same:
+                    plan.append(second)
+                    plan.extend(next(self._epochs) for _ in range(epochs - 2))
+            return BatchPlan.from_epochs(tf, plan, n_full)
+        positions = self.flavour.stacked_epochs(self.model, self.case)
+        if positions is None:
+            return BatchPlan.from_epochs(tf, [next(self._epochs) for _ in range(epochs)], n_full)
+        return BatchPlan.from_positions(tf, positions, n_full)
 
     # -------------------------------------------------------------------------------- loops
     def _log_names(self, batch: Any) -> list[str]:
@@ -376,26 +427,21 @@ class Training:
         case = self.case
         steps = case.total_steps
         batches_per_epoch = case.batches_per_epoch
-        plan, _ = self._batch_plan()  # one epoch repeated, or every epoch drawn
-        full_size = min(case.effective_batch_size, case.num_samples)
-        full = [[b for b in epoch[: case.num_samples // full_size]] for epoch in plan]
-        partial = [epoch[len(full[0]) :] for epoch in plan]
-        n_full = len(full[0])
-        has_partial = bool(partial[0])
-        stack = lambda *xs: tf.stack(xs)  # noqa: E731
-        full_stacked = tf.nest.map_structure(stack, *[b for epoch in full for b in epoch]) if n_full else None
-        partial_stacked = tf.nest.map_structure(stack, *[p[0] for p in partial]) if has_partial else None
-        single_batch = len(plan) == 1 and batches_per_epoch == 1
+        plan = self._batch_plan()  # one epoch repeated, or every epoch drawn
+        n_full = plan.n_full
+        has_partial = plan.partial is not None
+        full_stacked, partial_stacked = plan.full, plan.partial
+        single_batch = plan.variants == 1 and batches_per_epoch == 1
         # Keras 3 wraps each tf.Variable (``.value``); Keras 2's weights are tf.Variables.
         trainables = [w if isinstance(w, tf.Variable) else w.value for w in model.trainable_weights]
-        log_names = self._log_names(plan[0][0])
+        log_names = self._log_names(plan.first)
         self.log_names = log_names
         captured = self._captured_loss
-        num_variants = len(plan)
+        num_variants = plan.variants
 
         def batch_for(step: Any) -> Any:
             if single_batch:
-                return plan[0][0]
+                return plan.first
             epoch = step // batches_per_epoch
             within = step % batches_per_epoch
             variant = epoch % num_variants

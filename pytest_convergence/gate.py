@@ -2,7 +2,7 @@
 
 Per case and dtype the new run fails the gate when an expectation that held now fails, the outcome
 changed, the loss history left its tolerance, the final loss or the steps to the target got worse
-by more than a threshold, or training got slower by more than a threshold (median of repeated
+by more than a threshold, or training got slower by more than a threshold (the fastest of repeated
 timings, compared as a ratio; only between runs on the same machine). Cases present on one side
 only are reported as added, removed or (same history, other name) renamed, never a crash.
 """
@@ -29,7 +29,7 @@ class Thresholds:
     steps_to_target: float = 0.10
     slowdown: float = 0.25
     min_time: float = 0.5
-    """Runs shorter than this (median seconds) are too short to time: speed is not judged."""
+    """Runs shorter than this (fastest timing, seconds) are too short to time: speed is not judged."""
 
 
 @dataclass
@@ -100,10 +100,10 @@ def _compare_pair(
     ):
         reached = "never" if new.steps_to_target is None else str(new.steps_to_target)
         row.reasons.append(f"steps to target {old.steps_to_target} -> {reached}")
-    old_speed, new_speed = old.median_steps_per_second, new.median_steps_per_second
+    old_speed, new_speed = old.best_steps_per_second, new.best_steps_per_second
     if old_speed > 0 and new_speed > 0:
         row.speed_ratio = new_speed / old_speed
-        timed = min(old.median_wall_time, new.median_wall_time) >= thresholds.min_time
+        timed = min(old.best_wall_time, new.best_wall_time) >= thresholds.min_time
         if same_machine and timed and row.speed_ratio < 1 / (1 + thresholds.slowdown):
             row.reasons.append(
                 f"{1 / row.speed_ratio:.2f}x slower ({old_speed:,.0f} -> {new_speed:,.0f} steps/s)"

@@ -139,7 +139,7 @@ def _table(rows: list[Row]) -> list[str]:
             f"<td>{_e(_pair(row, lambda r: r.outcome))}</td>",
             f'<td class="num">{_e(_pair(row, lambda r: _number(r.final_loss)))}</td>',
             f"<td>{_e(_parting(row))}</td>",
-            f'<td class="num">{_e(_pair(row, lambda r: _speed(r.median_steps_per_second)))}</td>',
+            f'<td class="num">{_e(_pair(row, lambda r: _speed(r.best_steps_per_second)))}</td>',
             f'<td class="num">{_e(ratio)}</td>',
             f'<td class="verdict">{_e(row.verdict)}</td>',
             f'<td class="reasons">{f"<ul>{reasons}</ul>" if reasons else ""}</td>',
@@ -294,8 +294,8 @@ def _target(row: Row) -> float | None:
 def _speed_caption(row: Row) -> str:
     if row.old is not None and row.new is not None and row.verdict != RENAMED:
         text = (
-            f"old {_speed(row.old.median_steps_per_second)} steps/s, "
-            f"new {_speed(row.new.median_steps_per_second)} steps/s"
+            f"old {_speed(row.old.best_steps_per_second)} steps/s, "
+            f"new {_speed(row.new.best_steps_per_second)} steps/s"
         )
         if row.speed_ratio is not None:
             factor = row.speed_ratio if row.speed_ratio >= 1 else 1 / row.speed_ratio
@@ -305,7 +305,7 @@ def _speed_caption(row: Row) -> str:
         return text
     record, side = (row.new, "new") if row.new is not None else (row.old, "old")
     assert record is not None
-    return f"{side} {_speed(record.median_steps_per_second)} steps/s (only {side})"
+    return f"{side} {_speed(record.best_steps_per_second)} steps/s (only {side})"
 
 
 def _speed(value: float) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import KERAS_MAJOR, seed_case, seed_spec
 
+from pytest_convergence.calibrate import calibration_cases, nudge_dtype
 from pytest_convergence.engine import import_keras, train
 from pytest_convergence.errors import CaseError
 from pytest_convergence.keras_compat import installed_major
@@ -134,3 +135,15 @@ def test_tf_keras_under_the_legacy_switch_is_keras_2_and_loop_still_equals_fit(
     user_suite.makepyfile(test_legacy=LEGACY_SUITE)
     result = user_suite.runpytest_subprocess("--convergence", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+def test_calibration_nudges_by_one_ulp_of_the_coarsest_dtype_the_run_computes_in() -> None:
+    # Keras 3 computes a float64 model's loss in float32: an upgrade's rounding is a float32 ulp
+    case = seed_case(steps=5)
+    run = train(case, "float64")
+    expected = "float32" if KERAS_MAJOR == 3 else "float64"
+    assert nudge_dtype(run) == expected
+    (copy,) = calibration_cases(case, run, 1)
+    kernel = np.asarray(next(iter(run.initial_weights.values())), np.float64)
+    moved = np.abs(np.asarray(copy.initial_weights[0], np.float64) - kernel)
+    assert np.array_equal(moved, np.abs(np.spacing(kernel.astype(expected))).astype(np.float64))
