@@ -13,8 +13,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConvergenceError
+
+if TYPE_CHECKING:
+    from .gate import Verdict
 
 TRACED_WEIGHTS = 64
 
@@ -36,6 +40,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare.add_argument("--final-loss-threshold", type=float, default=0.10, metavar="R")
     compare.add_argument("--steps-threshold", type=float, default=0.10, metavar="R")
     compare.add_argument("--slowdown-threshold", type=float, default=0.25, metavar="R")
+    compare.add_argument(
+        "--plot",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("CASE[DTYPE]", "PNG"),
+        help="also draw one case's old and new loss curves overlaid, e.g. 'seed-default[float16]' "
+        "seed.png (repeatable)",
+    )
     merge = commands.add_parser("merge", help="merge results files of several jobs into one")
     merge.add_argument("output", type=Path)
     merge.add_argument("inputs", type=Path, nargs="+")
@@ -91,6 +104,8 @@ def _compare(arguments: argparse.Namespace) -> int:
         from .report import write_report
 
         write_report(arguments.html, verdict, old, new)
+    for name, png in arguments.plot:
+        _plot_pair(verdict, name, Path(png))
         print(f"report: {arguments.html}")
     return 0 if verdict.passed else 1
 
@@ -146,3 +161,17 @@ def _target(run: object) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
+
+
+def _plot_pair(verdict: Verdict, name: str, path: Path) -> None:
+    from .gate import describe_versions
+    from .plot import plot_comparison
+
+    rows = {f"{row.case}[{row.dtype}]": row for row in verdict.rows}
+    row = rows.get(name.replace(" ", ""))
+    if row is None or row.old is None or row.new is None:
+        known = ", ".join(sorted(k for k, r in rows.items() if r.old is not None and r.new is not None))
+        raise ConvergenceError(f"--plot {name}: no such case and dtype in both results; try one of: {known}")
+    old, new = describe_versions(verdict.old_versions), describe_versions(verdict.new_versions)
+    plot_comparison(row.old, row.new, old, new, path)
+    print(f"plot: {path}")

@@ -57,8 +57,8 @@ class Verdict:
 
     @property
     def title(self) -> str:
-        old = _versions(self.old_versions)
-        new = _versions(self.new_versions)
+        old = describe_versions(self.old_versions)
+        new = describe_versions(self.new_versions)
         crossing = _keras_crossing(self.old_versions, self.new_versions)
         return f"{old} -> {new}{crossing}"
 
@@ -237,7 +237,7 @@ def _loss(record: RunRecord | None) -> str:
     return "-" if record is None else f"{record.final_loss:.4g}"
 
 
-def _versions(versions: dict[str, str]) -> str:
+def describe_versions(versions: dict[str, str]) -> str:
     keys = [k for k in ("tensorflow", "keras") if k in versions]
     return ", ".join(f"{k} {versions[k]}" for k in keys) or "unknown versions"
 

@@ -7,13 +7,14 @@ matplotlib is imported here only, when a plot is asked for; it is an optional de
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ConvergenceError
 
 if TYPE_CHECKING:
+    from .results import RunRecord
     from .run import Run
 
 SHOWN_WEIGHTS = 8
@@ -25,7 +26,7 @@ EVENT_LABELS = {
 }
 
 
-def plot_run(run: Run, path: Path) -> None:
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -35,6 +36,44 @@ def plot_run(run: Run, path: Path) -> None:
         raise ConvergenceError(
             f"--plot needs matplotlib: pip install 'pytest-convergence[plot]' ({error})"
         ) from None
+    return plt
+
+
+def plot_comparison(old: RunRecord, new: RunRecord, old_label: str, new_label: str, path: Path) -> None:
+    """One case and dtype before and after an upgrade: both checkpointed loss histories overlaid.
+
+    The picture a reviewer of a gate needs: where the curves part, and whether they end apart.
+    Losses of exactly 0 are drawn at the bottom edge, since a log scale cannot show them.
+    """
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(9, 4))
+    floors = [v for r in (old, new) for v in r.checkpoint_losses if v > 0 and np.isfinite(v)]
+    floor = min(floors, default=1e-30) / 2
+    for record, label, style in ((old, old_label, "-"), (new, new_label, "--")):
+        losses = np.asarray(record.checkpoint_losses, np.float64)
+        shown = np.where(losses > 0, losses, floor)
+        axis.plot(
+            record.checkpoint_steps,
+            shown,
+            style,
+            lw=1.6,
+            label=f"{label}: {record.outcome}, final {record.final_loss:.4g} (loss in {record.loss_dtype})",
+        )
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss (log)")
+    axis.set_title(f"{new.case} [{new.dtype}]")
+    axis.legend(loc="best", fontsize=8)
+    axis.grid(True, which="major", alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_run(run: Run, path: Path) -> None:
+    plt = _pyplot()
     steps = np.arange(1, run.steps + 1)
     trace = np.asarray(run.extra.get("weight_trace", np.zeros((0, 0))))
     rows = 2 if trace.size else 1

@@ -537,3 +537,22 @@ def test_cli_thresholds_reach_the_gate(tmp_path: Path) -> None:
     old, new = write_pair(tmp_path, [record(final_loss=0.1)], [new_record(final_loss=0.115)])
     assert main(["compare", old, new]) == 1
     assert main(["compare", old, new, "--final-loss-threshold", "0.2"]) == 0
+
+
+def test_cli_compare_plots_one_case_old_and_new_overlaid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    old, new = write_pair(tmp_path, [record()], [new_record(checkpoint_losses=scaled(LOSSES, 2.0, [5]))])
+    png = tmp_path / "plots" / "seed.png"
+    assert main(["compare", old, new, "--plot", "seed[float32]", str(png)]) == 1  # the history moved
+    assert f"plot: {png}" in capsys.readouterr().out
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and png.stat().st_size > 10_000
+
+
+def test_cli_compare_plot_of_an_unknown_case_names_the_known_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = write_pair(tmp_path, [record()], [new_record()])
+    assert main(["compare", old, new, "--plot", "sed[float32]", str(tmp_path / "x.png")]) == 2
+    assert "try one of: seed[float32]" in capsys.readouterr().err
