@@ -6,7 +6,10 @@
 #
 # Environment: KERAS_OLD / KERAS_NEW pin Keras next to each TensorFlow (default: what pip picks),
 # VENV_OLD / VENV_NEW reuse existing environments, SUITE (default: fixtures), REPEAT (timings per
-# run, default 2; the gate compares their median), PACKAGE (default: tensorflow-cpu).
+# run, default 3; the gate compares the fastest), PACKAGE (default: tensorflow-cpu), PLOTS
+# (case[dtype] names whose old and new curves to draw into OUT/case-dtype.png).
+# For Keras 2 on TensorFlow 2.16+, give a VENV_* with tf-keras installed and export
+# TF_USE_LEGACY_KERAS=1 (it then applies to both sides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old="${1:?usage: scripts/upgrade_gate.sh OLD NEW [OUT]}"
@@ -38,7 +41,7 @@ train() {  # venv version -> results file
   # results file records them and the comparison decides. A missing results file does stop it.
   rm -f "$results"
   "$venv/bin/python" -m pytest "$suite" --convergence -q -p no:cacheprovider --snapshot-warn-unused \
-    --convergence-repeat="${REPEAT:-2}" --convergence-results="$results" >"$out/pytest-$version.log" 2>&1 || true
+    --convergence-repeat="${REPEAT:-3}" --convergence-results="$results" >"$out/pytest-$version.log" 2>&1 || true
   tail -n 3 "$out/pytest-$version.log" >&2
   [ -s "$results" ] || { echo "no results from $version: see $out/pytest-$version.log" >&2; exit 2; }
 }
@@ -47,8 +50,13 @@ venv_old="$(environment "$old" "${KERAS_OLD:-}" "${VENV_OLD:-}")"
 venv_new="$(environment "$new" "${KERAS_NEW:-}" "${VENV_NEW:-}")"
 train "$venv_old" "$old"
 train "$venv_new" "$new"
+plots=()
+for name in ${PLOTS:-}; do
+  file="${name//[/-}"
+  plots+=(--plot "$name" "$out/${file//]/}.png")
+done
 status=0
 "$venv_new/bin/pytest-convergence" compare "$out/results-$old.json" "$out/results-$new.json" \
-  --markdown "$out/verdict.md" --html "$out/report.html" | tee "$out/verdict.txt" || status=$?
+  --markdown "$out/verdict.md" --html "$out/report.html" "${plots[@]}" | tee "$out/verdict.txt" || status=$?
 echo "verdict: $out/verdict.md, report: $out/report.html (exit $status)"
 exit "$status"

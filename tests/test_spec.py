@@ -790,8 +790,8 @@ def test_without_the_flag_specs_are_collected_and_skipped_without_tensorflow(
     )
 
 
-# The seed case at learning rate 2.55 for 300 steps in float32: Keras 3's RMSprop still descends;
-# Keras 2's, with epsilon added after the square root, has reached its plateau.
+# The seed case at learning rate 2.55 for 300 steps in float32: Keras 3's RMSprop, (lr * g) / sqrt(v),
+# still descends; Keras 2's, lr * g * rsqrt(v), rounds differently and has reached its plateau.
 FLOAT32_SEED_OUTCOME = "descending" if KERAS_MAJOR == 3 else "plateau"
 
 
