@@ -52,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge = commands.add_parser("merge", help="merge results files of several jobs into one")
     merge.add_argument("output", type=Path)
     merge.add_argument("inputs", type=Path, nargs="+")
+    merge.add_argument(
+        "--repeats",
+        action="store_true",
+        help="the inputs are the same suite trained in separate sessions: check the histories are "
+        "bit-identical and pool the timings (the gate then compares the fastest)",
+    )
     arguments = parser.parse_args(argv)
     handlers = {"explain": _explain, "compare": _compare, "merge": _merge}
     try:
@@ -114,7 +120,8 @@ def _merge(arguments: argparse.Namespace) -> int:
     from . import results
 
     parts = [results.load(path) for path in arguments.inputs]
-    merged = results.merge(parts, [str(path) for path in arguments.inputs])
+    combine = results.merge_repeats if arguments.repeats else results.merge
+    merged = combine(parts, [str(path) for path in arguments.inputs])
     results.write(arguments.output, merged)
     print(f"{arguments.output}: {len(merged.runs)} runs from {len(parts)} files")
     return 0

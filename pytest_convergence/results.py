@@ -12,7 +12,7 @@ import datetime
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -236,6 +236,45 @@ def merge(parts: list[Results], names: list[str] | None = None) -> Results:
     machines = {json.dumps(p.machine, sort_keys=True) for p in parts}
     machine = parts[0].machine if len(machines) == 1 else {"merged": [p.machine for p in parts]}
     return Results(runs=[run for _, run in runs.values()], machine=machine)
+
+
+def merge_repeats(parts: list[Results], names: list[str] | None = None) -> Results:
+    """One results file from the same suite trained in several sessions: timings pooled.
+
+    Repeats within a session (``--convergence-repeat``) run back to back, so one burst of load
+    on a shared machine slows all of a case's timings; sessions minutes apart rarely share one.
+    Every session must hold the same cases with bit-identical histories (a determinism check
+    across processes); each run's ``wall_times`` are then concatenated.
+    """
+    names = names or [f"file {i + 1}" for i in range(len(parts))]
+    first = {run.key: run for run in parts[0].runs}
+    pooled = {key: list(run.wall_times) for key, run in first.items()}
+    for name, part in zip(names[1:], parts[1:]):
+        for key in FRAMEWORK_KEYS:
+            if part.versions.get(key) != parts[0].versions.get(key):
+                raise ResultsError(
+                    f"{name}: {key} {part.versions.get(key)}, but {names[0]} has "
+                    f"{parts[0].versions.get(key)}: repeats are of one environment"
+                )
+        runs = {run.key: run for run in part.runs}
+        if runs.keys() != first.keys():
+            case, dtype = sorted(runs.keys() ^ first.keys())[0]
+            raise ResultsError(f"{name}: not the same runs as {names[0]} ({case} [{dtype}] is in one only)")
+        for key, run in runs.items():
+            reference = first[key]
+            same = run.outcome == reference.outcome and np.array_equal(
+                np.asarray(run.checkpoint_losses, np.float64),
+                np.asarray(reference.checkpoint_losses, np.float64),
+                equal_nan=True,
+            )
+            if not same:
+                raise ResultsError(
+                    f"{name}: {run.case} [{run.dtype}] trained differently than in {names[0]}: repeats "
+                    "of one environment must be bit-identical (is op determinism off on a GPU?)"
+                )
+            pooled[key] += run.wall_times
+    runs = [replace(run, wall_times=pooled[run.key]) for run in parts[0].runs]
+    return Results(runs=runs, machine=parts[0].machine)
 
 
 def _plain(value: Any) -> Any:

@@ -410,3 +410,33 @@ def test_cli_compare_of_an_unreadable_file_is_an_error(
     assert captured.err.startswith("error: ")
     assert str(bad) in captured.err
     assert "verdict:" not in captured.out
+
+
+# ------------------------------------------------------------------------------ merge --repeats
+def test_repeats_pool_the_timings_of_sessions_with_identical_histories(tmp_path: Path) -> None:
+    first = write_file(tmp_path / "1.json", record(wall_times=[0.9, 0.8]), diverged())
+    second = write_file(tmp_path / "2.json", record(wall_times=[0.7]), diverged())  # NaN equals NaN
+    assert main(["merge", "--repeats", str(tmp_path / "all.json"), str(first), str(second)]) == 0
+    pooled = {run.key: run for run in results.load(tmp_path / "all.json").runs}
+    assert pooled[("seed", "float32")].wall_times == [0.9, 0.8, 0.7]
+    assert pooled[("seed", "float32")].best_wall_time == 0.7
+    assert pooled[("overflow", "float16")].wall_times == [0.83, 0.81, 0.9, 0.83, 0.81, 0.9]
+
+
+def test_repeats_that_trained_differently_are_refused_naming_the_run(tmp_path: Path) -> None:
+    first = write_file(tmp_path / "1.json", record())
+    second = write_file(tmp_path / "2.json", record(checkpoint_losses=[0.5, 0.2, 0.1, 0.0700001]))
+    with pytest.raises(ResultsError, match=r"2\.json: seed \[float32\] trained differently"):
+        results.merge_repeats([results.load(first), results.load(second)], [str(first), str(second)])
+
+
+def test_repeats_of_other_runs_or_versions_are_refused(tmp_path: Path) -> None:
+    base = results.load(write_file(tmp_path / "1.json", record()))
+    other_run = results.load(write_file(tmp_path / "2.json", record(case="tuned")))
+    with pytest.raises(ResultsError, match="not the same runs"):
+        results.merge_repeats([base, other_run])
+    other_version = results.load(
+        write_file(tmp_path / "3.json", record(versions={**VERSIONS, "tensorflow": "2.15.1"}))
+    )
+    with pytest.raises(ResultsError, match="repeats are of one environment"):
+        results.merge_repeats([base, other_version])
