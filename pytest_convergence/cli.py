@@ -110,9 +110,9 @@ def _compare(arguments: argparse.Namespace) -> int:
         from .report import write_report
 
         write_report(arguments.html, verdict, old, new)
+        print(f"report: {arguments.html}")
     for name, png in arguments.plot:
         _plot_pair(verdict, name, Path(png))
-        print(f"report: {arguments.html}")
     return 0 if verdict.passed else 1
 
 
