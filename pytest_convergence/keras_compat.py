@@ -153,7 +153,7 @@ class Flavour:
         )
         if not usable:
             name = spec.get("class_name", spec) if isinstance(spec, dict) else spec
-            raise ValueError(f"Unknown {kind.removesuffix('s').replace('losse', 'loss')}: {name!r}")
+            raise ValueError(f"Unknown {'loss' if kind == 'losses' else 'optimizer'}: {name!r}")
         return found
 
     def stacked_epochs(self, model: Any, case: Case) -> list[Any] | None:
