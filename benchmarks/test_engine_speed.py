@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_convergence import Case
-from pytest_convergence.engine import Training, framework_versions
+from pytest_convergence.backend import Training, framework_versions
 
 STEPS = {"fit": 20, "loop": 20_000, "xla": 1_000_000}
 

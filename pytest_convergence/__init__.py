@@ -17,7 +17,7 @@ _EXPORTS = {
     "Outcome": "outcome",
     "Diagnosis": "diagnosis",
     "diagnose": "diagnosis",
-    "train": "engine",
+    "train": "backend",
     "CaseError": "errors",
     "ConvergenceError": "errors",
     "ExpectationFailed": "errors",
@@ -43,10 +43,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .backend import train
     from .case import Case, Expectation
     from .diagnosis import Diagnosis, diagnose
     from .dtypes import DTYPES
-    from .engine import train
     from .errors import CaseError, ConvergenceError, ExpectationFailed, TensorFlowMissingError
     from .outcome import ENGINES, Outcome
     from .run import Run

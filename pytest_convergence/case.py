@@ -16,7 +16,7 @@ import numpy as np
 
 from .dtypes import DTYPES, dtype_info
 from .errors import CaseError
-from .outcome import ENGINES, Outcome
+from .outcome import Outcome, check_engine
 
 ModelSpec = Callable[[str], Any] | Mapping[str, Any]
 """A builder called with the dtype policy name, or a Keras model config (``model.get_config()``
@@ -146,12 +146,8 @@ class Case:
             )
         if self.target_loss is not None:
             _check_number(self.target_loss, "target_loss", case=name, allow_zero=True)
-        if self.engine is not None and self.engine not in ENGINES:
-            raise CaseError(
-                f"unknown engine {self.engine!r}; valid engines are: {', '.join(ENGINES)}",
-                case=name,
-                field="engine",
-            )
+        if self.engine is not None:
+            check_engine(self.engine, case=name)
         for key in ("loss", "optimizer"):
             _check_keras_spec(getattr(self, key), key, case=name)
         if self.loss_dtype is not None and self.loss_dtype not in LOSS_DTYPES:
@@ -197,17 +193,7 @@ class Case:
                     case=name,
                     field=f"layers[{index}]",
                 )
-        config = {
-            "class_name": "Sequential",
-            "config": {
-                "name": _keras_name(name),
-                "layers": [
-                    {"class_name": "InputLayer", "config": {"batch_shape": [None, *input_shape]}},
-                    *[dict(layer) for layer in layers],
-                ],
-            },
-        }
-        return cls(name=name, model=config, **kwargs)
+        return cls(name=name, model=sequential_config(_keras_name(name), layers, input_shape), **kwargs)
 
     @property
     def num_samples(self) -> int:
@@ -235,6 +221,25 @@ class Case:
     def with_(self, **changes: Any) -> Case:
         """A copy with some fields changed, validated again (e.g. another learning rate)."""
         return replace(self, **changes)
+
+
+def sequential_config(
+    model_name: str, layers: Sequence[Mapping[str, Any]], input_shape: Sequence[int]
+) -> dict[str, Any]:
+    """A ``keras.Sequential`` config (Keras 3's words) of an input of ``input_shape`` and ``layers``.
+
+    The one builder of this config, for ``Case.sequential`` and spec files' ``[model] layers``.
+    """
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": model_name,
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, *input_shape]}},
+                *[dict(layer) for layer in layers],
+            ],
+        },
+    }
 
 
 def _expectation_for(case: str, dtype: str, value: Any) -> Expectation:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConvergenceError
+from .outcome import DEFAULT_ENGINE, ENGINES
 
 if TYPE_CHECKING:
-    from .gate import Verdict
+    from .gate.verdict import Verdict
 
 TRACED_WEIGHTS = 64
 
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     explain = commands.add_parser("explain", help="train one spec in one dtype and explain the run")
     explain.add_argument("spec", type=Path, help="a *.convergence.toml file")
     explain.add_argument("--dtype", default=None, help="dtype to train in (default: the spec's first)")
-    explain.add_argument("--engine", default="loop", choices=("loop", "xla", "fit"))
+    explain.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES)
     explain.add_argument("--steps", type=int, default=None, help="override the spec's step budget")
     explain.add_argument("--plot", type=Path, default=None, metavar="PNG", help="write the loss curve here")
     compare = commands.add_parser("compare", help="the upgrade gate: compare two results files")
@@ -37,9 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare.add_argument("new", type=Path, help="results of the new framework")
     compare.add_argument("--markdown", type=Path, help="also write a markdown summary (CI job summary)")
     compare.add_argument("--html", type=Path, help="also write a self-contained HTML report")
-    compare.add_argument("--final-loss-threshold", type=float, default=0.10, metavar="R")
-    compare.add_argument("--steps-threshold", type=float, default=0.10, metavar="R")
-    compare.add_argument("--slowdown-threshold", type=float, default=0.25, metavar="R")
+    from .gate.verdict import Thresholds
+
+    defaults = Thresholds()
+    compare.add_argument("--final-loss-threshold", type=float, default=defaults.final_loss, metavar="R")
+    compare.add_argument("--steps-threshold", type=float, default=defaults.steps_to_target, metavar="R")
+    compare.add_argument("--slowdown-threshold", type=float, default=defaults.slowdown, metavar="R")
     compare.add_argument(
         "--plot",
         nargs=2,
@@ -58,8 +62,89 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the inputs are the same suite trained in separate sessions: check the histories are "
         "bit-identical and pool the timings (the gate then compares the fastest)",
     )
+    from .gate import upgrade
+
+    gate = commands.add_parser(
+        "gate",
+        help="the upgrade gate end to end: train the suite under two TensorFlow versions, each in "
+        "its own virtual environment, and compare them",
+        description="Train the suite under TensorFlow OLD and NEW, each in a virtual environment with "
+        "pytest-convergence installed from its own metadata, in sessions alternating old and new; "
+        "merge each side's sessions and compare them. Exit code: 0 pass, 1 fail, 2 no verdict.",
+    )
+    gate.add_argument("old", help="the old TensorFlow version, e.g. 2.19.0")
+    gate.add_argument("new", help="the new TensorFlow version, e.g. 2.21.0")
+    gate.add_argument(
+        "--suite", default=upgrade.DEFAULT_SUITE, help="what each session trains (default: %(default)s)"
+    )
+    gate.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="results, session logs, verdict.txt, verdict.md and report.html (default: gate-OLD-to-NEW)",
+    )
+    gate.add_argument(
+        "--repeat",
+        type=int,
+        default=upgrade.DEFAULT_REPEAT,
+        metavar="N",
+        help="sessions per version, alternating old and new; their histories must be bit-identical "
+        "and the gate compares the fastest timing (default: %(default)s)",
+    )
+    gate.add_argument(
+        "--package",
+        default=upgrade.DEFAULT_PACKAGE,
+        help="the TensorFlow distribution pinned to OLD and NEW (default: %(default)s)",
+    )
+    for side in ("old", "new"):
+        gate.add_argument(
+            f"--keras-{side}",
+            metavar="VERSION",
+            help=f"also pin keras==VERSION on the {side} side (default: what pip picks)",
+        )
+    for side in ("old", "new"):
+        gate.add_argument(
+            f"--venv-{side}",
+            type=Path,
+            metavar="DIR",
+            help=f"train the {side} side in this existing environment, installing nothing into it "
+            f"(default: WORK_DIR/venv-PACKAGE-{side.upper()}, made once)",
+        )
+    for side in ("old", "new"):
+        gate.add_argument(
+            f"--results-{side}",
+            type=Path,
+            metavar="FILE",
+            help=f"use this results file for the {side} side instead of training it (default: train)",
+        )
+    gate.add_argument(
+        "--plot",
+        action="append",
+        default=[],
+        metavar="CASE[DTYPE]",
+        help="also draw this case's old and new loss curves into OUT/CASE-DTYPE.png, e.g. "
+        "'spirals[float64]' (repeatable; default: none)",
+    )
+    gate.add_argument(
+        "--work-dir",
+        type=Path,
+        default=upgrade.DEFAULT_WORK_DIR,
+        metavar="DIR",
+        help="environments, session results and their logs (default: %(default)s)",
+    )
+    gate.add_argument(
+        "--constraints",
+        type=Path,
+        metavar="FILE",
+        help="install both environments under this pip constraints file (looked up here, then in "
+        "pytest-convergence's source directory), less its TensorFlow and Keras pins (default: none)",
+    )
+    gate.add_argument(
+        "--dry-run", action="store_true", help="print every command it would run, one per line; run none"
+    )
     arguments = parser.parse_args(argv)
-    handlers = {"explain": _explain, "compare": _compare, "merge": _merge}
+    handlers = {"explain": _explain, "compare": _compare, "merge": _merge, "gate": _gate}
     try:
         return handlers[arguments.command](arguments)
     except ConvergenceError as error:
@@ -68,9 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _explain(arguments: argparse.Namespace) -> int:
+    from .backend import train
     from .dtypes import dtype_info
-    from .engine import train
-    from .spec import load_spec
+    from .spec.loader import load_spec
 
     spec = load_spec(arguments.spec)
     dtype = arguments.dtype or spec.dtypes[0]
@@ -82,7 +167,7 @@ def _explain(arguments: argparse.Namespace) -> int:
     for line in describe_run(run):
         print(line)
     if arguments.plot is not None:
-        from .plot import plot_run
+        from .gate.plot import plot_run
 
         plot_run(run, arguments.plot)
         print(f"plot: {arguments.plot}")
@@ -90,8 +175,8 @@ def _explain(arguments: argparse.Namespace) -> int:
 
 
 def _compare(arguments: argparse.Namespace) -> int:
-    from . import results
-    from .gate import Thresholds, compare_results, format_table, markdown
+    from .gate import results
+    from .gate.verdict import Thresholds, compare_results, format_table, markdown
 
     old, new = results.load(arguments.old), results.load(arguments.new)
     thresholds = Thresholds(
@@ -103,11 +188,11 @@ def _compare(arguments: argparse.Namespace) -> int:
     for line in format_table(verdict):
         print(line)
     if arguments.markdown:
-        from .snapshot import atomic_write_text
+        from .files import atomic_write_text
 
         atomic_write_text(arguments.markdown, markdown(verdict))
     if arguments.html:
-        from .report import write_report
+        from .gate.report import write_report
 
         write_report(arguments.html, verdict, old, new)
         print(f"report: {arguments.html}")
@@ -117,7 +202,7 @@ def _compare(arguments: argparse.Namespace) -> int:
 
 
 def _merge(arguments: argparse.Namespace) -> int:
-    from . import results
+    from .gate import results
 
     parts = [results.load(path) for path in arguments.inputs]
     combine = results.merge_repeats if arguments.repeats else results.merge
@@ -125,6 +210,29 @@ def _merge(arguments: argparse.Namespace) -> int:
     results.write(arguments.output, merged)
     print(f"{arguments.output}: {len(merged.runs)} runs from {len(parts)} files")
     return 0
+
+
+def _gate(arguments: argparse.Namespace) -> int:
+    from .gate import upgrade
+
+    options = upgrade.Options(
+        old=arguments.old,
+        new=arguments.new,
+        suite=arguments.suite,
+        out=arguments.out,
+        repeat=arguments.repeat,
+        package=arguments.package,
+        keras_old=arguments.keras_old,
+        keras_new=arguments.keras_new,
+        venv_old=arguments.venv_old,
+        venv_new=arguments.venv_new,
+        results_old=arguments.results_old,
+        results_new=arguments.results_new,
+        plots=tuple(arguments.plot),
+        work_dir=arguments.work_dir,
+        constraints=arguments.constraints,
+    )
+    return upgrade.gate(options, dry_run=arguments.dry_run)
 
 
 def describe_run(run: object) -> list[str]:
@@ -145,7 +253,7 @@ def describe_run(run: object) -> list[str]:
     ]
     lines += [f"  {key}: {value}" for key, value in diagnosis.evidence.items()]
     if run.expectation is not None:
-        from .checks import unmet
+        from .expectations import unmet
 
         problems = unmet(run, run.expectation)
         lines.append("")
@@ -166,13 +274,9 @@ def _target(run: object) -> str:
     return f"; target {run.target_loss:g} {verdict}{reached}"
 
 
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
-
-
 def _plot_pair(verdict: Verdict, name: str, path: Path) -> None:
-    from .gate import describe_versions
-    from .plot import plot_comparison
+    from .gate.plot import plot_comparison
+    from .gate.verdict import describe_versions
 
     rows = {f"{row.case}[{row.dtype}]": row for row in verdict.rows}
     row = rows.get(name.replace(" ", ""))
@@ -180,5 +284,9 @@ def _plot_pair(verdict: Verdict, name: str, path: Path) -> None:
         known = ", ".join(sorted(k for k, r in rows.items() if r.old is not None and r.new is not None))
         raise ConvergenceError(f"--plot {name}: no such case and dtype in both results; try one of: {known}")
     old, new = describe_versions(verdict.old_versions), describe_versions(verdict.new_versions)
-    plot_comparison(row.old, row.new, old, new, path)
+    plot_comparison(row, old, new, path)
     print(f"plot: {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -162,8 +162,8 @@ def _stalled(run: Run, loss: np.ndarray) -> Diagnosis | None:
             tiny = _fmt(_tiny(run.variable_dtype))
             text += f": they underflowed (smallest positive {run.variable_dtype}: {tiny})"
         return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence)
-    intended = run.extra.get("intended_update") or {}
-    expressible = run.extra.get("update_in_variable_dtype") or {}
+    intended = run.intended_update or {}
+    expressible = run.update_in_variable_dtype or {}
     if intended and expressible and _all_zero(expressible) and not _all_zero(intended):
         largest = max(float(np.max(np.abs(u))) for u in intended.values() if np.size(u))
         evidence.update({"cause": "update-underflow", "update": largest})
@@ -299,7 +299,7 @@ def _min_stall(steps: int) -> int:
 
 def _closest_to_moving(run: Run) -> tuple[str, float, float, float, str] | None:
     """The weight whose update comes nearest its spacing: if even that rounds away, all do."""
-    intended = run.extra.get("intended_update") or {}
+    intended = run.intended_update or {}
     kind = "optimizer" if intended else "gradient"
     sources = intended or run.final_gradients
     best: tuple[float, tuple[str, float, float, float, str]] | None = None

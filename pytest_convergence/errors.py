@@ -50,5 +50,44 @@ class TensorFlowMissingError(ConvergenceError, ImportError):
     """TensorFlow is an optional extra; say how to install it instead of a bare ImportError."""
 
 
+class KerasVersionError(ConvergenceError):
+    """A private Keras API the engines rely on is missing or changed in this Keras version.
+
+    Kept apart from :class:`CaseError`: the user's case is fine, this Keras is one the plugin does
+    not know, and the fix is a supported version (or a bug report), not a change to the data.
+    """
+
+    def __init__(self, api: str, keras_version: str, error: BaseException | None = None) -> None:
+        self.api = api
+        self.keras_version = keras_version
+        cause = f" ({type(error).__name__}: {error})" if error is not None else ""
+        super().__init__(
+            f"unsupported Keras version {keras_version}: pytest-convergence relies on Keras's {api}, "
+            f"which is missing or changed here{cause}\n  fix: use a Keras that pytest-convergence "
+            "supports (Keras 2 on TensorFlow 2.12-2.15 or tf-keras, Keras 3.0-3.15), or report this "
+            "version as an issue"
+        )
+
+
 class ExpectationFailed(AssertionError):
     """A run did not meet what its case expected of it; the message says what and why."""
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The informative part of a framework's error message, on one line.
+
+    Keras wraps errors raised inside a layer as "Exception encountered when calling X.call()",
+    with the cause on the following lines; TensorFlow appends node listings. Keep the cause.
+    """
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line.strip() for line in plain.strip().splitlines()]
+    kept: list[str] = []
+    for line in lines:
+        if line.startswith(("Arguments received", "Registered devices", "Registered kernels", "[[")):
+            break
+        if line and not line.startswith("Exception encountered"):
+            kept.append(line)
+    text = " ".join(kept) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

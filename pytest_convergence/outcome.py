@@ -41,3 +41,28 @@ class Outcome(str, Enum):
 
 ENGINES: tuple[str, ...] = ("loop", "xla", "fit")
 DEFAULT_ENGINE = "loop"
+
+
+def check_engine(
+    engine: str, *, case: str | None = None, dtype: str | None = None, field: str = "engine"
+) -> str:
+    """The one place an engine name is validated; the error lists the valid ones."""
+    from .errors import CaseError
+
+    if engine not in ENGINES:
+        raise CaseError(
+            f"unknown engine {engine!r}; valid engines are: {', '.join(ENGINES)}",
+            case=case,
+            dtype=dtype,
+            field=field,
+        )
+    return engine
+
+
+def choose_engine(*choices: str | None, default: str = DEFAULT_ENGINE) -> str:
+    """The first engine named, most specific first; the precedence chain is written once, here.
+
+    The plugin passes: the ``engine=`` argument of the call, ``--convergence-engine``, the
+    marker's ``engine``, the case's ``engine``; the ini's ``convergence_engine`` is the default.
+    """
+    return next((choice for choice in choices if choice), default)

@@ -49,7 +49,18 @@ class Run:
     optimizer: str = ""
     expectation: Expectation | None = None
     snapshot_tolerance: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    step_logs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """``train_step``'s logs after every step (running means within an epoch), one column a name."""
+    log_names: list[str] = field(default_factory=list)
+    intended_update: dict[str, np.ndarray] | None = None
+    """The update the optimizer means to make next, computed in float64 (diagnosis evidence)."""
+    update_in_variable_dtype: dict[str, np.ndarray] | None = None
+    """The same update as the variables' dtype can express it: 0 where its arithmetic underflows."""
+    weight_trace: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """The first few flattened weights after every step, for ``explain``'s plot (else empty)."""
+    weight_trace_names: list[str] = field(default_factory=list)
+    wall_times: list[float] = field(default_factory=list)
+    """Every timing of this run when it was trained more than once; the gate uses the fastest."""
 
     @property
     def steps(self) -> int:
@@ -97,7 +108,7 @@ class Run:
         """
         __tracebackhide__ = True
         from .case import Expectation
-        from .checks import check_expectation
+        from .expectations import check_expectation
 
         check_expectation(self, Expectation.from_kwargs(expectation))
         return self
@@ -105,7 +116,7 @@ class Run:
     def check_declared_expectation(self) -> Run:
         """Assert the expectation the case declared for this dtype, if any."""
         __tracebackhide__ = True
-        from .checks import check_expectation
+        from .expectations import check_expectation
 
         if self.expectation is not None:
             check_expectation(self, self.expectation)

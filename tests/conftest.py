@@ -1,49 +1,8 @@
-"""Shared helpers: small real cases (tens to hundreds of steps) and a pytester-friendly setup."""
+"""Fixtures shared by the unit and end-to-end tests; factories live in factories.py."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-
-from pytest_convergence import Case
-from pytest_convergence.keras_compat import installed_major
-
-KERAS_MAJOR = installed_major()
-"""2 or 3, known without importing TensorFlow, so tests can state what each Keras does."""
-
-keras3_dynamics = pytest.mark.skipif(
-    KERAS_MAJOR != 3,
-    reason="asserts a training trajectory of Keras 3, whose float16 losses are computed in float32 "
-    "and whose RMSprop is written differently; Keras 2 trains this case to another outcome "
-    "(see test_keras2.py for what it does there)",
-)
-
-BCE_LOGITS = {"class_name": "BinaryCrossentropy", "config": {"from_logits": True}}
-SEED_X = [[-1.0], [1.0]]
-SEED_Y = [1.0, 0.0]
-
-
-def seed_case(name: str = "seed", **changes: Any) -> Case:
-    """The user's seed model (one Dense unit, two samples), shortened for tests."""
-    settings: dict[str, Any] = {
-        "layers": [{"class_name": "Dense", "config": {"units": 1}}],
-        "input_shape": (1,),
-        "x": SEED_X,
-        "y": SEED_Y,
-        "loss": BCE_LOGITS,
-        "optimizer": {"class_name": "RMSprop", "config": {"learning_rate": 2.55}},
-        "steps": 300,
-        "seed": 0,
-    }
-    settings.update(changes)
-    return Case.sequential(name, **settings)
-
-
-HIDDEN_RELU6 = [
-    {"class_name": "Dense", "config": {"units": 6, "activation": "relu"}},
-    {"class_name": "Dense", "config": {"units": 1}},
-]
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +12,7 @@ def tensorflow_loaded() -> None:
     pytester removes the modules a test imported when the test ends, and TensorFlow's extension
     modules abort the process if imported a second time; imported first, it is never removed.
     """
-    from pytest_convergence.engine import import_keras
+    from pytest_convergence.backend import import_keras
 
     import_keras()  # TensorFlow and the Keras it means here (keras, or tf_keras for Keras 2)
 
@@ -63,35 +22,3 @@ def user_suite(tensorflow_loaded: None, pytester: pytest.Pytester) -> pytest.Pyt
     """A pytester directory that behaves like a user's project (no inherited ini options)."""
     pytester.makeini("[pytest]\n")
     return pytester
-
-
-SEED_SPEC_BODY = """
-[model]
-input_shape = [1]
-layers = [{ class_name = "Dense", config = { units = 1 } }]
-
-[loss]
-class_name = "BinaryCrossentropy"
-config = { from_logits = true }
-
-[optimizer]
-class_name = "RMSprop"
-config = { learning_rate = 2.55 }
-
-[data]
-x = [[-1.0], [1.0]]
-y = [1.0, 0.0]
-"""
-
-
-def seed_spec(header: str, footer: str = "") -> str:
-    """A spec file of the seed model: ``header`` (name, dtypes, steps...) + model, data + ``footer``."""
-    return header.rstrip("\n") + "\n" + SEED_SPEC_BODY + footer
-
-
-HEAVY_MODULES_CONFTEST = """
-import sys
-def pytest_sessionfinish(session):
-    loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
-    print("HEAVY-MODULES:", loaded or "none")
-"""

@@ -1,0 +1,139 @@
+"""A case made into a compiled Keras model in one dtype: model, loss, optimizer, pinned weights.
+
+Built the way a user's own script would build it (the dtype as the global policy while building
+and compiling, a fresh optimizer per run, the seed set first), so ``fit`` on the result is the
+user's ``fit``. Every failure is reported as the user's case error, naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from ..case import Case
+from ..dtypes import dtype_info
+from ..errors import CaseError, first_line
+from .keras_adapter import Flavour
+
+
+def case_error(case: Case, dtype: str, message: str, field: str, fix: str | None = None) -> CaseError:
+    """An error about ``case`` trained in ``dtype``, naming the field at fault."""
+    return CaseError(message, case=case.name, dtype=dtype, field=field, fix=fix)
+
+
+@dataclass
+class BuiltModel:
+    """A compiled model ready to train, and what building it decided."""
+
+    model: Any
+    pinned_loss_dtype: str | None
+    """The dtype the case pins its loss to; Keras 3 still records the value in float32."""
+
+
+def build_model(case: Case, dtype: str, flavour: Flavour) -> BuiltModel:
+    """Build and compile ``case`` in ``dtype``, from fresh global state and the case's seed."""
+    keras = flavour.keras
+    # Fresh global state: layer names (and so weight names in snapshots) restart at "dense",
+    # whatever was trained before in this process.
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(case.seed)
+    pinned_dtype: str | None = None
+    with flavour.dtype_policy(dtype):
+        model = _model(case, dtype, flavour)
+        loss = _keras_object(case, dtype, partial(flavour.get, "losses"), case.loss, "loss")
+        if case.loss_dtype is not None:
+            pinned = case.loss_dtype
+            pinned_dtype = dtype_info(dtype).compute_dtype if pinned == "compute" else pinned
+            loss = flavour.pin_loss_dtype(loss, pinned_dtype)
+        optimizer = _keras_object(
+            case, dtype, partial(flavour.get, "optimizers"), case.optimizer, "optimizer"
+        )
+        try:
+            model.compile(
+                loss=loss, optimizer=optimizer, metrics=list(case.metrics) or None, jit_compile=False
+            )
+        except (ValueError, TypeError) as error:
+            raise case_error(case, dtype, f"Keras could not compile the model: {error}", "metrics") from None
+    return BuiltModel(model=model, pinned_loss_dtype=pinned_dtype)
+
+
+def model_from_config(flavour: Flavour, spec: Mapping[str, Any]) -> Any:
+    """Build a model from ``{"class_name", "config"}`` as ``model.get_config()`` describes it."""
+    keras = flavour.keras
+    spec = flavour.model_config(dict(spec))
+    class_name = spec.get("class_name")
+    config = spec.get("config", {})
+    known = {"Sequential": keras.Sequential, "Functional": keras.Model, "Model": keras.Model}
+    if class_name in known:
+        return known[class_name].from_config(dict(config))
+    return flavour.deserialize(dict(spec))
+
+
+def pin_initial_weights(case: Case, dtype: str, model: Any) -> None:
+    """Start from the case's pinned weights, if any, checked against the model's shapes."""
+    pinned = case.initial_weights
+    if pinned is None:
+        return
+    current = model.get_weights()
+    if len(pinned) != len(current):
+        raise case_error(
+            case,
+            dtype,
+            f"{len(pinned)} arrays given but the model has {len(current)} weights "
+            f"({', '.join(str(w.shape) for w in current)})",
+            "initial_weights",
+        )
+    for index, (given, actual) in enumerate(zip(pinned, current)):
+        if tuple(given.shape) != tuple(actual.shape):
+            raise case_error(
+                case,
+                dtype,
+                f"weight {index} has shape {tuple(given.shape)}, the model's has {tuple(actual.shape)}",
+                f"initial_weights[{index}]",
+            )
+    model.set_weights([np.asarray(g).astype(a.dtype) for g, a in zip(pinned, current)])
+
+
+def _model(case: Case, dtype: str, flavour: Flavour) -> Any:
+    spec = case.model
+    try:
+        model = spec(dtype) if callable(spec) else model_from_config(flavour, spec)
+    except CaseError:
+        raise
+    except Exception as error:
+        source = "the model builder raised" if callable(spec) else "Keras could not build the model config:"
+        raise case_error(
+            case, dtype, f"{source} {type(error).__name__}: {first_line(error)}", "model"
+        ) from None
+    if not isinstance(model, flavour.keras.Model):
+        raise case_error(
+            case, dtype, f"the model builder must return a keras.Model, got {type(model).__name__}", "model"
+        )
+    return model
+
+
+def _keras_object(case: Case, dtype: str, getter: Callable[[Any], Any], spec: Any, field: str) -> Any:
+    """A fresh Keras object per run: a shared optimizer instance would carry its state over."""
+    if not isinstance(spec, (str, Mapping)) and hasattr(spec, "get_config"):
+        try:
+            return type(spec).from_config(spec.get_config())
+        except Exception as error:
+            raise case_error(case, dtype, f"cannot copy the {field} object: {error}", field) from None
+    try:
+        return getter(dict(spec) if isinstance(spec, Mapping) else spec)
+    except (ValueError, TypeError) as error:
+        raise case_error(
+            case,
+            dtype,
+            f"Keras does not know this {field}: {first_line(error)}",
+            field,
+            fix=f"use a name or config that keras.{field}{'es' if field == 'loss' else 's'}.get accepts, "
+            'e.g. "binary_crossentropy" or {"class_name": "BinaryCrossentropy", "config": {...}}'
+            if field == "loss"
+            else 'use a name or config that keras.optimizers.get accepts, e.g. "sgd" or '
+            '{"class_name": "RMSprop", "config": {"learning_rate": 0.01}}',
+        ) from None

@@ -1,0 +1,209 @@
+"""Training one case in one dtype with one engine, from the built model to the :class:`Run`.
+
+Three engines train a case the same way ``model.fit`` would:
+
+``fit``
+    plain ``model.fit``, the slow reference (about 44 ms an epoch on a two-sample model).
+``loop``
+    the whole training loop in one ``tf.function`` calling Keras's own ``train_step`` on the
+    batches ``fit`` would draw: bit-identical to ``fit``'s history (:mod:`.loop`).
+``xla``
+    the same loop with ``jit_compile=True``: fastest, near ``fit``'s numbers, not equal.
+
+:class:`Training` only sequences the jobs of its neighbours: building (:mod:`.build`), loss
+capture (:mod:`.capture`), batches (:mod:`.batches`), the engines (:mod:`.loop`, :mod:`.fit`) and
+the probes (:mod:`.probes`). It is separate from :func:`train` so a benchmark can trace once and
+time executions alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..case import Case
+from ..dtypes import dtype_info
+from ..errors import CaseError, KerasVersionError, first_line
+from ..outcome import check_engine
+from ..run import Run
+from . import probes
+from .batches import plan_batches
+from .build import build_model, case_error, pin_initial_weights
+from .capture import LossCapture
+from .fit import execute_fit
+from .frameworks import framework_versions, import_keras
+from .keras_adapter import Flavour
+from .loop import TrainingLoop
+from .record import StepRecord
+
+
+def train(case: Case, dtype: str, engine: str | None = None, *, trace_weights: int = 0) -> Run:
+    """Train ``case`` in ``dtype`` with ``engine`` (default: the case's, else ``loop``).
+
+    ``trace_weights`` records the first that many (flattened) weights at every step, in
+    ``run.weight_trace``; the ``loop`` and ``xla`` engines only.
+    """
+    training = Training.prepare(case, dtype, engine or case.engine or "loop", trace_weights=trace_weights)
+    with training.reporting_runtime_errors():
+        trace_start = time.perf_counter()
+        training.compile_loop()
+        trace_time = time.perf_counter() - trace_start
+        start = time.perf_counter()
+        record = training.execute()
+        wall_time = time.perf_counter() - start
+    if not np.isfinite(record.loss[0]):
+        raise CaseError(
+            f"the loss is {record.loss[0]} at the very first step, before any update: the model, "
+            "the loss or the data produce it, not the training",
+            case=case.name,
+            dtype=dtype,
+            field="loss",
+            fix="check that the loss fits the labels (e.g. from_logits for unbounded outputs) "
+            "and the model's output on x is finite",
+        )
+    return training.to_run(record, wall_time=wall_time, trace_time=trace_time)
+
+
+class Training:
+    """One case, built and compiled in one dtype for one engine, ready to execute."""
+
+    def __init__(
+        self, case: Case, dtype: str, engine: str, flavour: Flavour, *, trace_weights: int = 0
+    ) -> None:
+        self.case = case
+        self.dtype = dtype
+        self.engine = engine
+        self.flavour = flavour
+        self.tf = flavour.tf
+        self.info = dtype_info(dtype)
+        built = build_model(case, dtype, flavour)
+        self.model = built.model
+        self.pinned_loss_dtype = built.pinned_loss_dtype
+        self.capture = LossCapture(flavour, self.model)
+        try:
+            self._epochs = flavour.epochs(self.model, case, build=True)
+        except KerasVersionError:
+            raise
+        except Exception as error:
+            raise case_error(
+                case,
+                dtype,
+                f"the model cannot take this data in {dtype}: {type(error).__name__}: {first_line(error)}",
+                "x",
+                fix="check the input shape of the model against x, and the output against y",
+            ) from None
+        pin_initial_weights(case, dtype, self.model)
+        self.initial_weights = self._weights()
+        self.loop = (
+            None
+            if engine == "fit"
+            else TrainingLoop(
+                flavour,
+                self.model,
+                case,
+                dtype,
+                self.capture,
+                jit=engine == "xla",
+                trace_weights=trace_weights,
+            )
+        )
+
+    @classmethod
+    def prepare(cls, case: Case, dtype: str, engine: str, *, trace_weights: int = 0) -> Training:
+        check_engine(engine, case=case.name, dtype=dtype)
+        dtype_info(dtype)
+        _, flavour = import_keras()
+        return cls(case, dtype, engine, flavour, trace_weights=trace_weights)
+
+    @contextlib.contextmanager
+    def reporting_runtime_errors(self) -> Iterator[None]:
+        """Turn TensorFlow's failures while training into an error about the user's case.
+
+        The usual one is a dtype the model cannot run in: an op with no kernel for float16 or
+        bfloat16 on this device only fails when the graph first runs.
+        """
+        try:
+            yield
+        except self.tf.errors.OpError as error:
+            unsupported = "No OpKernel was registered" in str(error)
+            raise case_error(
+                self.case,
+                self.dtype,
+                (f"this model cannot run in {self.dtype} here: " if unsupported else "training failed: ")
+                + first_line(error),
+                "dtype" if unsupported else "model",
+                fix=f"drop {self.dtype} from this case's dtypes, or use layers whose ops support it"
+                if unsupported
+                else None,
+            ) from None
+
+    def compile_loop(self) -> None:
+        """Trace (and for ``xla`` compile) the training loop, so execution can be timed alone."""
+        if self.loop is not None:
+            self.loop.compile(plan_batches(self.flavour, self.model, self.case, self._epochs))
+
+    def execute(self) -> StepRecord:
+        """Run the whole training once (the loop must be compiled for ``loop`` and ``xla``)."""
+        if self.loop is None:
+            return execute_fit(self.flavour, self.model, self.case, self.capture, self.pinned_loss_dtype)
+        return self.loop.execute(self.pinned_loss_dtype)
+
+    def _weights(self) -> dict[str, np.ndarray]:
+        return {self._name(w): np.array(w.numpy()) for w in self.model.weights}
+
+    def _name(self, weight: Any) -> str:
+        return probes.weight_name(self.flavour, self.model, weight)
+
+    def _flat_names(self) -> list[str]:
+        names = []
+        for weight in self.model.trainable_weights:
+            short = "/".join(self._name(weight).split("/")[-2:])
+            names += [f"{short}[{i}]" for i in range(int(np.prod(weight.shape)))]
+        return names
+
+    def _first_batch(self) -> Any:
+        batches = next(self.flavour.epochs(self.model, self.case))
+        if not batches:
+            raise case_error(self.case, self.dtype, "the data gave no batch", "x")
+        return batches[0]
+
+    def to_run(self, record: StepRecord, *, wall_time: float, trace_time: float) -> Run:
+        """The run: the record, the final weights and the probes' evidence, with versions."""
+        final_weights = self._weights()
+        gradients = probes.final_gradients(self.flavour, self.model, self._first_batch())
+        return Run(
+            case=self.case.name,
+            dtype=self.dtype,
+            engine=self.engine,
+            seed=self.case.seed,
+            loss=record.loss,
+            loss_dtype=record.loss_dtype,
+            variable_dtype=self.info.variable_dtype,
+            compute_dtype=self.info.compute_dtype,
+            weights_changed=record.weights_changed,
+            update_size=record.update_size,
+            initial_weights=self.initial_weights,
+            final_weights=final_weights,
+            final_gradients=gradients,
+            epoch_metrics=record.epoch_metrics,
+            steps_per_epoch=self.case.batches_per_epoch,
+            target_loss=self.case.target_loss,
+            wall_time=wall_time,
+            trace_time=trace_time,
+            versions=framework_versions(),
+            optimizer=probes.describe_optimizer(self.flavour, self.model.optimizer),
+            expectation=self.case.expectations.get(self.dtype),
+            snapshot_tolerance=self.case.snapshot_tolerance,
+            step_logs=record.step_logs,
+            log_names=record.log_names,
+            intended_update=probes.intended_update(self.flavour, self.model, gradients),
+            update_in_variable_dtype=probes.intended_update(
+                self.flavour, self.model, gradients, self.info.variable_dtype
+            ),
+            weight_trace=record.weight_trace,
+            weight_trace_names=self._flat_names()[: record.weight_trace.shape[1]],
+        )

@@ -1,0 +1,75 @@
+"""The ``fit`` engine: plain ``model.fit``, the slow reference the other engines are held to.
+
+A callback records, after every batch, the step's loss (through :class:`LossCapture`'s variable),
+whether any weight moved and by how much, and ``train_step``'s logs; History gives the per-epoch
+metrics as users read them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..case import Case
+from .capture import LossCapture
+from .keras_adapter import Flavour
+from .record import StepRecord
+
+
+def execute_fit(
+    flavour: Flavour, model: Any, case: Case, capture: LossCapture, pinned_loss_dtype: str | None
+) -> StepRecord:
+    """Train with ``model.fit`` for the case's steps and record every step."""
+    keras = flavour.keras
+    steps = case.total_steps
+    loss_value = capture.into_variable()
+    trainables = model.trainable_weights
+    losses = np.empty(steps, np.float64)
+    changed = np.zeros(steps, bool)
+    updates = np.zeros(steps, np.float64)
+    step_logs: list[list[float]] = []
+    names: list[str] = []
+    state: dict[str, Any] = {"step": 0, "previous": [np.array(w.numpy()) for w in trainables]}
+
+    class Recorder(keras.callbacks.Callback):  # type: ignore[name-defined]
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            step = state["step"]
+            losses[step] = float(loss_value.numpy())
+            now = [np.array(w.numpy()) for w in trainables]
+            deltas = [
+                np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0)
+                for a, b in zip(now, state["previous"])
+            ]
+            updates[step] = max(deltas, default=0.0)
+            changed[step] = any(
+                not np.array_equal(a, b, equal_nan=False) for a, b in zip(now, state["previous"])
+            )
+            state["previous"] = now
+            logs = logs or {}
+            if not names:
+                names.extend(sorted(logs))
+            step_logs.append([float(logs[name]) for name in names])
+            state["step"] = step + 1
+            if state["step"] >= steps:
+                model.stop_training = True
+
+    history = model.fit(
+        case.x,
+        case.y,
+        batch_size=case.effective_batch_size,
+        epochs=case.total_epochs,
+        shuffle=case.shuffle,
+        verbose=0,
+        callbacks=[Recorder()],
+    )
+    record = StepRecord(
+        loss=losses,
+        weights_changed=changed,
+        update_size=updates,
+        step_logs=np.array(step_logs, np.float64).reshape(steps, len(names)),
+        log_names=names,
+        loss_dtype=pinned_loss_dtype or capture.loss_dtype(),
+    )
+    record.epoch_metrics = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    return record

@@ -1,0 +1,447 @@
+"""Everything that differs between Keras 3 and Keras 2, in one place, so the engine reads as one.
+
+Keras 2 is ``tf.keras`` on TensorFlow 2.12–2.15, or the ``tf_keras`` package on TensorFlow 2.16+
+when ``TF_USE_LEGACY_KERAS=1`` is set (as TensorFlow itself reads it). Keras 3 is the ``keras``
+package on TensorFlow 2.16+. The engines reuse each version's own ``train_step``, loss tracker and
+batch drawing, so a run is bit-identical to that version's ``model.fit``; what they reach into
+differs by version:
+
+=========================  ======================================  ======================================
+                           Keras 3                                 Keras 2
+=========================  ======================================  ======================================
+per-step loss              ``model._loss_tracker.update_state``    ``compiled_loss._total_loss_mean``
+batches                    ``TFEpochIterator``, re-seeded per      ``DataHandler``: one shuffled stream
+                           epoch, so every epoch is the same       over all epochs, each epoch differs
+dtype policy               ``keras.config.set_dtype_policy``       ``mixed_precision.set_global_policy``
+loss computed in           float32 (``floatx``) whatever the       the model output's dtype
+                           model's dtype
+loss scaling               ``optimizer.scale_loss``                ``optimizer.get_scaled_loss``
+weight names               ``variable.path``                       ``variable.name`` (``dense/kernel:0``)
+=========================  ======================================  ======================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..case import Case
+from ..errors import KerasVersionError, TensorFlowMissingError
+
+LEGACY_SWITCH = "TF_USE_LEGACY_KERAS"
+
+
+def legacy_requested() -> bool:
+    """Whether the user asked TensorFlow 2.16+ for Keras 2, read as TensorFlow reads it."""
+    return os.environ.get(LEGACY_SWITCH, "").strip().lower() in ("1", "true", "yes")
+
+
+def installed_major() -> int | None:
+    """The Keras major version ``load`` will give, read from package metadata without importing.
+
+    For code that must decide before TensorFlow is imported (test collection, say); None when no
+    TensorFlow is installed.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly"):
+        try:
+            major, minor = (int(part) for part in version(distribution).split(".")[:2])
+        except (PackageNotFoundError, ValueError):
+            continue
+        return 2 if (major, minor) < (2, 16) or legacy_requested() else 3
+    return None
+
+
+def load(tf: Any) -> Flavour:
+    """The Keras that ``tf.keras`` means in this environment, wrapped in its flavour."""
+    major, minor = (int(part) for part in tf.__version__.split(".")[:2])
+    if (major, minor) < (2, 16):
+        import keras  # Keras 2, the same module as tf.keras
+
+        return Keras2(keras, package="keras", tf=tf)
+    if legacy_requested():
+        try:
+            import tf_keras
+        except ImportError as error:
+            raise TensorFlowMissingError(
+                f"{LEGACY_SWITCH}=1 asks for Keras 2, but the tf-keras package is not installed; "
+                f"install the one matching TensorFlow {tf.__version__}: "
+                f"pip install 'tf-keras~={major}.{minor}.0' (or unset {LEGACY_SWITCH} for Keras 3)"
+            ) from error
+        return Keras2(tf_keras, package="tf_keras", tf=tf)
+    import keras
+
+    return Keras3(keras, package="keras", tf=tf)
+
+
+class Flavour:
+    """One Keras version's way of doing what the engines need."""
+
+    major = 0
+    epochs_repeat = False
+    """True when, with a seed set, every epoch draws the same batches (checked, not trusted)."""
+
+    def __init__(self, keras: Any, package: str, tf: Any) -> None:
+        self.keras = keras
+        self.package = package
+        self.tf = tf
+
+    def unsupported(self, api: str, error: BaseException | None = None) -> KerasVersionError:
+        """The error for a private Keras API that is not as this flavour expects it."""
+        return KerasVersionError(api, f"{self.version} ({self.package})", error)
+
+    @property
+    def version(self) -> str:
+        return str(self.keras.__version__)
+
+    def describe(self) -> dict[str, str]:
+        """What a run records about the Keras it ran on."""
+        return {
+            "keras": self.version,
+            "keras_major": str(self.major),
+            "keras_backend": self.backend(),
+            "keras_package": self.package,
+        }
+
+    def backend(self) -> str:
+        return "tensorflow"
+
+    @contextlib.contextmanager
+    def dtype_policy(self, policy: str) -> Iterator[None]:
+        """Make ``policy`` the global dtype policy while a model is built and compiled.
+
+        Layers that don't name a dtype follow it, and ``compile`` wraps the optimizer in a
+        ``LossScaleOptimizer`` for ``mixed_float16``, exactly as for a user who set it themselves.
+        """
+        previous = self._get_policy()
+        self._set_policy(policy)
+        try:
+            yield
+        finally:
+            self._set_policy(previous)
+
+    def _get_policy(self) -> Any:
+        raise NotImplementedError
+
+    def _set_policy(self, policy: Any) -> None:
+        raise NotImplementedError
+
+    def loss_tracker(self, model: Any) -> Any:
+        """The metric ``train_step`` hands each step's total loss to, or None."""
+        raise NotImplementedError
+
+    def trainable_variables(self, model: Any) -> list[Any]:
+        """The model's trainable weights as ``tf.Variable`` objects, for reads inside a traced loop."""
+        return list(model.trainable_weights)
+
+    @staticmethod
+    def base_optimizer(optimizer: Any) -> Any:
+        """The optimizer doing the arithmetic: the inner one of a ``LossScaleOptimizer``."""
+        return getattr(optimizer, "inner_optimizer", None) or optimizer
+
+    @staticmethod
+    def scales_loss(optimizer: Any) -> bool:
+        """Whether ``optimizer`` is a ``LossScaleOptimizer`` (as ``mixed_float16`` compiles one)."""
+        return getattr(optimizer, "inner_optimizer", None) is not None
+
+    def epochs(self, model: Any, case: Case, *, build: bool = False) -> Iterator[list[Any]]:
+        """Each epoch's batches, drawn exactly as ``model.fit`` draws them, one list per epoch.
+
+        ``build`` first builds the model from the data the way ``fit`` does before training
+        (Keras 3.4+; older versions build while tracing the step, as ``fit`` does there too).
+        """
+        raise NotImplementedError
+
+    def get(self, kind: str, spec: Any) -> Any:
+        """``keras.losses.get`` or ``keras.optimizers.get``, raising for what they do not know.
+
+        Keras 2's ``losses.get`` hands back an unknown class name as a string instead of raising,
+        and ``compile`` would fail on it much later, far from the user's mistake.
+        """
+        module = getattr(self.keras, kind)
+        found = module.get(spec)
+        usable = (
+            isinstance(found, self.keras.optimizers.Optimizer) or _is_legacy_optimizer(found)
+            if kind == "optimizers"
+            else callable(found) and not isinstance(found, str)
+        )
+        if not usable:
+            name = spec.get("class_name", spec) if isinstance(spec, dict) else spec
+            raise ValueError(f"Unknown {'loss' if kind == 'losses' else 'optimizer'}: {name!r}")
+        return found
+
+    def stacked_epochs(self, model: Any, case: Case) -> list[Any] | None:
+        """Every epoch's batches at once: for each position in the epoch, that batch of every
+        epoch stacked (``[epochs, batch, ...]``); None where drawing them one by one is needed."""
+        return None
+
+    def unpack(self, batch: Any) -> tuple[Any, Any, Any]:
+        return self.keras.utils.unpack_x_y_sample_weight(batch)
+
+    def compute_loss(self, model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any) -> Any:
+        raise NotImplementedError
+
+    def scale_loss(self, optimizer: Any, loss: Any) -> Any:
+        """The loss as the optimizer differentiates it (multiplied by a loss scale, if any)."""
+        raise NotImplementedError
+
+    def loss_scale(self, optimizer: Any) -> float:
+        raise NotImplementedError
+
+    def variable(self, value: np.ndarray, dtype: str) -> Any:
+        raise NotImplementedError
+
+    def weight_name(self, model: Any, weight: Any) -> str:
+        raise NotImplementedError
+
+    def model_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A ``Sequential`` config as written for Keras 3, in the words this version takes."""
+        return config
+
+    def deserialize(self, spec: dict[str, Any]) -> Any:
+        return self.keras.saving.deserialize_keras_object(spec)
+
+    def pin_loss_dtype(self, loss: Any, dtype: str) -> Any:
+        """A loss that computes in ``dtype`` whatever the model's output dtype.
+
+        Both versions' ``compile`` accept a ``Loss`` object and call it as is, so wrapping the
+        user's loss (or loss function) changes only the dtype its arithmetic runs in.
+        """
+        keras = self.keras
+        tf = self.tf
+        inner = loss
+        per_sample = inner.call if isinstance(inner, keras.losses.Loss) else inner
+        name = getattr(inner, "name", None) or getattr(inner, "__name__", "loss")
+        reduction = getattr(inner, "reduction", None)
+        arguments: dict[str, Any] = {"name": name}
+        if reduction is not None:
+            arguments["reduction"] = reduction
+        if self.major >= 3:
+            arguments["dtype"] = dtype
+
+        class PinnedDtypeLoss(keras.losses.Loss):  # type: ignore[name-defined]
+            def call(self, y_true: Any, y_pred: Any) -> Any:
+                return per_sample(tf.cast(y_true, dtype), tf.cast(y_pred, dtype))
+
+        return PinnedDtypeLoss(**arguments)
+
+
+class Keras3(Flavour):
+    major = 3
+    epochs_repeat = True
+
+    def backend(self) -> str:
+        return str(self.keras.config.backend())
+
+    def _get_policy(self) -> Any:
+        return self.keras.config.dtype_policy()
+
+    def _set_policy(self, policy: Any) -> None:
+        self.keras.config.set_dtype_policy(policy)
+
+    def loss_tracker(self, model: Any) -> Any:
+        return getattr(model, "_loss_tracker", None)
+
+    def trainable_variables(self, model: Any) -> list[Any]:
+        # Keras 3 wraps each tf.Variable; the loop reads the tf.Variable itself (``.value``).
+        tf = self.tf
+        return [w if isinstance(w, tf.Variable) else w.value for w in model.trainable_weights]
+
+    def epochs(self, model: Any, case: Case, *, build: bool = False) -> Iterator[list[Any]]:
+        try:
+            from keras.src.backend.tensorflow.trainer import TFEpochIterator
+        except ImportError as error:
+            raise self.unsupported("TFEpochIterator (keras.src.backend.tensorflow.trainer)", error) from None
+        arguments = {
+            "x": case.x,
+            "y": case.y,
+            "batch_size": case.effective_batch_size,
+            "shuffle": case.shuffle,
+            "distribute_strategy": model.distribute_strategy,
+            "steps_per_execution": 1,
+        }
+        try:
+            iterator = TFEpochIterator(**arguments)
+        except TypeError as error:
+            if "argument" in str(error):  # the constructor's signature changed, not the data
+                raise self.unsupported("TFEpochIterator(...) arguments", error) from None
+            raise
+        symbolic_build = getattr(model, "_maybe_symbolic_build", None)
+        if build and symbolic_build is not None:
+            symbolic_build(iterator=iterator)
+        return self._each_epoch(iterator)
+
+    @staticmethod
+    def _each_epoch(iterator: Any) -> Iterator[list[Any]]:
+        while True:
+            # Keras 3.4+ iterates the epoch iterator itself; 3.0-3.3 has enumerate_epoch().
+            entries = iterator if hasattr(iterator, "__iter__") else iterator.enumerate_epoch()
+            batches = []
+            for entry in entries:
+                source = entry[-1]
+                batches.append(next(source) if hasattr(source, "__next__") else source)
+            yield batches
+
+    def compute_loss(self, model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any) -> Any:
+        import inspect
+
+        compute = getattr(model, "_compute_loss", None) or model.compute_loss
+        arguments = {"x": x, "y": y, "y_pred": y_pred, "sample_weight": sample_weight}
+        if "training" in inspect.signature(compute).parameters:  # Keras 3.4+
+            arguments["training"] = True
+        return compute(**arguments)
+
+    def scale_loss(self, optimizer: Any, loss: Any) -> Any:
+        return optimizer.scale_loss(loss) if optimizer is not None else loss
+
+    def loss_scale(self, optimizer: Any) -> float:
+        if not self.scales_loss(optimizer):
+            return 1.0
+        return float(np.asarray(optimizer.dynamic_scale))
+
+    def variable(self, value: np.ndarray, dtype: str) -> Any:
+        return self.keras.Variable(value, dtype=dtype)
+
+    def weight_name(self, model: Any, weight: Any) -> str:
+        return str(getattr(weight, "path", None) or weight.name)
+
+
+class Keras2(Flavour):
+    major = 2
+    epochs_repeat = False  # one shuffled stream: each epoch is a new permutation
+
+    def _get_policy(self) -> Any:
+        return self.keras.mixed_precision.global_policy()
+
+    def _set_policy(self, policy: Any) -> None:
+        self.keras.mixed_precision.set_global_policy(policy)
+
+    def loss_tracker(self, model: Any) -> Any:
+        compiled = getattr(model, "compiled_loss", None)
+        return getattr(compiled, "_total_loss_mean", None)
+
+    def _data_handler(self, model: Any, case: Case) -> Any:
+        try:
+            get_data_handler = self.keras.__internal__.utils.get_data_handler
+        except AttributeError as error:
+            raise self.unsupported("keras.__internal__.utils.get_data_handler", error) from None
+        return get_data_handler(
+            x=case.x,
+            y=case.y,
+            batch_size=case.effective_batch_size,
+            epochs=case.total_epochs,
+            shuffle=case.shuffle,
+            model=model,
+            steps_per_execution=None,
+        )
+
+    def epochs(self, model: Any, case: Case, *, build: bool = False) -> Iterator[list[Any]]:
+        return self._each_epoch(self._data_handler(model, case))
+
+    @staticmethod
+    def _each_epoch(handler: Any) -> Iterator[list[Any]]:
+        for _, iterator in handler.enumerate_epochs():
+            batches = []
+            with handler.catch_stop_iteration():
+                for _ in handler.steps():
+                    batches.append(next(iterator))
+            yield batches
+
+    def stacked_epochs(self, model: Any, case: Case) -> list[Any] | None:
+        """Draw all epochs from fit's own iterator inside one ``tf.function``.
+
+        ``fit`` pulls each batch with ``next(iterator)`` inside its traced step; pulling them in
+        a traced loop gives the same batches in the same order, at graph speed rather than one
+        Python call per batch (100,000 epochs of the seed case: seconds instead of minutes).
+        """
+        tf = self.tf
+        handler = self._data_handler(model, case)
+        adapter = getattr(handler, "_adapter", None)
+        if adapter is None or not hasattr(adapter, "should_recreate_iterator"):
+            raise self.unsupported("DataHandler._adapter.should_recreate_iterator()")
+        if adapter.should_recreate_iterator():
+            return None
+        _, iterator = next(iter(handler.enumerate_epochs()))
+        epochs, positions = case.total_epochs, case.batches_per_epoch
+        specs = iterator.element_spec
+        width = len(tf.nest.flatten(specs))
+
+        @tf.function(autograph=False)
+        def draw(iterator: Any) -> list[Any]:
+            def body(epoch: Any, *arrays: Any) -> tuple[Any, ...]:
+                written = list(arrays)
+                for position in range(positions):
+                    for index, tensor in enumerate(tf.nest.flatten(iterator.get_next())):
+                        slot = position * width + index
+                        written[slot] = written[slot].write(epoch, tensor)
+                return (epoch + 1, *written)
+
+            arrays = [
+                tf.TensorArray(spec.dtype, size=epochs, infer_shape=False)
+                for _ in range(positions)
+                for spec in tf.nest.flatten(specs)
+            ]
+            done = tf.while_loop(lambda epoch, *_: epoch < epochs, body, (tf.constant(0), *arrays))
+            return [array.stack() for array in done[1:]]
+
+        stacked = draw(iterator)
+        return [
+            tf.nest.pack_sequence_as(specs, stacked[position * width : (position + 1) * width])
+            for position in range(positions)
+        ]
+
+    def compute_loss(self, model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any) -> Any:
+        return model.compute_loss(x, y, y_pred, sample_weight)
+
+    def scale_loss(self, optimizer: Any, loss: Any) -> Any:
+        scaled = getattr(optimizer, "get_scaled_loss", None)
+        return scaled(loss) if scaled is not None else loss
+
+    def loss_scale(self, optimizer: Any) -> float:
+        if not self.scales_loss(optimizer):
+            return 1.0
+        return float(np.asarray(optimizer.loss_scale))
+
+    def variable(self, value: np.ndarray, dtype: str) -> Any:
+        return self.tf.Variable(value, dtype=dtype)
+
+    def weight_name(self, model: Any, weight: Any) -> str:
+        """Keras 3's path for the same weight, so snapshots and gates compare across versions.
+
+        Keras 2 names a Sequential's kernel ``dense/kernel:0``; Keras 3's path is
+        ``<model>/dense/kernel``.
+        """
+        name = str(weight.name).removesuffix(":0")
+        prefix = f"{model.name}/"
+        return name if name.startswith(prefix) else prefix + name
+
+    def model_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        layers = config.get("config", {}).get("layers")
+        if not isinstance(layers, list):
+            return config
+        translated = []
+        for layer in layers:
+            inner = dict(layer.get("config", {}))
+            if layer.get("class_name") == "InputLayer":
+                # Keras 3's names for the input shape; Keras 2 calls them batch_input_shape, input_shape
+                if "batch_shape" in inner:
+                    inner["batch_input_shape"] = inner.pop("batch_shape")
+                if "shape" in inner:
+                    inner["input_shape"] = inner.pop("shape")
+            translated.append({**layer, "config": inner})
+        return {**config, "config": {**config["config"], "layers": translated}}
+
+    def deserialize(self, spec: dict[str, Any]) -> Any:
+        saving = getattr(self.keras, "saving", None)
+        deserialize = getattr(saving, "deserialize_keras_object", None)
+        return (deserialize or self.keras.utils.deserialize_keras_object)(spec)
+
+
+def _is_legacy_optimizer(value: Any) -> bool:
+    """Keras 2's pre-2.11 optimizers (``keras.optimizers.legacy``), which it still accepts."""
+    return any(cls.__module__.split(".")[-2:-1] == ["legacy"] for cls in type(value).__mro__)

@@ -1,0 +1,225 @@
+"""The ``loop`` and ``xla`` engines: the whole training in one ``tf.function``.
+
+Each step calls the compiled model's own ``train_step`` on the batch ``fit`` would draw, with
+metrics reset at each epoch's start as ``fit`` resets them. Reusing Keras's step keeps loss
+scaling, regularisation losses and metrics exactly as ``fit`` has them, so ``loop``'s history is
+bit-identical to ``fit``'s; ``xla`` compiles the same loop with ``jit_compile=True`` (fastest;
+XLA fuses and reorders arithmetic, so its numbers are near, not equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..case import Case
+from ..errors import first_line
+from .batches import BatchPlan
+from .build import case_error
+from .capture import LossCapture
+from .keras_adapter import Flavour
+from .record import StepRecord, epoch_metrics
+
+
+class TrainingLoop:
+    """The traced loop of one built model, compiled once and executed any number of times."""
+
+    def __init__(
+        self,
+        flavour: Flavour,
+        model: Any,
+        case: Case,
+        dtype: str,
+        capture: LossCapture,
+        *,
+        jit: bool,
+        trace_weights: int = 0,
+    ) -> None:
+        self.flavour = flavour
+        self.tf = flavour.tf
+        self.model = model
+        self.case = case
+        self.dtype = dtype
+        self.capture = capture
+        self.jit = jit
+        self.trace_weights = trace_weights
+        self.log_names: list[str] = []
+        self._loop: Callable[..., Any] | None = None
+
+    def compile(self, plan: BatchPlan) -> None:
+        """Trace (and for ``xla`` compile) the loop, so execution can be timed alone."""
+        self._loop = self._make_loop(plan)
+        self._loop(self.tf.constant(0, self.tf.int32))
+
+    def _log_names(self, batch: Any) -> list[str]:
+        """Names of the logs ``train_step`` returns, from a trace that runs nothing.
+
+        ``fit`` builds metrics and optimizer slots while tracing its step; tracing ours once
+        beforehand builds the same (zero-initialised) state, and any error of shapes or dtypes
+        surfaces here, before the loop, where it can be reported as the user's mistake.
+        """
+        try:
+            traced = self.tf.function(self.model.train_step, autograph=False).get_concrete_function(batch)
+        except Exception as error:
+            raise case_error(
+                self.case,
+                self.dtype,
+                f"the model cannot train on this data in {self.dtype}: {type(error).__name__}: "
+                f"{first_line(error)}",
+                "model",
+                fix="check the model's input shape against x, its output against y, and that the "
+                "loss fits the labels; if it trains in float32, one of its layers does not support "
+                f"{self.dtype}: drop {self.dtype} from this case's dtypes",
+            ) from None
+        return sorted(traced.structured_outputs.keys())
+
+    def _make_loop(self, plan: BatchPlan) -> Callable[..., Any]:
+        tf = self.tf
+        model = self.model
+        case = self.case
+        steps = case.total_steps
+        batches_per_epoch = case.batches_per_epoch
+        n_full = plan.n_full
+        has_partial = plan.partial is not None
+        full_stacked, partial_stacked = plan.full, plan.partial
+        single_batch = plan.variants == 1 and batches_per_epoch == 1
+        trainables = self.flavour.trainable_variables(model)
+        log_names = self._log_names(plan.first)
+        self.log_names = log_names
+        captured = self.capture.tensors
+        num_variants = plan.variants
+
+        def batch_for(step: Any) -> Any:
+            if single_batch:
+                return plan.first
+            epoch = step // batches_per_epoch
+            within = step % batches_per_epoch
+            variant = epoch % num_variants
+            if not has_partial:
+                index = variant * n_full + within
+                return tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked)
+            return None  # the caller branches between full and partial batches
+
+        def one_step(batch: Any) -> tuple[Any, Any]:
+            logs = model.train_step(batch)
+            loss = tf.cast(captured[-1], tf.float64)
+            values = tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
+            return loss, values
+
+        def step_on(step: Any) -> tuple[Any, Any]:
+            if not has_partial or single_batch:
+                return one_step(batch_for(step))
+            epoch = step // batches_per_epoch
+            within = step % batches_per_epoch
+            variant = epoch % num_variants
+
+            def on_full() -> tuple[Any, Any]:
+                index = variant * n_full + within
+                return one_step(tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked))
+
+            def on_partial() -> tuple[Any, Any]:
+                return one_step(tf.nest.map_structure(lambda t: tf.gather(t, variant), partial_stacked))
+
+            if n_full == 0:
+                return on_partial()
+            return tf.cond(within < n_full, on_full, on_partial)
+
+        same_dtype = len({v.dtype for v in trainables}) == 1
+
+        def largest_update(now: list[Any], before: list[Any]) -> Any:
+            """Largest change of any weight this step, in the variables' own dtype.
+
+            A difference of two neighbouring floats is exact in their dtype, and doing it there
+            (one cast at the end, not one per weight) keeps the bookkeeping cheap beside the step.
+            """
+            if not now:
+                return tf.constant(0.0, tf.float64)
+            deltas = [tf.reduce_max(tf.abs(a - b)) for a, b in zip(now, before)]
+            if same_dtype:
+                return tf.cast(tf.reduce_max(tf.stack(deltas)), tf.float64)
+            return tf.reduce_max(tf.stack([tf.cast(d, tf.float64) for d in deltas]))
+
+        traced = min(self.trace_weights, sum(int(np.prod(v.shape)) for v in trainables))
+
+        def flat_weights(now: list[Any]) -> Any:
+            return tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in now], 0)[:traced]
+
+        @tf.function(jit_compile=self.jit, autograph=False)
+        def loop(num_steps: Any) -> tuple[Any, ...]:
+            losses = tf.TensorArray(tf.float64, size=steps, element_shape=[])
+            updates = tf.TensorArray(tf.float64, size=steps, element_shape=[])
+            step_logs = tf.TensorArray(tf.float64, size=steps, element_shape=[len(log_names)])
+            weights = tf.TensorArray(tf.float64, size=steps if traced else 0, element_shape=[traced])
+
+            def body(
+                step: Any, losses: Any, updates: Any, step_logs: Any, weights: Any, *before: Any
+            ) -> tuple[Any, ...]:
+                if batches_per_epoch == 1:
+                    model.reset_metrics()
+                    reset = []
+                else:
+                    reset = [
+                        tf.cond(
+                            tf.equal(step % batches_per_epoch, 0),
+                            lambda: _reset(model, tf),
+                            lambda: tf.constant(True),
+                        )
+                    ]
+                with tf.control_dependencies(reset):
+                    loss, values = step_on(step)
+                # Reads after the step (automatic control dependencies order them after the
+                # optimizer's assignments); carried to the next iteration as plain tensors.
+                now = [v.read_value() for v in trainables]
+                return (
+                    step + 1,
+                    losses.write(step, loss),
+                    updates.write(step, largest_update(now, list(before))),
+                    step_logs.write(step, values),
+                    weights.write(step, flat_weights(now)) if traced else weights,
+                    *now,
+                )
+
+            results = tf.while_loop(
+                lambda step, *_: step < num_steps,
+                body,
+                (
+                    tf.constant(0, tf.int32),
+                    losses,
+                    updates,
+                    step_logs,
+                    weights,
+                    *[v.read_value() for v in trainables],
+                ),
+                maximum_iterations=steps,
+            )
+            trace = results[4].stack() if traced else tf.zeros([0, 0], tf.float64)
+            return results[1].stack(), results[2].stack(), results[3].stack(), trace
+
+        model.reset_metrics()
+        return loop
+
+    def execute(self, pinned_loss_dtype: str | None) -> StepRecord:
+        """Run the whole training once (after :meth:`compile`)."""
+        assert self._loop is not None, "call compile() first"
+        tf = self.tf
+        self.model.reset_metrics()
+        losses, updates, step_logs, trace = self._loop(tf.constant(self.case.total_steps, tf.int32))
+        updates = updates.numpy()
+        record = StepRecord(
+            loss=losses.numpy(),
+            weights_changed=(updates != 0) | np.isnan(updates),
+            update_size=updates,
+            step_logs=step_logs.numpy(),
+            log_names=list(self.log_names),
+            loss_dtype=pinned_loss_dtype or self.capture.loss_dtype(),
+            weight_trace=trace.numpy(),
+        )
+        record.epoch_metrics = epoch_metrics(record, self.case.batches_per_epoch)
+        return record
+
+
+def _reset(model: Any, tf: Any) -> Any:
+    model.reset_metrics()
+    return tf.constant(True)

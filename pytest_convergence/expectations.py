@@ -1,0 +1,79 @@
+"""Judge a run against an expectation, failing with a message that explains the run.
+
+A failed convergence test should answer "why?" without a debugger: the message names the dtype,
+what was expected, what happened, and the diagnosis with its evidence (the stall step, the update
+against the weight's spacing, the first NaN step...).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import ExpectationFailed
+
+if TYPE_CHECKING:
+    from .case import Expectation
+    from .run import Run
+
+
+def unmet(run: Run, expectation: Expectation) -> list[str]:
+    """Each unmet part of the expectation, in words; empty when the run meets it."""
+    problems: list[str] = []
+    diagnosis = run.diagnosis
+    if expectation.outcome is not None and diagnosis.outcome not in expectation.outcome:
+        wanted = " or ".join(o.value for o in expectation.outcome)
+        problems.append(f"expected outcome {wanted}, got {diagnosis.outcome.value}")
+    if expectation.final_loss_below is not None and not (run.final_loss <= expectation.final_loss_below):
+        problems.append(f"expected final loss <= {expectation.final_loss_below:g}, got {run.final_loss:.6g}")
+    if expectation.converged is not None:
+        if run.target_loss is None and expectation.final_loss_below is None:
+            problems.append(
+                "converged=... needs a target: give the case a target_loss (or use final_loss_below)"
+            )
+        else:
+            target = run.target_loss if run.target_loss is not None else expectation.final_loss_below
+            assert target is not None
+            reached = run.final_loss <= target
+            if reached != expectation.converged:
+                verb = "to converge" if expectation.converged else "not to converge"
+                first = run.steps_to(target)
+                seen = f"first reached at step {first}" if first else "never reached"
+                problems.append(
+                    f"expected {verb} (final loss <= {target:g}), final loss {run.final_loss:.6g}; "
+                    f"target {seen}"
+                )
+    if expectation.steps_to_target_at_most is not None:
+        target = run.target_loss
+        if target is None:
+            problems.append("steps_to_target_at_most needs a target_loss on the case")
+        else:
+            first_step = run.steps_to(target)
+            if first_step is None or first_step > expectation.steps_to_target_at_most:
+                got = f"step {first_step}" if first_step else f"never within {run.steps} steps"
+                problems.append(
+                    f"expected loss <= {target:g} within {expectation.steps_to_target_at_most} steps, "
+                    f"reached at {got}"
+                )
+    return problems
+
+
+def check_expectation(run: Run, expectation: Expectation) -> None:
+    """Raise :class:`ExpectationFailed` naming every unmet part and the diagnosis of the run."""
+    __tracebackhide__ = True
+    problems = unmet(run, expectation)
+    if problems:
+        raise ExpectationFailed(failure_message(run, problems))
+
+
+def failure_message(run: Run, problems: list[str]) -> str:
+    lines = [
+        f"{run.case} [{run.dtype}, {run.engine} engine, {run.steps} steps]: "
+        "the run did not meet its expectation"
+    ]
+    lines += [f"  - {problem}" for problem in problems]
+    lines.append(f"  diagnosis: {run.diagnosis.describe(run.dtype)}")
+    lines.append(
+        f"  final loss {run.final_loss:.6g} (computed in {run.loss_dtype}; weights in {run.variable_dtype}); "
+        f"optimizer {run.optimizer or 'n/a'}"
+    )
+    return "\n".join(lines)

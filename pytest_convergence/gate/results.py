@@ -1,0 +1,286 @@
+"""The results file: every run of a session as JSON, the input of the upgrade gate and its report.
+
+Versioned (``schema``), written atomically, and checked on load: a file of another schema version,
+truncated JSON or a missing field is reported with the file and the fix, never a KeyError. Files
+from several jobs (pytest-xdist workers, CI matrix jobs) merge into one, refusing to mix framework
+versions, so the gate can still give one verdict.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConvergenceError
+from ..files import atomic_write_text
+
+if TYPE_CHECKING:
+    from ..run import Run
+
+SCHEMA_VERSION = 1
+FRAMEWORK_KEYS = ("tensorflow", "keras")
+
+
+def _required() -> list[str]:
+    from dataclasses import MISSING, fields
+
+    return [f.name for f in fields(RunRecord) if f.default is MISSING and f.default_factory is MISSING]
+
+
+class ResultsError(ConvergenceError):
+    """A results file that cannot be used, with the file and what to do."""
+
+
+@dataclass
+class RunRecord:
+    """One run as the gate needs it: verdicts, the checkpointed history, speed and versions."""
+
+    case: str
+    dtype: str
+    engine: str
+    test: str
+    status: str
+    outcome: str
+    evidence: dict[str, Any]
+    final_loss: float
+    steps: int
+    target_loss: float | None
+    steps_to_target: int | None
+    converged: bool | None
+    expectation_met: bool | None
+    expectation_problems: list[str]
+    checkpoint_steps: list[int]
+    checkpoint_losses: list[float]
+    steps_per_second: float
+    wall_times: list[float]
+    loss_dtype: str
+    variable_dtype: str
+    versions: dict[str, str]
+    tolerance: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.case, self.dtype)
+
+    @property
+    def best_wall_time(self) -> float:
+        """The fastest of the repeated timings: what the machine can do when nothing else runs.
+
+        On a shared machine noise only ever adds time, so the minimum is the estimate that
+        other processes disturb least (the reasoning of Python's ``timeit``); the median of a
+        few runs still carried a busy neighbour's 30-50% into the gate.
+        """
+        return float(min(self.wall_times)) if self.wall_times else float("nan")
+
+    @property
+    def best_steps_per_second(self) -> float:
+        best = self.best_wall_time
+        return self.steps / best if best and best > 0 else self.steps_per_second
+
+    @classmethod
+    def from_run(cls, run: Run, *, test: str, status: str, tolerance: str = "") -> RunRecord:
+        from ..expectations import unmet
+        from ..snapshot.format import checkpoint_steps
+
+        steps = checkpoint_steps(run.steps)
+        problems = unmet(run, run.expectation) if run.expectation is not None else []
+        evidence = {k: _plain(v) for k, v in run.diagnosis.evidence.items()}
+        return cls(
+            case=run.case,
+            dtype=run.dtype,
+            engine=run.engine,
+            test=test,
+            status=status,
+            outcome=run.outcome,
+            evidence=evidence,
+            final_loss=_plain(run.final_loss),
+            steps=run.steps,
+            target_loss=run.target_loss,
+            steps_to_target=run.steps_to_target,
+            converged=None if run.target_loss is None else run.converged,
+            expectation_met=None if run.expectation is None else not problems,
+            expectation_problems=problems,
+            checkpoint_steps=[int(s) for s in steps],
+            checkpoint_losses=[_plain(v) for v in run.loss[steps - 1]],
+            steps_per_second=run.steps_per_second,
+            wall_times=[float(t) for t in (run.wall_times or [run.wall_time])],
+            loss_dtype=run.loss_dtype,
+            variable_dtype=run.variable_dtype,
+            versions=dict(run.versions),
+            tolerance=tolerance,
+        )
+
+
+REQUIRED = _required()
+
+
+@dataclass
+class Results:
+    """A results file's content."""
+
+    runs: list[RunRecord]
+    machine: dict[str, Any] = field(default_factory=lambda: machine_info())
+    created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Framework versions shared by every run (a results file is one environment)."""
+        if not self.runs:
+            return {}
+        first = self.runs[0].versions
+        return {k: v for k, v in first.items() if all(r.versions.get(k) == v for r in self.runs)}
+
+    def by_key(self) -> dict[tuple[str, str], RunRecord]:
+        return {run.key: run for run in self.runs}
+
+    def to_json(self) -> str:
+        document = {
+            "schema": self.schema,
+            "created": self.created,
+            "machine": self.machine,
+            "versions": self.versions,
+            "runs": [asdict(run) for run in sorted(self.runs, key=lambda r: (r.case, r.dtype))],
+        }
+        return json.dumps(document, indent=1, allow_nan=True) + "\n"
+
+
+def machine_info() -> dict[str, Any]:
+    """What speed depends on; a gate compares speed only between the same machines."""
+    return {
+        "node": platform.node(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def write(path: Path, results: Results) -> None:
+    atomic_write_text(Path(path), results.to_json())
+
+
+def load(path: Path) -> Results:
+    path = Path(path)
+    fix = f"regenerate it with pytest --convergence --convergence-results={path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ResultsError(f"{path}: cannot read the results file: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not a text file (compressed?): not a results file; {fix}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ResultsError(
+            f"{path}: not valid JSON at line {error.lineno}, column {error.colno} ({error.msg}): "
+            f"the file is truncated or not a results file; {fix}"
+        ) from None
+    if not isinstance(document, dict) or "schema" not in document:
+        raise ResultsError(f"{path}: not a pytest-convergence results file (no 'schema'); {fix}")
+    if document["schema"] != SCHEMA_VERSION:
+        raise ResultsError(
+            f"{path}: results schema {document['schema']!r}, but this version of pytest-convergence "
+            f"reads schema {SCHEMA_VERSION}; {fix} with this version"
+        )
+    known = set(RunRecord.__dataclass_fields__)
+    runs = []
+    listed = document.get("runs", [])
+    if not isinstance(listed, list):
+        raise ResultsError(f"{path}: 'runs' is not a list; {fix}")
+    for index, raw in enumerate(listed):
+        if not isinstance(raw, dict):
+            raise ResultsError(f"{path}: runs[{index}] is not an object; {fix}")
+        missing = [name for name in REQUIRED if name not in raw]
+        if missing:
+            raise ResultsError(f"{path}: runs[{index}] lacks {', '.join(missing)}; {fix}")
+        runs.append(RunRecord(**{k: v for k, v in raw.items() if k in known}))
+    return Results(
+        runs=runs,
+        machine=document.get("machine", {}),
+        created=document.get("created", ""),
+        schema=document["schema"],
+    )
+
+
+def merge(parts: list[Results], names: list[str] | None = None) -> Results:
+    """One results file from several jobs of the same environment.
+
+    Refuses files whose TensorFlow or Keras versions differ (they are two environments, for the
+    gate to compare, not to merge) and a case and dtype present in two files.
+    """
+    names = names or [f"file {i + 1}" for i in range(len(parts))]
+    runs: dict[tuple[str, str], tuple[str, RunRecord]] = {}
+    reference: dict[str, str] = {}
+    for name, part in zip(names, parts):
+        versions = {k: part.versions[k] for k in FRAMEWORK_KEYS if part.versions.get(k)}
+        for key, value in versions.items():
+            if reference.setdefault(key, value) != value:
+                raise ResultsError(
+                    f"{name}: {key} {value}, but another file has {key} {reference[key]}: results of "
+                    "different framework versions are compared with `pytest-convergence compare`, not merged"
+                )
+        for run in part.runs:
+            if run.key in runs:
+                raise ResultsError(f"{name}: {run.case} [{run.dtype}] is also in {runs[run.key][0]}")
+            runs[run.key] = (name, run)
+    machines = {json.dumps(p.machine, sort_keys=True) for p in parts}
+    machine = parts[0].machine if len(machines) == 1 else {"merged": [p.machine for p in parts]}
+    return Results(runs=[run for _, run in runs.values()], machine=machine)
+
+
+def merge_repeats(parts: list[Results], names: list[str] | None = None) -> Results:
+    """One results file from the same suite trained in several sessions: timings pooled.
+
+    Repeats within a session (``--convergence-repeat``) run back to back, so one burst of load
+    on a shared machine slows all of a case's timings; sessions minutes apart rarely share one.
+    Every session must hold the same cases with bit-identical histories (a determinism check
+    across processes); each run's ``wall_times`` are then concatenated.
+    """
+    names = names or [f"file {i + 1}" for i in range(len(parts))]
+    first = {run.key: run for run in parts[0].runs}
+    pooled = {key: list(run.wall_times) for key, run in first.items()}
+    for name, part in zip(names[1:], parts[1:]):
+        for framework in FRAMEWORK_KEYS:
+            if part.versions.get(framework) != parts[0].versions.get(framework):
+                raise ResultsError(
+                    f"{name}: {framework} {part.versions.get(framework)}, but {names[0]} has "
+                    f"{parts[0].versions.get(framework)}: repeats are of one environment"
+                )
+        by_key = {run.key: run for run in part.runs}
+        if by_key.keys() != first.keys():
+            case, dtype = sorted(by_key.keys() ^ first.keys())[0]
+            raise ResultsError(f"{name}: not the same runs as {names[0]} ({case} [{dtype}] is in one only)")
+        for key, run in by_key.items():
+            reference = first[key]
+            same = run.outcome == reference.outcome and np.array_equal(
+                np.asarray(run.checkpoint_losses, np.float64),
+                np.asarray(reference.checkpoint_losses, np.float64),
+                equal_nan=True,
+            )
+            if not same:
+                raise ResultsError(
+                    f"{name}: {run.case} [{run.dtype}] trained differently than in {names[0]}: repeats "
+                    "of one environment must be bit-identical (is op determinism off on a GPU?)"
+                )
+            pooled[key] += run.wall_times
+    runs = [replace(run, wall_times=pooled[run.key]) for run in parts[0].runs]
+    return Results(runs=runs, machine=parts[0].machine)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

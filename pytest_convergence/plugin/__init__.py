@@ -1,0 +1,1 @@
+"""The pytest plugin. Its entry point is :mod:`.hooks`; nothing here imports numpy or TensorFlow."""

@@ -1,0 +1,289 @@
+"""The pytest entry point: hooks and fixtures that wire pytest to the convergence session.
+
+This module is loaded on every pytest run of a project that installs the plugin, so it imports
+neither numpy nor TensorFlow: the engine is imported inside the fixture body, when a convergence
+test actually trains. ``python -X importtime -m pytest --co`` shows it. The logic lives in
+:mod:`.options` (switches and the marker) and :mod:`.session` (what a session does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..errors import CaseError
+from .options import (
+    DTYPE_FIXTURE,
+    MARKER,
+    NO_MARKER,
+    SKIP_REASON,
+    MarkerOptions,
+    add_options,
+    item_dtype,
+    item_marker,
+    marker_options,
+    read_settings,
+)
+from .session import ITEM_RUNS_KEY, SESSION_KEY, ConvergenceSession, session_of
+
+if TYPE_CHECKING:
+    from ..case import Case
+    from ..run import Run
+    from ..snapshot.extension import ConvergenceSnapshot
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(dtypes=[...], engine=None): a convergence test, run once per dtype "
+        "with --convergence; engine: loop, xla or fit.",
+    )
+    config.stash[SESSION_KEY] = ConvergenceSession(
+        settings=read_settings(config),
+        results_path=config.getoption("--convergence-results"),
+        baseline_path=config.getoption("--convergence-baseline"),
+    )
+    config.pluginmanager.register(DtypeSelection(), DTYPE_SELECTION)
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistSummary(config), "convergence-xdist")
+    if config.pluginmanager.hasplugin("benchmark"):
+        from .benchmark import MachineInfo
+
+        config.pluginmanager.register(MachineInfo(), "convergence-benchmark")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker(MARKER)
+    if marker is None or DTYPE_FIXTURE not in metafunc.fixturenames:
+        return
+    settings = session_of(metafunc.config).settings
+    try:
+        dtypes = marker_options(marker, settings.default_dtypes, metafunc.definition.name).dtypes
+    except CaseError as error:
+        pytest.fail(str(error), pytrace=False)
+    metafunc.parametrize(DTYPE_FIXTURE, dtypes, ids=dtypes, scope="function")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k, -m and our own deselection, as syrupy collects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """syrupy tracks only ``pytest.Function`` items when it decides which snapshots are unused;
+    spec items are registered as collected here and as selected at ``pytest_collection_finish``,
+    so a deselected dtype's snapshot is neither reported unused nor deleted."""
+    from ..snapshot import syrupy_compat
+
+    syrupy_compat.register_collected(config, [item for item in items if _is_spec_item(item)])
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from ..snapshot import syrupy_compat
+
+    syrupy_compat.register_selected(session.config, [item for item in session.items if _is_spec_item(item)])
+
+
+def _is_spec_item(item: pytest.Item) -> bool:
+    return getattr(item, "spec", None) is not None and item_dtype(item) is not None
+
+
+DTYPE_SELECTION = "convergence-dtype-selection"
+
+
+class DtypeSelection:
+    """``--convergence-dtypes`` deselection and the skip without ``--convergence``; a plugin object
+    of its own so that it runs last, after syrupy and the registration above have seen every item."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        settings = session_of(config).settings
+        keep: list[pytest.Item] = []
+        deselected: list[pytest.Item] = []
+        skip = pytest.mark.skip(reason=SKIP_REASON)
+        for item in items:
+            if item.get_closest_marker(MARKER) is None:
+                keep.append(item)
+                continue
+            dtype = item_dtype(item)
+            if settings.dtypes is not None and dtype is not None and dtype not in settings.dtypes:
+                deselected.append(item)
+                continue
+            if not settings.enabled:
+                item.add_marker(skip)
+            keep.append(item)
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = keep
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """A broken spec file is a collection error for that file only: when every collection error
+    comes from a spec file, the rest of the suite still runs (and the session still fails)."""
+    spec_errors = session_of(session.config).spec_errors
+    if spec_errors and session.testsfailed == spec_errors:
+        session.config.option.continue_on_collection_errors = True
+
+
+def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
+    """Spec files (``*.convergence.toml`` by default) are collected like test modules."""
+    import fnmatch
+
+    patterns = parent.config.getini("convergence_spec_patterns") or ["*.convergence.toml"]
+    if any(fnmatch.fnmatch(file_path.name, pattern) for pattern in patterns):
+        from .collect import SpecFile
+
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.fixture
+def convergence_dtype(request: pytest.FixtureRequest) -> str:
+    """The dtype this test instance trains in, from ``@pytest.mark.convergence(dtypes=...)``."""
+    param = getattr(request, "param", None)
+    if param is None:
+        pytest.fail(
+            f"{request.node.name} uses {DTYPE_FIXTURE} but has no @pytest.mark.convergence(dtypes=[...])",
+            pytrace=False,
+        )
+    return str(param)
+
+
+def _marker(request: pytest.FixtureRequest) -> MarkerOptions:
+    marker = request.node.get_closest_marker(MARKER)
+    if marker is None:
+        return NO_MARKER
+    return marker_options(marker, session_of(request.config).settings.default_dtypes, request.node.name)
+
+
+@pytest.fixture
+def convergence_train(request: pytest.FixtureRequest, convergence_dtype: str) -> Callable[..., Run]:
+    """Train a case in this test's dtype and return the :class:`Run`.
+
+    Engine, most specific first: the ``engine=`` argument, ``--convergence-engine``, the marker's
+    ``engine``, the case's ``engine``, the ini's ``convergence_engine`` (default ``loop``).
+    ``--convergence-repeat`` and ``--convergence-calibrate`` add their reruns here.
+    """
+    session = session_of(request.config)
+    if not session.settings.enabled:
+        pytest.skip(SKIP_REASON)
+    marker = _marker(request)
+    runs = request.node.stash.setdefault(ITEM_RUNS_KEY, [])
+
+    def train_case(case: Case, dtype: str | None = None, engine: str | None = None) -> Run:
+        __tracebackhide__ = True
+        run = session.train(case, dtype or convergence_dtype, engine, marker)
+        runs.append(run)
+        return run
+
+    return train_case
+
+
+@pytest.fixture
+def convergence_snapshot(request: pytest.FixtureRequest, snapshot: Any) -> ConvergenceSnapshot:
+    """``assert run == convergence_snapshot``: the run's loss history against its stored snapshot,
+    one file per test and dtype, compared with a dtype-aware tolerance."""
+    return session_of(request.config).snapshot(request.node, _marker(request), snapshot)
+
+
+@pytest.fixture
+def convergence_benchmark(request: pytest.FixtureRequest, convergence_dtype: str) -> Callable[..., Run]:
+    """Measure a case's training speed with pytest-benchmark (pedantic rounds, steps per second
+    and framework versions in ``extra_info``); returns the run, so it can be checked too."""
+    session = session_of(request.config)
+    if not session.settings.enabled:
+        pytest.skip(SKIP_REASON)
+    benchmark = request.getfixturevalue("benchmark")
+    marker = _marker(request)
+    runs = request.node.stash.setdefault(ITEM_RUNS_KEY, [])
+
+    def measure_case(case: Case, dtype: str | None = None, engine: str | None = None, rounds: int = 3) -> Run:
+        from .benchmark import measure
+
+        chosen = session.engine_for(case, marker, engine)
+        run = measure(benchmark, case, dtype or convergence_dtype, chosen, rounds=rounds)
+        runs.append(run)
+        return run
+
+    return measure_case
+
+
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> list[str] | None:
+    """Show the snapshot report, not two object reprs, when ``run == convergence_snapshot`` fails."""
+    if op != "==":
+        return None
+    for side in (left, right):
+        if type(side).__name__ == "ConvergenceSnapshot" and hasattr(side, "failure_lines"):
+            return ["run == convergence_snapshot", *side.failure_lines()]
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        runs = item.stash.get(ITEM_RUNS_KEY, [])
+        if runs:
+            session = session_of(item.config)
+            status = "passed" if report.passed else "failed"
+            session.record(item.nodeid, runs, status, item_marker(item, session.settings.default_dtypes))
+    return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the results file and run the gate, on the controller only (workers send theirs)."""
+    config = session.config
+    if getattr(config, "workerinput", None) is not None:
+        return
+    asked = session_of(config).finish(config.rootpath)
+    if asked == pytest.ExitCode.USAGE_ERROR or (
+        asked is not None and session.exitstatus == pytest.ExitCode.OK
+    ):
+        session.exitstatus = asked
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    convergence = config.stash.get(SESSION_KEY, None)
+    if convergence is None:
+        return
+    if convergence.rows:
+        from .summary import format_table
+
+        terminalreporter.write_sep("=", "convergence summary")
+        for line in format_table(convergence.rows):
+            terminalreporter.write_line(line)
+    if convergence.gate_lines:
+        terminalreporter.write_sep("=", "convergence gate")
+        for line in convergence.gate_lines:
+            terminalreporter.write_line(line)
+    if convergence.calibrations:
+        from ..snapshot.calibrate import format_table as calibration_table
+
+        terminalreporter.write_sep("=", "convergence calibration (tolerance from data)")
+        for line in calibration_table(convergence.calibrations):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(
+            "spread: relative difference of each checkpoint from the first run (median, largest); "
+            "recommended rtol: 2x the smallest rtol under which every rerun matches its snapshot "
+            "(final loss, all but miss_fraction of the checkpoints, weights). Set it per case "
+            "(snapshot_tolerance), per marker (tolerance=...) or in the ini (convergence_rtol)."
+        )
+
+
+class XdistSummary:
+    """Under pytest-xdist, workers send their summary rows to the controller, which prints them."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput.update(session_of(self.config).to_worker_output())
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        session_of(self.config).merge_worker_output(getattr(node, "workeroutput", {}))

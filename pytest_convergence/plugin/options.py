@@ -1,0 +1,222 @@
+"""The plugin's switches: command-line options, ini keys and the ``convergence`` marker, validated.
+
+Imports neither numpy nor TensorFlow: pytest loads it on every run of a project that installs the
+plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from ..dtypes import DEFAULT_DTYPES, DTYPES, parse_dtype_list
+from ..errors import CaseError
+from ..outcome import DEFAULT_ENGINE, ENGINES, check_engine
+
+MARKER = "convergence"
+DTYPE_FIXTURE = "convergence_dtype"
+MARKER_KEYWORDS = ("dtypes", "engine", "tolerance")
+SKIP_REASON = (
+    "convergence tests train models: run them with `pytest --convergence` "
+    "(or set `convergence = true` in the pytest ini)"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The session's switches, from the command line over the ini file."""
+
+    enabled: bool
+    dtypes: tuple[str, ...] | None
+    engine: str | None
+    default_engine: str
+    default_dtypes: tuple[str, ...]
+    repeat: int = 1
+    calibrate: int = 0
+    exact: bool = False
+    ini_rtol: tuple[tuple[str, float], ...] = ()
+    op_determinism: bool = False
+
+
+@dataclass(frozen=True)
+class MarkerOptions:
+    """A validated ``@pytest.mark.convergence(...)``."""
+
+    dtypes: list[str]
+    engine: str | None
+    tolerance: Any
+
+
+NO_MARKER = MarkerOptions(dtypes=[], engine=None, tolerance=None)
+"""What a test without a ``convergence`` marker (or a spec item) gets."""
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("convergence", "training convergence (pytest-convergence)")
+    group.addoption(
+        "--convergence",
+        action="store_true",
+        default=None,
+        help="train the models of convergence tests (they are skipped otherwise).",
+    )
+    group.addoption(
+        "--convergence-dtypes",
+        metavar="LIST",
+        default=None,
+        help=f"comma-separated dtypes to run, narrowing each test's own list; one of: {', '.join(DTYPES)}.",
+    )
+    group.addoption(
+        "--convergence-engine",
+        choices=ENGINES,
+        default=None,
+        help="train every run with this engine, over markers and cases: loop (default, bit-identical "
+        "to model.fit), xla (jit_compile, fastest), fit (model.fit itself).",
+    )
+    group.addoption(
+        "--convergence-repeat",
+        type=int,
+        metavar="N",
+        default=1,
+        help="train every run N times and fail, naming the first differing step, unless the "
+        "histories are bit-identical.",
+    )
+    group.addoption(
+        "--convergence-calibrate",
+        type=int,
+        metavar="N",
+        default=0,
+        help="train every run N times with other seeds and permuted data, and recommend a snapshot "
+        "tolerance that accepts all of them (printed at the end).",
+    )
+    group.addoption(
+        "--convergence-results",
+        metavar="PATH",
+        default=None,
+        help="write every run of the session to this JSON results file (the upgrade gate's input).",
+    )
+    group.addoption(
+        "--convergence-baseline",
+        metavar="PATH",
+        default=None,
+        help="compare this session's runs with a results file of the old framework and fail the "
+        "session if the gate fails (outcome, history, final loss, steps to target, speed).",
+    )
+    group.addoption(
+        "--convergence-exact",
+        action="store_true",
+        default=False,
+        help="compare loss-history snapshots bit for bit (for reruns on the same versions).",
+    )
+    parser.addini("convergence", type="bool", default=False, help="always run convergence tests.")
+    parser.addini(
+        "convergence_spec_patterns",
+        type="linelist",
+        default=["*.convergence.toml"],
+        help="file name patterns of spec files to collect.",
+    )
+    parser.addini(
+        "convergence_op_determinism",
+        type="bool",
+        default=False,
+        help="call tf.config.experimental.enable_op_determinism() before training (for GPUs).",
+    )
+    parser.addini(
+        "convergence_rtol",
+        default="",
+        help="snapshot rtol per dtype, e.g. 'float16=0.02 float32=1e-5', or one number for all.",
+    )
+    parser.addini(
+        "convergence_engine",
+        default=DEFAULT_ENGINE,
+        help=f"engine for runs that name none ({', '.join(ENGINES)}).",
+    )
+    parser.addini(
+        "convergence_dtypes",
+        default=",".join(DEFAULT_DTYPES),
+        help="dtypes of a convergence marker that names none (comma-separated).",
+    )
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """The session's settings; a mistake is a usage error naming the option."""
+    from ..tolerance import parse_ini_rtol
+
+    try:
+        option = config.getoption("--convergence-dtypes")
+        dtypes = tuple(parse_dtype_list(option, where="--convergence-dtypes")) if option else None
+        defaults = tuple(
+            parse_dtype_list(config.getini("convergence_dtypes"), where="ini convergence_dtypes")
+        )
+        ini_rtol = tuple(parse_ini_rtol(str(config.getini("convergence_rtol"))).items())
+        default_engine = str(config.getini("convergence_engine")).strip() or DEFAULT_ENGINE
+        check_engine(default_engine, field="ini convergence_engine")
+    except CaseError as error:
+        raise pytest.UsageError(str(error)) from None
+    repeat = config.getoption("--convergence-repeat")
+    calibrate = config.getoption("--convergence-calibrate")
+    if repeat < 1:
+        raise pytest.UsageError(f"--convergence-repeat must be at least 1, got {repeat}")
+    if calibrate < 0 or calibrate == 1:
+        raise pytest.UsageError(
+            f"--convergence-calibrate needs at least 2 runs to measure a spread, got {calibrate}"
+        )
+    enabled = config.getoption("--convergence")
+    return Settings(
+        enabled=bool(enabled if enabled is not None else config.getini("convergence")),
+        dtypes=dtypes,
+        engine=config.getoption("--convergence-engine"),
+        default_engine=default_engine,
+        default_dtypes=defaults,
+        repeat=repeat,
+        calibrate=calibrate,
+        exact=config.getoption("--convergence-exact"),
+        ini_rtol=ini_rtol,
+        op_determinism=bool(config.getini("convergence_op_determinism")),
+    )
+
+
+def marker_options(marker: pytest.Mark, defaults: tuple[str, ...], where: str) -> MarkerOptions:
+    """Validate a ``convergence`` marker: its dtypes (in order), engine and snapshot tolerance."""
+    if marker.args:
+        raise CaseError(
+            "the convergence marker takes keywords only",
+            field=where,
+            fix='write @pytest.mark.convergence(dtypes=["float16", "float32"])',
+        )
+    unknown = sorted(set(marker.kwargs) - set(MARKER_KEYWORDS))
+    if unknown:
+        raise CaseError(
+            f"unknown keyword(s) {', '.join(unknown)} in @pytest.mark.convergence; "
+            f"valid keywords are: {', '.join(MARKER_KEYWORDS)}",
+            field=where,
+        )
+    dtypes = parse_dtype_list(marker.kwargs.get("dtypes", list(defaults)), where=f"{where} dtypes")
+    engine = marker.kwargs.get("engine")
+    if engine is not None:
+        check_engine(engine, field=f"{where} engine")
+    tolerance = marker.kwargs.get("tolerance")
+    if tolerance is not None:
+        from ..tolerance import resolve
+
+        for dtype in dtypes:
+            resolve(dtype, marker=tolerance)
+    return MarkerOptions(dtypes=dtypes, engine=engine, tolerance=tolerance)
+
+
+def item_marker(item: pytest.Item, defaults: tuple[str, ...]) -> MarkerOptions:
+    """The validated marker of a Python test; spec items and unmarked tests get :data:`NO_MARKER`."""
+    marker = item.get_closest_marker(MARKER)
+    if marker is None or not isinstance(item, pytest.Function):
+        return NO_MARKER
+    return marker_options(marker, defaults, item.name)
+
+
+def item_dtype(item: pytest.Item) -> str | None:
+    """The dtype an item trains in: its parametrization, or a spec item's own dtype."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        value = callspec.params.get(DTYPE_FIXTURE)
+        return None if value is None else str(value)
+    return getattr(item, "convergence_dtype", None)

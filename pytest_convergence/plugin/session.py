@@ -1,0 +1,191 @@
+"""One session object under one stash key: what a convergence session accumulates and decides.
+
+pytest-benchmark and syrupy each hand their session to one object (``BenchmarkSession``,
+``SnapshotSession``); so does this plugin. The hooks and fixtures only wire pytest to it; what it
+does (choose the engine, resolve the snapshot tolerance, train with the session's checks, record
+results, run the gate) is reachable from a test without pytest's machinery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..errors import ConvergenceError
+from ..outcome import choose_engine
+from .options import MarkerOptions, Settings
+
+if TYPE_CHECKING:
+    from ..case import Case
+    from ..gate.results import RunRecord
+    from ..run import Run
+    from ..snapshot.calibrate import Calibration
+    from ..snapshot.extension import ConvergenceSnapshot
+    from ..tolerance import Tolerance
+    from .summary import SummaryRow
+
+ITEM_RUNS_KEY = pytest.StashKey[list["Run"]]()
+"""The runs one test item trained, for the summary and the results file."""
+
+
+@dataclass
+class ConvergenceSession:
+    """The state of one pytest session, stored on ``config.stash[SESSION_KEY]``."""
+
+    settings: Settings
+    rows: list[SummaryRow] = field(default_factory=list)
+    calibrations: list[Calibration] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list)
+    gate_lines: list[str] = field(default_factory=list)
+    spec_errors: int = 0
+    results_path: str | None = None
+    baseline_path: str | None = None
+
+    @property
+    def wants_results(self) -> bool:
+        return bool(self.results_path or self.baseline_path)
+
+    # ------------------------------------------------------------------------------ training
+    def engine_for(self, case: Case, marker: MarkerOptions, requested: str | None = None) -> str:
+        settings = self.settings
+        return choose_engine(
+            requested, settings.engine, marker.engine, case.engine, default=settings.default_engine
+        )
+
+    def tolerance_for(self, run: Run, marker: MarkerOptions) -> Tolerance:
+        from ..tolerance import resolve
+
+        return resolve(
+            run.dtype,
+            ini_rtol=dict(self.settings.ini_rtol),
+            case=run.snapshot_tolerance,
+            marker=marker.tolerance,
+            exact=self.settings.exact,
+            case_name=run.case,
+        )
+
+    def train(self, case: Case, dtype: str, engine: str | None, marker: MarkerOptions) -> Run:
+        """Train with ``--convergence-repeat`` / ``--convergence-calibrate``; a user's mistake fails
+        the test with one clear line."""
+        __tracebackhide__ = True
+        from ..training import TrainingRequest, train_with_checks
+
+        settings = self.settings
+        checks = TrainingRequest(
+            repeat=settings.repeat, calibrate=settings.calibrate, op_determinism=settings.op_determinism
+        )
+
+        def current(run: Run) -> tuple[float, float]:
+            tolerance = self.tolerance_for(run, marker)
+            return tolerance.rtol, tolerance.miss_fraction
+
+        problem = None
+        try:
+            run, calibration = train_with_checks(
+                case, dtype, self.engine_for(case, marker, engine), checks, current_rtol=current
+            )
+        except ConvergenceError as error:
+            problem = str(error)
+        if problem is not None:  # failed outside the handler, so no chained traceback is shown
+            pytest.fail(problem, pytrace=False)
+        if calibration is not None:
+            self.calibrations.append(calibration)
+        return run
+
+    def snapshot(
+        self, node: pytest.Item, marker: MarkerOptions, assertion: Any = None
+    ) -> ConvergenceSnapshot:
+        """The snapshot assertion of this test (from syrupy's fixture when there is one)."""
+        from ..snapshot import syrupy_compat
+        from ..snapshot.extension import ConvergenceSnapshot, ConvergenceSnapshotExtension
+
+        if assertion is None:
+            assertion = syrupy_compat.assertion_for(node, ConvergenceSnapshotExtension)
+        else:
+            assertion = assertion.use_extension(ConvergenceSnapshotExtension)
+        return ConvergenceSnapshot(
+            assertion,
+            tolerance_for=lambda run: self.tolerance_for(run, marker),
+            updating=syrupy_compat.updating(node.config),
+            test_name=node.nodeid,
+        )
+
+    def snapshot_problem(self, node: pytest.Item, marker: MarkerOptions, run: Run) -> str | None:
+        """The snapshot report if ``run`` does not match its snapshot, else None."""
+        from ..snapshot.extension import SnapshotMismatchError
+
+        try:
+            self.snapshot(node, marker).assert_match(run)
+        except SnapshotMismatchError as mismatch:
+            return str(mismatch)
+        return None
+
+    # ----------------------------------------------------------------------------- recording
+    def record(self, nodeid: str, runs: list[Run], status: str, marker: MarkerOptions) -> None:
+        """A finished test's runs: a summary row each, and a results record when asked for."""
+        from .summary import SummaryRow
+
+        self.rows.extend(SummaryRow.from_run(run, status) for run in runs)
+        if self.wants_results:
+            from ..gate.results import RunRecord
+
+            self.records.extend(
+                RunRecord.from_run(
+                    run, test=nodeid, status=status, tolerance=self.tolerance_for(run, marker).to_text()
+                )
+                for run in runs
+            )
+
+    def finish(self, rootpath: Path) -> pytest.ExitCode | None:
+        """Write the results file and run the gate; the exit code the gate asks for, if any."""
+        if not self.wants_results:
+            return None
+        from ..gate import results
+
+        current = results.Results(runs=list(self.records))
+        if self.results_path:
+            results.write(rootpath / self.results_path, current)
+        if not self.baseline_path:
+            return None
+        from ..gate.verdict import compare_results, format_table
+
+        try:
+            verdict = compare_results(results.load(rootpath / self.baseline_path), current)
+        except ConvergenceError as error:
+            self.gate_lines = [f"error: {error}"]
+            return pytest.ExitCode.USAGE_ERROR
+        self.gate_lines = format_table(verdict)
+        return None if verdict.passed else pytest.ExitCode.TESTS_FAILED
+
+    # -------------------------------------------------------------------------------- xdist
+    def to_worker_output(self) -> dict[str, Any]:
+        """What a pytest-xdist worker sends to the controller (plain values)."""
+        return {
+            "convergence_rows": [asdict(row) for row in self.rows],
+            "convergence_records": [asdict(record) for record in self.records],
+            "convergence_calibrations": [asdict(calibration) for calibration in self.calibrations],
+        }
+
+    def merge_worker_output(self, output: dict[str, Any]) -> None:
+        """Take a finished worker's rows, records and calibrations (the controller side)."""
+        from ..gate.results import RunRecord
+        from ..snapshot.calibrate import Calibration
+        from .summary import SummaryRow
+
+        self.rows.extend(SummaryRow(**row) for row in output.get("convergence_rows", []))
+        self.records.extend(RunRecord(**r) for r in output.get("convergence_records", []))
+        self.calibrations.extend(
+            Calibration(**{**c, "outcomes": tuple(c["outcomes"])})
+            for c in output.get("convergence_calibrations", [])
+        )
+
+
+SESSION_KEY = pytest.StashKey[ConvergenceSession]()
+
+
+def session_of(config: pytest.Config) -> ConvergenceSession:
+    """The convergence session of this pytest session."""
+    return config.stash[SESSION_KEY]

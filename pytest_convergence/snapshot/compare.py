@@ -1,0 +1,237 @@
+"""Compare a new trajectory with its snapshot under a tolerance, and explain the difference.
+
+The report puts what a reviewer needs first: a changed outcome, then moved event steps, the final
+loss, the first step where the histories part, the checkpoints outside the tolerance with old and
+new values and their relative error, and the weights that moved.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..tolerance import Tolerance
+from .format import Trajectory, format_number
+
+SHOWN_POINTS = 12
+
+
+def relative_error(old: np.ndarray | float, new: np.ndarray | float) -> np.ndarray:
+    """``|a - b| / max(|a|, |b|)``: 0 for equal values (NaN equals NaN), 1 for 0 against nonzero,
+    inf for a number against NaN. Relative to the values, so tiny losses are not equal by default."""
+    a = np.asarray(old, np.float64)
+    b = np.asarray(new, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        scale = np.maximum(np.abs(a), np.abs(b))
+        error = np.abs(a - b) / scale
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    error = np.where(same, 0.0, error)
+    return np.where(np.isnan(error), np.inf, error)
+
+
+@dataclass
+class Comparison:
+    """The verdict of one snapshot comparison and the lines that explain it."""
+
+    tolerance: Tolerance
+    problems: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    parting_step: int | None = None
+    missed_points: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self, title: str) -> list[str]:
+        head = f"{title}: the loss history changed ({self.tolerance.describe()})"
+        return [head, *[f"  {p}" for p in self.problems], *[f"    {d}" for d in self.details]]
+
+
+def compare(old: Trajectory, new: Trajectory, tolerance: Tolerance) -> Comparison:
+    """Compare ``new`` against the stored ``old``; see the module docstring for the order."""
+    result = Comparison(tolerance)
+    if tolerance.exact:
+        _compare_exact(old, new, result)
+        return result
+    if old.outcome != new.outcome:
+        result.problems.append(f"OUTCOME CHANGED: {old.outcome} -> {new.outcome}")
+    _compare_events(old, new, tolerance, result)
+    final_error = float(relative_error(old.final_loss, new.final_loss))
+    if final_error > tolerance.rtol:
+        result.problems.append(
+            f"final loss: {_num(old.final_loss, old.loss_dtype)} -> {_num(new.final_loss, new.loss_dtype)} "
+            f"(relative error {_pct(final_error)})"
+        )
+    _compare_checkpoints(old, new, tolerance, result)
+    _compare_weights(old, new, tolerance, result)
+    return result
+
+
+def _compare_exact(old: Trajectory, new: Trajectory, result: Comparison) -> None:
+    old_text = old.compared_text or old.body_text()
+    new_text = new.compared_text or new.body_text()
+    if old_text == new_text:
+        return
+    old_lines = old_text.splitlines()
+    new_lines = new_text.splitlines()
+    for number, (a, b) in enumerate(zip(old_lines, new_lines)):
+        if a != b:
+            result.problems.append(f"not bit-identical: first difference in compared line {number + 1}")
+            result.details += [f"- {a}", f"+ {b}"]
+            break
+    else:
+        result.problems.append(
+            f"not bit-identical: {len(old_lines)} compared lines before, {len(new_lines)} now"
+        )
+    exact_points = relative_error(*_aligned(old, new)[1:]) > 0
+    steps = _aligned(old, new)[0]
+    if exact_points.any():
+        result.parting_step = int(steps[np.argmax(exact_points)])
+        result.problems.append(f"the histories part at step {result.parting_step}")
+
+
+def allowed_misses(miss_fraction: float, points: int) -> int:
+    """How many of ``points`` checkpoints may miss (0.29 of 100 is 29, whatever float rounding says)."""
+    return math.floor(miss_fraction * points + 1e-9)
+
+
+def required_rtol(old: Trajectory, new: Trajectory, miss_fraction: float) -> float:
+    """The smallest rtol under which ``new`` would match ``old``: final loss, checkpoints (all but
+    the allowed share) and weights. Used by calibration, so what it recommends is what compare
+    accepts."""
+    needed = float(relative_error(old.final_loss, new.final_loss))
+    _, before, after = _aligned(old, new)
+    if before.size:
+        errors = np.sort(relative_error(before, after))
+        allowed = allowed_misses(miss_fraction, errors.size)
+        needed = max(needed, float(errors[errors.size - 1 - allowed]))
+    floor = _weight_floor(old, new)
+    for name, (_, values) in old.weights.items():
+        if name in new.weights and new.weights[name][1].shape == values.shape:
+            errors = _weight_errors(values, new.weights[name][1], floor)
+            needed = max(needed, float(np.max(errors, initial=0.0)))
+    return needed
+
+
+def _compare_events(old: Trajectory, new: Trajectory, tolerance: Tolerance, result: Comparison) -> None:
+    for key in sorted(set(old.events) | set(new.events)):
+        before, after = old.events.get(key), new.events.get(key)
+        if before is None or after is None or (before == -1) != (after == -1):
+            # absent on one side, or never reached (-1) against a step: never within tolerance
+            result.problems.append(f"event {key}: {_event(before)} -> {_event(after)}")
+            continue
+        allowed = max(tolerance.event_atol, tolerance.event_rtol * max(abs(before), abs(after)))
+        if abs(after - before) > allowed:
+            result.problems.append(
+                f"event {key}: step {_event(before)} -> {_event(after)} (moved {after - before:+d}, "
+                f"tolerance ±{allowed:g})"
+            )
+
+
+def _aligned(old: Trajectory, new: Trajectory) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    common, old_index, new_index = np.intersect1d(old.steps, new.steps, return_indices=True)
+    return common, old.losses[old_index], new.losses[new_index]
+
+
+def _compare_checkpoints(old: Trajectory, new: Trajectory, tolerance: Tolerance, result: Comparison) -> None:
+    if old.total_steps != new.total_steps:
+        result.problems.append(
+            f"steps: {old.total_steps} -> {new.total_steps}; comparing the common checkpoints"
+        )
+    steps, before, after = _aligned(old, new)
+    if not steps.size:
+        result.problems.append("no checkpoint in common")
+        return
+    errors = relative_error(before, after)
+    missed = errors > tolerance.rtol
+    result.missed_points = int(missed.sum())
+    if not missed.any():
+        return
+    result.parting_step = int(steps[np.argmax(missed)])
+    allowed = allowed_misses(tolerance.miss_fraction, steps.size)
+    first = int(np.argmax(missed))
+    line = (
+        f"the histories part at step {result.parting_step}: "
+        f"{_num(before[first], old.loss_dtype)} -> {_num(after[first], new.loss_dtype)} "
+        f"(relative error {_pct(float(errors[first]))})"
+    )
+    if result.missed_points <= allowed:
+        return  # within the share of checkpoints allowed to miss
+    result.problems.append(line)
+    result.problems.append(
+        f"checkpoints outside rtol {tolerance.rtol:g}: {result.missed_points} of {steps.size} "
+        f"({result.missed_points / steps.size:.0%}; {allowed} allowed)"
+    )
+    width = max(len(str(int(steps[-1]))), 4)
+    result.details.append(f"{'step':>{width}}  {'snapshot':>13}  {'now':>13}  rel. error")
+    shown = np.flatnonzero(missed)
+    if shown.size > SHOWN_POINTS:  # where they part, and how it ends
+        shown = np.concatenate([shown[: SHOWN_POINTS - 4], [-1], shown[-4:]])
+    for index in shown:
+        if index < 0:
+            result.details.append(f"{'...':>{width}}  ({result.missed_points - SHOWN_POINTS} more)")
+            continue
+        result.details.append(
+            f"{int(steps[index]):>{width}}  {_num(before[index], old.loss_dtype):>13}  "
+            f"{_num(after[index], new.loss_dtype):>13}  {_pct(float(errors[index]))}"
+        )
+
+
+WEIGHT_FLOOR = 1e-3
+"""Weights smaller than this share of the model's largest weight are judged against that share:
+a bias of 1e-5 beside kernels of 10 moving to 4e-5 is not a change worth a review."""
+
+
+def _weight_floor(old: Trajectory, new: Trajectory) -> float:
+    values = np.concatenate([v for _, v in [*old.weights.values(), *new.weights.values()]] or [np.zeros(0)])
+    return WEIGHT_FLOOR * float(np.max(np.abs(values[np.isfinite(values)]), initial=0.0))
+
+
+def _weight_errors(before: np.ndarray, after: np.ndarray, floor: float) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.maximum(np.maximum(np.abs(before), np.abs(after)), floor)
+        errors = np.where(relative_error(before, after) == 0, 0.0, np.abs(after - before) / scale)
+    return np.where(np.isnan(errors), np.inf, errors)
+
+
+def _compare_weights(old: Trajectory, new: Trajectory, tolerance: Tolerance, result: Comparison) -> None:
+    floor = _weight_floor(old, new)
+    for name in sorted(set(old.weights) | set(new.weights)):
+        if name not in old.weights or name not in new.weights:
+            where = "now" if name in new.weights else "in the snapshot"
+            result.problems.append(f"weight {name} only {where}")
+            continue
+        kind_old, before = old.weights[name]
+        kind_new, after = new.weights[name]
+        if kind_old != kind_new or before.shape != after.shape:
+            result.problems.append(f"weight {name}: stored differently ({kind_old} -> {kind_new})")
+            continue
+        errors = _weight_errors(before, after, floor)
+        worst = int(np.argmax(errors))
+        if errors[worst] > tolerance.rtol:
+            count = int((errors > tolerance.rtol).sum())
+            label = f" {kind_old.split()[worst]}" if kind_old != "values" else f"[{worst}]"
+            result.problems.append(
+                f"weight {name}{label}: "
+                f"{_num(before[worst], old.weight_dtype)} -> {_num(after[worst], new.weight_dtype)} "
+                f"(relative error {_pct(float(errors[worst]))}; {count} of {errors.size} outside rtol)"
+            )
+
+
+def _event(value: int | None) -> str:
+    if value is None:
+        return "absent"
+    return "never" if value == -1 else str(value)
+
+
+def _num(value: float, dtype: str) -> str:
+    return format_number(float(value), dtype)
+
+
+def _pct(error: float) -> str:
+    if math.isinf(error):
+        return "inf"
+    return f"{error:.2e}" if error < 0.01 else f"{error:.1%}"

@@ -1,0 +1,167 @@
+"""The syrupy extension for loss histories, and the ``convergence_snapshot`` assertion around it.
+
+syrupy compares text exactly; loss histories need tolerance. The extension stores a run as the
+readable text of :mod:`.trajectory` (one file per test and dtype), and decides a match by parsing
+both texts and comparing them under the tolerance the new run carries in its header
+(:mod:`.compare`). Everything else is syrupy's own workflow: ``--snapshot-update`` writes and
+removes, unused snapshots are reported, ``--snapshot-warn-unused`` works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
+
+from ..files import atomic_write_text
+from .compare import compare
+from .format import SnapshotFormatError, Trajectory, render_run
+
+if TYPE_CHECKING:
+    from syrupy.assertion import SnapshotAssertion
+    from syrupy.data import SnapshotCollection
+
+    from ..run import Run
+    from ..tolerance import Tolerance
+
+UPDATE_HINT = "pytest --convergence --snapshot-update"
+
+
+class SnapshotMismatchError(AssertionError):
+    """A run's loss history is outside the tolerance of its stored snapshot (or there is none)."""
+
+
+class SnapshotText(str):
+    """A rendered run, marked so the extension knows it was made by us."""
+
+
+class ConvergenceSnapshotExtension(SingleFileSnapshotExtension):
+    """One ``.convergence.txt`` file per test and dtype, compared with a dtype-aware tolerance."""
+
+    _write_mode = WriteMode.TEXT
+    file_extension = "convergence.txt"
+
+    def serialize(self, data: Any, **kwargs: Any) -> str:
+        if isinstance(data, str):
+            return str(data)
+        raise TypeError(
+            f"a convergence snapshot stores a Run, got {type(data).__name__}: "
+            "write `assert run == convergence_snapshot`"
+        )
+
+    def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
+        try:
+            old = Trajectory.parse(str(snapshot_data))
+        except SnapshotFormatError:
+            return False  # unreadable: not a match, so --snapshot-update rewrites it
+        new = Trajectory.parse(str(serialized_data))
+        tolerance = new.tolerance
+        assert tolerance is not None
+        return compare(old, new, tolerance).ok
+
+    def diff_lines(self, serialized_data: Any, snapshot_data: Any) -> Iterator[str]:
+        new = Trajectory.parse(str(serialized_data))
+        title = f"{new.header.get('case', '?')} [{new.header.get('dtype', '?')}]"
+        if not str(snapshot_data):
+            yield f"{title}: no snapshot stored yet; create it with {UPDATE_HINT}"
+            return
+        try:
+            old = Trajectory.parse(str(snapshot_data))
+        except SnapshotFormatError as error:
+            yield f"{title}: the stored snapshot cannot be read ({error}); rewrite it with {UPDATE_HINT}"
+            return
+        tolerance = new.tolerance
+        assert tolerance is not None
+        yield from compare(old, new, tolerance).lines(title)
+        yield f"  accept the new history with {UPDATE_HINT}, after reviewing it"
+
+    @classmethod
+    def write_snapshot_collection(
+        cls, *, snapshot_collection: SnapshotCollection, name_order: dict[str, int] | None = None
+    ) -> None:
+        """Write to a temporary file beside the target, then rename: never a half-written snapshot."""
+        data = next(iter(snapshot_collection)).data
+        atomic_write_text(Path(snapshot_collection.location), str(data))
+
+
+class ConvergenceSnapshot:
+    """What the ``convergence_snapshot`` fixture returns: ``assert run == convergence_snapshot``.
+
+    Before comparing, the stored file is checked: a snapshot that cannot be read fails the test
+    with the file, what is wrong and the fix, instead of an opaque mismatch.
+    """
+
+    def __init__(
+        self,
+        assertion: SnapshotAssertion,
+        *,
+        tolerance_for: Callable[[Run], Tolerance],
+        updating: bool,
+        test_name: str,
+    ) -> None:
+        self._assertion = assertion
+        self._tolerance_for = tolerance_for
+        self._updating = updating
+        self._test_name = test_name
+
+    def __eq__(self, other: object) -> bool:
+        """Compare; on a mismatch raise the whole report rather than return False.
+
+        pytest cuts an assertion's explanation to 8 lines unless run with ``-vv``; the report is
+        read top-down (outcome first, then events, then where the histories part), so it is raised
+        whole as the assertion's message.
+        """
+        __tracebackhide__ = True
+        from ..run import Run
+
+        if not isinstance(other, Run):
+            return NotImplemented
+        if not self._matches(other):
+            raise SnapshotMismatchError("\n".join(self.failure_lines()))
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def assert_match(self, run: Run) -> None:
+        """Like ``assert run == convergence_snapshot``, with the readable report as the message."""
+        __tracebackhide__ = True
+        if not self._matches(run):
+            raise SnapshotMismatchError("\n".join(self.failure_lines()))
+
+    def failure_lines(self) -> list[str]:
+        return [str(line) for line in self._assertion.get_assert_diff()]
+
+    def _matches(self, run: Run) -> bool:
+        __tracebackhide__ = True
+        problem = None if self._updating else self._stored_file_problem()
+        text = SnapshotText(render_run(run, self._tolerance_for(run), self._test_name))
+        matched = bool(self._assertion == text)  # recorded by syrupy either way: failed, not unused
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
+        return matched
+
+    def _location(self) -> Path:
+        assertion = self._assertion
+        return Path(
+            assertion.extension.get_location(test_location=assertion.test_location, index=assertion.index)
+        )
+
+    def _stored_file_problem(self) -> str | None:
+        """What is wrong with the stored snapshot file, with the fix; None if it reads fine."""
+        path = self._location()
+        if not path.exists():
+            return None
+        try:
+            Trajectory.parse(path.read_text(encoding="utf-8"))
+        except (SnapshotFormatError, UnicodeDecodeError) as error:
+            return (
+                f"{path}: {error}\n  fix: {UPDATE_HINT} rewrites it from this run "
+                "(review the new file before committing it)"
+            )
+        return None
+
+    def __repr__(self) -> str:
+        return f"convergence_snapshot({self._test_name})"

@@ -1,0 +1,77 @@
+"""Every syrupy internal pytest-convergence relies on, in one place, version by version.
+
+syrupy has no public API for two things the plugin needs: an assertion for a test item that is not
+a ``pytest.Function`` (spec files), and telling syrupy's session about such items, so that their
+snapshots count as collected (and, when selected, as expected to be used) instead of "unused".
+What each supported syrupy version (5.4 to 7.0, as pyproject declares) keeps there is spelled out
+below; the tests check that the registration takes effect on the installed version, and CI runs
+them on the oldest supported syrupy too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+SYRUPY_SESSION_ATTRIBUTE = "_syrupy"
+
+
+def snapshot_session(config: pytest.Config) -> Any:
+    """syrupy's ``SnapshotSession`` of this pytest session (None when syrupy is not active)."""
+    return getattr(config, SYRUPY_SESSION_ATTRIBUTE, None)
+
+
+def updating(config: pytest.Config) -> bool:
+    """Whether ``--snapshot-update`` was given."""
+    return bool(getattr(config.option, "update_snapshots", False))
+
+
+def assertion_for(node: pytest.Item, extension_class: type) -> Any:
+    """A ``SnapshotAssertion`` for ``node`` when syrupy's ``snapshot`` fixture is not at hand."""
+    from syrupy.assertion import SnapshotAssertion
+    from syrupy.location import PyTestLocation
+
+    config = node.config
+    return SnapshotAssertion(
+        update_snapshots=updating(config),
+        update_new_snapshots_only=getattr(config.option, "update_new_snapshots_only", False),
+        extension_class=extension_class,
+        test_location=PyTestLocation(node),
+        session=snapshot_session(config),
+    )
+
+
+def register_collected(config: pytest.Config, items: Iterable[pytest.Item]) -> int:
+    """Tell syrupy that ``items`` (not ``pytest.Function``) were collected, as syrupy's own
+    ``collect_items`` does for test functions. Call it before any deselection (``-k``, ``-m``,
+    ``--convergence-dtypes``), so a deselected item's snapshot counts as collected, not unused.
+
+    syrupy 6.0+ keeps ``_collected_items: dict[nodeid, Item]``; 5.4-5.5 a ``set[Item]``.
+    Returns how many items were registered (0 where syrupy is not active).
+    """
+    collected = getattr(snapshot_session(config), "_collected_items", None)
+    chosen = list(items)
+    if isinstance(collected, dict):
+        collected.update((item.nodeid, item) for item in chosen)
+    elif isinstance(collected, set):
+        collected.update(chosen)
+    else:
+        return 0
+    return len(chosen)
+
+
+def register_selected(config: pytest.Config, items: Iterable[pytest.Item]) -> int:
+    """Tell syrupy that ``items`` were selected to run (after every deselection), as syrupy's own
+    ``select_items`` does at ``pytest_collection_finish``: ``_selected_items: dict[nodeid,
+    ItemStatus]`` in every supported version. Returns how many items were registered."""
+    selected = getattr(snapshot_session(config), "_selected_items", None)
+    if not isinstance(selected, dict):
+        return 0
+    from syrupy.session import ItemStatus
+
+    chosen = list(items)
+    for item in chosen:
+        selected[item.nodeid] = ItemStatus.NOT_RUN
+    return len(chosen)

@@ -1,0 +1,79 @@
+"""One request to train, with the session's extra checks: repeats for determinism, calibration.
+
+Kept out of the pytest plugin so it can be used and tested without pytest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .case import Case
+from .errors import ConvergenceError
+from .run import Run
+from .snapshot.calibrate import Calibration, calibrate, calibration_cases
+
+
+class NotDeterministicError(ConvergenceError, AssertionError):
+    """Two trainings of the same case, seed, version and machine gave different histories."""
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    repeat: int = 1
+    calibrate: int = 0
+    op_determinism: bool = False
+
+
+def first_difference(first: Run, again: Run) -> str | None:
+    """Where two runs of the same case part, in words; None if they are bit-identical."""
+    a, b = first.loss, again.loss
+    if a.shape != b.shape:
+        return f"{a.size} steps against {b.size}"
+    differs = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    if differs.any():
+        step = int(np.argmax(differs))
+        return f"the loss differs from step {step + 1}: {a[step]!r} against {b[step]!r}"
+    for name, weights in first.final_weights.items():
+        other = again.final_weights.get(name)
+        if other is None or not np.array_equal(weights, other, equal_nan=True):
+            return f"the final weights {name} differ although every loss agrees"
+    return None
+
+
+def train_with_checks(
+    case: Case,
+    dtype: str,
+    engine: str,
+    request: TrainingRequest,
+    *,
+    current_rtol: Callable[[Run], tuple[float, float]],
+) -> tuple[Run, Calibration | None]:
+    """Train ``case``; with ``repeat`` > 1 demand bit-identical reruns; with ``calibrate`` >= 2
+    measure the spread of perturbed reruns. ``current_rtol`` gives (rtol, miss_fraction) of a run."""
+    from .backend import enable_op_determinism, train
+
+    if request.op_determinism:
+        enable_op_determinism()
+    run = train(case, dtype, engine)
+    wall_times = [run.wall_time]
+    for attempt in range(2, request.repeat + 1):
+        again = train(case, dtype, engine)
+        wall_times.append(again.wall_time)
+        difference = first_difference(run, again)
+        if difference is not None:
+            raise NotDeterministicError(
+                f"{case.name} [{dtype}, {engine} engine] is not deterministic: training {attempt} of "
+                f"{request.repeat}: {difference}. Same seed, version and machine should give "
+                "bit-identical histories: look for ops without a deterministic kernel "
+                "(tf.config.experimental.enable_op_determinism() makes TensorFlow raise on them)"
+            )
+    run.wall_times = wall_times  # the gate compares the fastest of repeated timings
+    calibration = None
+    if request.calibrate >= 2:
+        others = [train(copy, dtype, engine) for copy in calibration_cases(case, run, request.calibrate - 1)]
+        rtol, miss_fraction = current_rtol(run)
+        calibration = calibrate(run, others, current_rtol=rtol, miss_fraction=miss_fraction)
+    return run, calibration

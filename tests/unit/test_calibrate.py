@@ -1,0 +1,51 @@
+"""Calibration without TensorFlow: the perturbation is one ulp, the recommendation is what compare needs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_diagnosis_synthetic import make_run
+
+from pytest_convergence.snapshot.calibrate import _one_ulp_away, calibrate
+from pytest_convergence.snapshot.compare import compare
+from pytest_convergence.snapshot.format import Trajectory
+from pytest_convergence.tolerance import Tolerance
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_each_initial_weight_moves_exactly_one_unit_in_the_last_place(dtype: str) -> None:
+    weights = np.array([[-4.0, 0.3, 1e-3], [2.5, -0.7, 10.0]], dtype)
+    moved = _one_ulp_away(weights, dtype, np.random.default_rng(0)).astype(dtype)
+    gap = np.abs(moved.astype(np.float64) - weights.astype(np.float64))
+    up = np.abs(np.nextafter(weights, np.inf).astype(np.float64) - weights.astype(np.float64))
+    down = np.abs(np.nextafter(weights, -np.inf).astype(np.float64) - weights.astype(np.float64))
+    assert np.all((gap == up) | (gap == down))
+    assert np.all(gap > 0)
+
+
+def test_bfloat16_weights_move_by_their_eight_bit_spacing() -> None:
+    weights = np.array([1.5, -3.0, 0.25], np.float32)
+    moved = _one_ulp_away(weights, "bfloat16", np.random.default_rng(1))
+    assert np.allclose(np.abs(moved - weights), [2.0**-7, 2.0**-6, 2.0**-9])
+
+
+def _stored(run, rtol: float) -> Trajectory:
+    return Trajectory.parse(Trajectory.from_run(run, Tolerance(rtol=rtol)).render())
+
+
+def test_the_recommended_rtol_accepts_every_rerun_and_a_tenth_of_it_does_not() -> None:
+    steps = np.arange(1, 2001, dtype=np.float64)
+    base = make_run(1.0 / steps, update_size=np.full(2000, 1e-3))
+    others = [
+        make_run((1.0 / steps) * (1 + 3e-4 * np.sin(steps / 50.0 + k)), update_size=np.full(2000, 1e-3))
+        for k in range(3)
+    ]
+    calibration = calibrate(base, others, current_rtol=1e-4, miss_fraction=0.01)
+    assert calibration.runs == 4
+    assert 3e-4 < calibration.recommended_rtol < 2e-3
+    assert not calibration.accepted_by_current
+    accepting = Tolerance(rtol=calibration.recommended_rtol)
+    for other in others:
+        assert compare(_stored(base, 1e-4), _stored(other, 1e-4), accepting).ok
+    too_tight = Tolerance(rtol=calibration.recommended_rtol / 10)
+    assert not all(compare(_stored(base, 1e-4), _stored(o, 1e-4), too_tight).ok for o in others)
