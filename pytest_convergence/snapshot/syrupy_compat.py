@@ -3,9 +3,10 @@
 syrupy has no public API for two things the plugin needs: an assertion for a test item that is not
 a ``pytest.Function`` (spec files), and telling syrupy's session about such items, so that their
 snapshots count as collected (and, when selected, as expected to be used) instead of "unused".
-What each supported syrupy version (5.4 to 7.0, as pyproject declares) keeps there is spelled out
+What each supported syrupy version (6.0 to 7.0, as pyproject declares) keeps there is spelled out
 below; the tests check that the registration takes effect on the installed version, and CI runs
-them on the oldest supported syrupy too.
+them on the oldest supported syrupy (6.0.0) too. syrupy 5.x kept collected items in a set and
+reported a ``pytest.skip()``-ped test's snapshot unused; it is not supported.
 """
 
 from __future__ import annotations
@@ -48,17 +49,14 @@ def register_collected(config: pytest.Config, items: Iterable[pytest.Item]) -> i
     ``collect_items`` does for test functions. Call it before any deselection (``-k``, ``-m``,
     ``--convergence-dtypes``), so a deselected item's snapshot counts as collected, not unused.
 
-    syrupy 6.0+ keeps ``_collected_items: dict[nodeid, Item]``; 5.4-5.5 a ``set[Item]``.
-    Returns how many items were registered (0 where syrupy is not active).
+    syrupy 6.0-7.0 keep ``_collected_items: dict[nodeid, Item]``. Returns how many items were
+    registered (0 where syrupy is not active).
     """
     collected = getattr(snapshot_session(config), "_collected_items", None)
-    chosen = list(items)
-    if isinstance(collected, dict):
-        collected.update((item.nodeid, item) for item in chosen)
-    elif isinstance(collected, set):
-        collected.update(chosen)
-    else:
+    if not isinstance(collected, dict):
         return 0
+    chosen = list(items)
+    collected.update((item.nodeid, item) for item in chosen)
     return len(chosen)
 
 
