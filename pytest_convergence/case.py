@@ -32,16 +32,101 @@ LOSS_DTYPES = ("compute", "float16", "bfloat16", "float32", "float64")
 """What ``Case.loss_dtype`` takes: a float dtype, or the model's own compute dtype."""
 
 
+COMPARISONS = (">=", "<=", ">", "<", "==")
+
+
+@dataclass(frozen=True)
+class MetricCondition:
+    """A condition on a metric's final value as History records it: ``val_accuracy >= 0.7``."""
+
+    name: str
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: Any, *, where: str = "metrics") -> MetricCondition:
+        """Read ``"NAME OP NUMBER"`` (OP one of >=, <=, >, <, ==)."""
+        if isinstance(text, MetricCondition):
+            return text
+        fix = 'write it as "NAME OP NUMBER", e.g. "val_accuracy >= 0.7" or "val_loss <= 0.5"'
+        if not isinstance(text, str):
+            raise CaseError(f"expected a condition string, got {type(text).__name__}", field=where, fix=fix)
+        parts = text.split()
+        if len(parts) != 3 or parts[1] not in COMPARISONS:
+            raise CaseError(f"cannot read the metric condition {text!r}", field=where, fix=fix)
+        name, op, number = parts
+        try:
+            value = float(number)
+        except ValueError:
+            raise CaseError(f"{number!r} in {text!r} is not a number", field=where, fix=fix) from None
+        if not math.isfinite(value):
+            raise CaseError(f"the bound in {text!r} must be finite", field=where, fix=fix)
+        return cls(name, op, value)
+
+    def holds(self, actual: float) -> bool:
+        return bool(
+            {
+                ">=": actual >= self.value,
+                "<=": actual <= self.value,
+                ">": actual > self.value,
+                "<": actual < self.value,
+                "==": actual == self.value,
+            }[self.op]
+        )
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.op} {self.value:g}"
+
+
+def _metric_conditions(value: Any, where: str) -> tuple[MetricCondition, ...]:
+    """Conditions from a string, a list of strings, or a dict ``{name: "op value"}``."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, Mapping):
+        value = [f"{name} {condition}" for name, condition in value.items()]
+    if not isinstance(value, Sequence) or not value:
+        raise CaseError(
+            "metrics takes a non-empty list of conditions",
+            field=where,
+            fix='e.g. metrics=["val_accuracy >= 0.7"]',
+        )
+    return tuple(MetricCondition.parse(item, where=f"{where}[{index}]") for index, item in enumerate(value))
+
+
 @dataclass(frozen=True)
 class Expectation:
-    """What one dtype of a case must achieve; every field is optional and checked independently."""
+    """What one dtype of a case must achieve; every field is optional and checked independently.
+
+    ``metrics`` are conditions on the final value of any metric History records, training or
+    validation: ``["val_accuracy >= 0.7", "val_loss <= 0.4"]``. ``raises`` says that Keras itself
+    cannot train this dtype (``model.fit`` fails the same way): the training must fail with an
+    error containing that text, and the run is reported as such rather than as a failure.
+    """
 
     converged: bool | None = None
     outcome: tuple[Outcome, ...] | None = None
     final_loss_below: float | None = None
     steps_to_target_at_most: int | None = None
+    metrics: tuple[MetricCondition, ...] | None = None
+    raises: str | None = None
 
     def __post_init__(self) -> None:
+        if self.raises is not None:
+            if not isinstance(self.raises, str) or not self.raises.strip():
+                raise CaseError("raises takes the text the training error must contain", field="raises")
+            others = [
+                f
+                for f in ("converged", "outcome", "final_loss_below", "steps_to_target_at_most", "metrics")
+                if getattr(self, f) is not None
+            ]
+            if others:
+                raise CaseError(
+                    f"raises says the training fails, so {', '.join(others)} cannot be judged",
+                    field="raises",
+                    fix=f"drop {', '.join(others)} from this dtype's expectation",
+                )
+        if self.metrics is not None:
+            object.__setattr__(self, "metrics", _metric_conditions(self.metrics, "metrics"))
         if self.outcome is not None:
             raw = (self.outcome,) if isinstance(self.outcome, (str, Outcome)) else tuple(self.outcome)
             object.__setattr__(self, "outcome", tuple(Outcome.parse(o, where="outcome") for o in raw))
@@ -99,6 +184,12 @@ class Case:
     the model's compute dtype. Unset, each Keras does as it does: Keras 3 computes losses in
     float32 whatever the model's dtype, Keras 2 in the dtype of the model's output. Pinning holds
     this constant across the Keras 2 to Keras 3 migration, or shows its effect on purpose."""
+    validation_data: Any = None
+    """``(x, y)`` to evaluate at the end of every epoch, as ``fit(validation_data=...)``: History's
+    ``val_*`` metrics, recorded per epoch and usable in expectations."""
+    validation_split: float | None = None
+    """The last fraction of x and y held out for validation, as ``fit(validation_split=...)``
+    takes it (before shuffling); training then sees the rest."""
     snapshot_tolerance: Any = None
     """Overrides of the snapshot tolerance: a number (rtol) or a dict of Tolerance fields, where
     rtol may be a dict per dtype; see :mod:`pytest_convergence.tolerance`."""
@@ -126,6 +217,7 @@ class Case:
             )
         if nx == 0:
             raise CaseError("the data is empty", case=name, field="x")
+        self._check_validation(name, nx)
         if (self.steps is None) == (self.epochs is None):
             raise CaseError(
                 "give exactly one of steps (optimizer steps) or epochs (passes over the data)",
@@ -195,9 +287,68 @@ class Case:
                 )
         return cls(name=name, model=sequential_config(_keras_name(name), layers, input_shape), **kwargs)
 
+    def _check_validation(self, name: str, samples: int) -> None:
+        if self.validation_data is not None and self.validation_split is not None:
+            raise CaseError(
+                "give validation_data or validation_split, not both (as fit takes them)",
+                case=name,
+                field="validation_split",
+            )
+        if self.validation_split is not None:
+            split = self.validation_split
+            if (
+                not isinstance(split, (int, float))
+                or isinstance(split, bool)
+                or not 0 < split < 1
+                or not 0 < _split_at(samples, split) < samples
+            ):
+                raise CaseError(
+                    f"must be a fraction between 0 and 1 that leaves samples on both sides, got {split!r} "
+                    f"for {samples} samples",
+                    case=name,
+                    field="validation_split",
+                )
+        if self.validation_data is not None:
+            pair = self.validation_data
+            if isinstance(pair, Mapping) or not isinstance(pair, Sequence) or len(pair) != 2:
+                raise CaseError(
+                    "validation_data is a pair (x, y), as fit takes it", case=name, field="validation_data"
+                )
+            x = _as_data(pair[0], name, "validation_data.x")
+            y = _as_data(pair[1], name, "validation_data.y")
+            if _num_samples(x) != _num_samples(y) or _num_samples(x) <= 0:
+                raise CaseError(
+                    f"validation x has {_num_samples(x)} samples but y has {_num_samples(y)}",
+                    case=name,
+                    field="validation_data.y",
+                )
+            object.__setattr__(self, "validation_data", (x, y))
+
+    @property
+    def fit_x(self) -> Any:
+        """The inputs training draws its batches from: x without a held-out validation split."""
+        return _head(self.x, self._split_at) if self.validation_split is not None else self.x
+
+    @property
+    def fit_y(self) -> Any:
+        return _head(self.y, self._split_at) if self.validation_split is not None else self.y
+
+    @property
+    def validation(self) -> tuple[Any, Any] | None:
+        """``(x, y)`` evaluated after every epoch: ``validation_data``, or the split's tail."""
+        if self.validation_split is not None:
+            return _tail(self.x, self._split_at), _tail(self.y, self._split_at)
+        return self.validation_data
+
+    @property
+    def _split_at(self) -> int:
+        assert self.validation_split is not None
+        return _split_at(_num_samples(self.x), self.validation_split)
+
     @property
     def num_samples(self) -> int:
-        return _num_samples(self.x)
+        """Samples training sees (a validation split held out)."""
+        return _num_samples(self.fit_x)
 
     @property
     def effective_batch_size(self) -> int:
@@ -294,6 +445,19 @@ def _check_same_lengths(data: Any, case: str, key: str) -> None:
                 case=case,
                 field=key,
             )
+
+
+def _split_at(samples: int, validation_split: float) -> int:
+    """Where fit cuts x for ``validation_split``: the same floor as Keras 2 and Keras 3."""
+    return math.floor(samples * (1.0 - validation_split))
+
+
+def _head(data: Any, count: int) -> Any:
+    return {k: v[:count] for k, v in data.items()} if isinstance(data, Mapping) else data[:count]
+
+
+def _tail(data: Any, start: int) -> Any:
+    return {k: v[start:] for k, v in data.items()} if isinstance(data, Mapping) else data[start:]
 
 
 def _num_samples(data: Any) -> int:

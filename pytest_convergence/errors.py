@@ -77,17 +77,24 @@ def first_line(error: BaseException, limit: int = 300) -> str:
     """The informative part of a framework's error message, on one line.
 
     Keras wraps errors raised inside a layer as "Exception encountered when calling X.call()",
-    with the cause on the following lines; TensorFlow appends node listings. Keep the cause.
+    with the cause on the following lines; TensorFlow appends node listings. Keep the cause, and
+    the layer it names: "in layer 'dense': ...".
     """
     import re
 
     plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
     lines = [line.strip() for line in plain.strip().splitlines()]
     kept: list[str] = []
+    where = ""
     for line in lines:
         if line.startswith(("Arguments received", "Registered devices", "Registered kernels", "[[")):
             break
-        if line and not line.startswith("Exception encountered"):
+        if line.startswith("Exception encountered"):
+            named = re.search(r"layer '([^']+)'", line) or re.search(r"calling (\w+)\.call\(\)", line)
+            if named and not where:
+                where = f"in layer {named.group(1)!r}: "
+            continue
+        if line:
             kept.append(line)
-    text = " ".join(kept) or type(error).__name__
+    text = where + (" ".join(kept) or type(error).__name__)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 def unmet(run: Run, expectation: Expectation) -> list[str]:
     """Each unmet part of the expectation, in words; empty when the run meets it."""
     problems: list[str] = []
+    if expectation.raises is not None:
+        return [
+            f"expected the training to fail with an error containing {expectation.raises!r} "
+            f"(Keras cannot train this dtype), but it trained: final loss {run.final_loss:.6g}"
+        ]
     diagnosis = run.diagnosis
     if expectation.outcome is not None and diagnosis.outcome not in expectation.outcome:
         wanted = " or ".join(o.value for o in expectation.outcome)
@@ -54,6 +59,14 @@ def unmet(run: Run, expectation: Expectation) -> list[str]:
                     f"expected loss <= {target:g} within {expectation.steps_to_target_at_most} steps, "
                     f"reached at {got}"
                 )
+    for condition in expectation.metrics or ():
+        try:
+            actual = run.metric(condition.name)
+        except KeyError as missing:
+            problems.append(f"expected {condition}: {missing.args[0]}")
+            continue
+        if not condition.holds(actual):
+            problems.append(f"expected {condition} (final epoch), got {condition.name} = {actual:.6g}")
     return problems
 
 
@@ -73,7 +86,8 @@ def failure_message(run: Run, problems: list[str]) -> str:
     lines += [f"  - {problem}" for problem in problems]
     lines.append(f"  diagnosis: {run.diagnosis.describe(run.dtype)}")
     lines.append(
-        f"  final loss {run.final_loss:.6g} (computed in {run.loss_dtype}; weights in {run.variable_dtype}); "
+        f"  final loss {run.final_loss:.6g} ({run.final_loss_kind}, computed in {run.loss_dtype}; "
+        f"weights in {run.variable_dtype}); "
         f"optimizer {run.optimizer or 'n/a'}"
     )
     return "\n".join(lines)

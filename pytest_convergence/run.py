@@ -61,6 +61,9 @@ class Run:
     weight_trace_names: list[str] = field(default_factory=list)
     wall_times: list[float] = field(default_factory=list)
     """Every timing of this run when it was trained more than once; the gate uses the fastest."""
+    model: Any = field(default=None, repr=False)
+    """The trained Keras model, in this process only (never stored in snapshots or results):
+    ``run.model.evaluate(x, y)`` or ``run.model.predict(x)`` without rebuilding it by hand."""
 
     @property
     def steps(self) -> int:
@@ -71,8 +74,42 @@ class Run:
         return self.steps / self.wall_time if self.wall_time > 0 else float("inf")
 
     @property
+    def judged_on_epochs(self) -> bool:
+        """Whether final loss, ``converged`` and steps-to-target read the epoch means (as
+        ``fit``'s History has them): for runs of several batches an epoch. A single batch's loss
+        says little about the model there (a last, partial batch can be exactly 0)."""
+        return self.steps_per_epoch > 1 and len(self.epoch_metrics.get("loss", ())) > 0
+
+    @property
+    def epoch_loss(self) -> np.ndarray:
+        """History's ``loss``: each epoch's mean of its batches' losses (the last epoch may be partial)."""
+        return np.asarray(self.epoch_metrics.get("loss", []), dtype=np.float64)
+
+    @property
     def final_loss(self) -> float:
+        """The last epoch's mean loss for multi-batch runs, else the last step's loss."""
+        return float(self.epoch_loss[-1]) if self.judged_on_epochs else float(self.loss[-1])
+
+    @property
+    def final_step_loss(self) -> float:
+        """The loss of the very last optimizer step, whatever the batching."""
         return float(self.loss[-1])
+
+    @property
+    def final_loss_kind(self) -> str:
+        """What :attr:`final_loss` is, in words: ``epoch mean`` or ``step``."""
+        return "epoch mean" if self.judged_on_epochs else "step"
+
+    def metric(self, name: str) -> float:
+        """The final value of a metric History records (``val_accuracy``, ``loss``...).
+
+        Raises ``KeyError`` naming the metrics this run recorded.
+        """
+        values = self.epoch_metrics.get(name)
+        if not values:
+            recorded = ", ".join(sorted(self.epoch_metrics)) or "none"
+            raise KeyError(f"no metric {name!r} was recorded; this run recorded: {recorded}")
+        return float(values[-1])
 
     @functools.cached_property
     def diagnosis(self) -> Diagnosis:
@@ -92,7 +129,13 @@ class Run:
         return bool(np.isfinite(self.final_loss) and self.final_loss <= self.target_loss)
 
     def steps_to(self, target: float) -> int | None:
-        """First step (1-based) whose loss is at or below ``target``; None if never."""
+        """First step (1-based) whose loss is at or below ``target``; None if never.
+
+        For multi-batch runs, the last step of the first epoch whose mean is at or below it.
+        """
+        if self.judged_on_epochs:
+            hits = np.flatnonzero(self.epoch_loss <= target)
+            return min((int(hits[0]) + 1) * self.steps_per_epoch, self.steps) if hits.size else None
         hits = np.flatnonzero(self.loss <= target)
         return int(hits[0]) + 1 if hits.size else None
 

@@ -52,13 +52,32 @@ def build_model(case: Case, dtype: str, flavour: Flavour) -> BuiltModel:
         optimizer = _keras_object(
             case, dtype, partial(flavour.get, "optimizers"), case.optimizer, "optimizer"
         )
+        metrics = [_metric(case, dtype, flavour, item, index) for index, item in enumerate(case.metrics)]
         try:
             model.compile(
-                loss=loss, optimizer=optimizer, metrics=list(case.metrics) or None, jit_compile=False
+                loss=loss, optimizer=optimizer, metrics=metrics or None, jit_compile=False
             )
         except (ValueError, TypeError) as error:
             raise case_error(case, dtype, f"Keras could not compile the model: {error}", "metrics") from None
     return BuiltModel(model=model, pinned_loss_dtype=pinned_dtype)
+
+
+def _metric(case: Case, dtype: str, flavour: Flavour, item: Any, index: int) -> Any:
+    """A metric as ``compile`` takes it: names and objects as given, a ``{"class_name", "config"}``
+    dict deserialised by ``keras.metrics.get`` (which ``compile`` itself does not do)."""
+    if not isinstance(item, Mapping):
+        return item
+    try:
+        return flavour.keras.metrics.get(dict(item))
+    except (ValueError, TypeError) as error:
+        raise case_error(
+            case,
+            dtype,
+            f"Keras does not know this metric: {first_line(error)}",
+            f"metrics[{index}]",
+            fix='use a name ("accuracy") or a config keras.metrics.get accepts, e.g. '
+            '{"class_name": "BinaryAccuracy", "config": {"threshold": 0.0}}',
+        ) from None
 
 
 def model_from_config(flavour: Flavour, spec: Mapping[str, Any]) -> Any:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..case import Case
 from ..dtypes import dtype_info
-from ..errors import CaseError, KerasVersionError, first_line
+from ..errors import CaseError, ConvergenceError, KerasVersionError, first_line
 from ..outcome import check_engine
 from ..run import Run
 from . import probes
@@ -149,8 +149,26 @@ class Training:
     def execute(self) -> StepRecord:
         """Run the whole training once (the loop must be compiled for ``loop`` and ``xla``)."""
         if self.loop is None:
-            return execute_fit(self.flavour, self.model, self.case, self.capture, self.pinned_loss_dtype)
+            try:
+                return execute_fit(self.flavour, self.model, self.case, self.capture, self.pinned_loss_dtype)
+            except (ConvergenceError, self.tf.errors.OpError):
+                raise
+            except Exception as error:  # Keras's own checks in fit: as clear as the loop's messages
+                raise self.loop_error(error) from None
         return self.loop.execute(self.pinned_loss_dtype)
+
+    def loop_error(self, error: BaseException) -> CaseError:
+        """A Keras error while training, as the user's case error naming the layer where Keras does."""
+        return case_error(
+            self.case,
+            self.dtype,
+            f"the model cannot train on this data in {self.dtype} ({self.engine} engine): "
+            f"{type(error).__name__}: {first_line(error)}",
+            "model",
+            fix="check the model's input shape against x, its output against y, and that the "
+            "loss fits the labels; if it trains in float32, one of its layers does not support "
+            f"{self.dtype}: drop {self.dtype} from this case's dtypes",
+        )
 
     def _weights(self) -> dict[str, np.ndarray]:
         return {self._name(w): np.array(w.numpy()) for w in self.model.weights}
@@ -206,4 +224,5 @@ class Training:
             ),
             weight_trace=record.weight_trace,
             weight_trace_names=self._flat_names()[: record.weight_trace.shape[1]],
+            model=self.model,
         )

@@ -54,6 +54,11 @@ def execute_fit(
             if state["step"] >= steps:
                 model.stop_training = True
 
+    validation: dict[str, Any] = {}
+    if case.validation_split is not None:
+        validation["validation_split"] = case.validation_split  # fit splits x and y itself
+    elif case.validation_data is not None:
+        validation["validation_data"] = tuple(case.validation_data)
     history = model.fit(
         case.x,
         case.y,
@@ -62,6 +67,7 @@ def execute_fit(
         shuffle=case.shuffle,
         verbose=0,
         callbacks=[Recorder()],
+        **validation,
     )
     record = StepRecord(
         loss=losses,

@@ -16,7 +16,7 @@ dtype policy               ``keras.config.set_dtype_policy``       ``mixed_preci
 loss computed in           float32 (``floatx``) whatever the       the model output's dtype
                            model's dtype
 loss scaling               ``optimizer.scale_loss``                ``optimizer.get_scaled_loss``
-weight names               ``variable.path``                       ``variable.name`` (``dense/kernel:0``)
+weight names (raw)         ``variable.path`` (``model/dense/..``)  ``variable.name`` (``dense/kernel:0``)
 =========================  ======================================  ======================================
 """
 
@@ -139,6 +139,11 @@ class Flavour:
         """The model's trainable weights as ``tf.Variable`` objects, for reads inside a traced loop."""
         return list(model.trainable_weights)
 
+    def metric_names_if_built(self, model: Any) -> list[str] | None:
+        """The names of the logs ``train_step`` will return, when the model's optimizer and
+        metrics are already built before training; None where only tracing a step builds them."""
+        return None
+
     @staticmethod
     def base_optimizer(optimizer: Any) -> Any:
         """The optimizer doing the arithmetic: the inner one of a ``LossScaleOptimizer``."""
@@ -197,6 +202,15 @@ class Flavour:
         raise NotImplementedError
 
     def weight_name(self, model: Any, weight: Any) -> str:
+        """The one naming scheme of weights in runs, snapshots, results and gates: the weight's
+        path inside the model, ``layer/weight`` (``dense/kernel``; a nested model's weights keep
+        its name, ``base/dense/kernel``), the same on Keras 2 and 3 and whatever the model is
+        called, so a Sequential case, a builder's functional model and a spec file agree."""
+        name = self._raw_name(weight)
+        prefix = f"{model.name}/"
+        return name.removeprefix(prefix)
+
+    def _raw_name(self, weight: Any) -> str:
         raise NotImplementedError
 
     def model_config(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -247,6 +261,17 @@ class Keras3(Flavour):
     def loss_tracker(self, model: Any) -> Any:
         return getattr(model, "_loss_tracker", None)
 
+    def metric_names_if_built(self, model: Any) -> list[str] | None:
+        # Keras 3.4+ builds optimizer and metrics symbolically from the data (``_maybe_symbolic_build``);
+        # train_step then returns get_metrics_result(), whose keys are known without a trace.
+        optimizer = getattr(model, "optimizer", None)
+        results = getattr(model, "get_metrics_result", None)
+        if optimizer is None or not getattr(optimizer, "built", False) or results is None:
+            return None
+        if not all(getattr(metric, "built", True) for metric in model.metrics):
+            return None
+        return sorted(results().keys())
+
     def trainable_variables(self, model: Any) -> list[Any]:
         # Keras 3 wraps each tf.Variable; the loop reads the tf.Variable itself (``.value``).
         tf = self.tf
@@ -258,8 +283,8 @@ class Keras3(Flavour):
         except ImportError as error:
             raise self.unsupported("TFEpochIterator (keras.src.backend.tensorflow.trainer)", error) from None
         arguments = {
-            "x": case.x,
-            "y": case.y,
+            "x": case.fit_x,
+            "y": case.fit_y,
             "batch_size": case.effective_batch_size,
             "shuffle": case.shuffle,
             "distribute_strategy": model.distribute_strategy,
@@ -307,7 +332,7 @@ class Keras3(Flavour):
     def variable(self, value: np.ndarray, dtype: str) -> Any:
         return self.keras.Variable(value, dtype=dtype)
 
-    def weight_name(self, model: Any, weight: Any) -> str:
+    def _raw_name(self, weight: Any) -> str:
         return str(getattr(weight, "path", None) or weight.name)
 
 
@@ -331,8 +356,8 @@ class Keras2(Flavour):
         except AttributeError as error:
             raise self.unsupported("keras.__internal__.utils.get_data_handler", error) from None
         return get_data_handler(
-            x=case.x,
-            y=case.y,
+            x=case.fit_x,
+            y=case.fit_y,
             batch_size=case.effective_batch_size,
             epochs=case.total_epochs,
             shuffle=case.shuffle,
@@ -410,15 +435,9 @@ class Keras2(Flavour):
     def variable(self, value: np.ndarray, dtype: str) -> Any:
         return self.tf.Variable(value, dtype=dtype)
 
-    def weight_name(self, model: Any, weight: Any) -> str:
-        """Keras 3's path for the same weight, so snapshots and gates compare across versions.
-
-        Keras 2 names a Sequential's kernel ``dense/kernel:0``; Keras 3's path is
-        ``<model>/dense/kernel``.
-        """
-        name = str(weight.name).removesuffix(":0")
-        prefix = f"{model.name}/"
-        return name if name.startswith(prefix) else prefix + name
+    def _raw_name(self, weight: Any) -> str:
+        # Keras 2 names a Sequential's kernel dense/kernel:0, where Keras 3's path is <model>/dense/kernel
+        return str(weight.name).removesuffix(":0")
 
     def model_config(self, config: dict[str, Any]) -> dict[str, Any]:
         layers = config.get("config", {}).get("layers")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
-from ..errors import first_line
+from ..errors import CaseError, KerasVersionError, first_line
 from .batches import BatchPlan
 from .build import case_error
 from .capture import LossCapture
@@ -50,29 +50,46 @@ class TrainingLoop:
 
     def compile(self, plan: BatchPlan) -> None:
         """Trace (and for ``xla`` compile) the loop, so execution can be timed alone."""
-        self._loop = self._make_loop(plan)
-        self._loop(self.tf.constant(0, self.tf.int32))
+        try:
+            self._loop = self._make_loop(plan)
+            zero = self.tf.constant(0, self.tf.int32)
+            self._loop(zero, zero)
+        except (CaseError, KerasVersionError):
+            raise
+        except Exception as error:
+            if isinstance(error, self.tf.errors.OpError):
+                raise  # a kernel missing for this dtype: reported by the engine
+            raise self._cannot_train(error) from None
+
+    def _cannot_train(self, error: BaseException) -> CaseError:
+        return case_error(
+            self.case,
+            self.dtype,
+            f"the model cannot train on this data in {self.dtype}: "
+            f"{type(error).__name__}: {first_line(error)}",
+            "model",
+            fix="check the model's input shape against x, its output against y, and that the "
+            "loss fits the labels; if it trains in float32, one of its layers does not support "
+            f"{self.dtype}: drop {self.dtype} from this case's dtypes",
+        )
 
     def _log_names(self, batch: Any) -> list[str]:
-        """Names of the logs ``train_step`` returns, from a trace that runs nothing.
+        """Names of the logs ``train_step`` returns.
 
-        ``fit`` builds metrics and optimizer slots while tracing its step; tracing ours once
-        beforehand builds the same (zero-initialised) state, and any error of shapes or dtypes
-        surfaces here, before the loop, where it can be reported as the user's mistake.
+        ``fit`` builds metrics and optimizer slots while tracing its step. Where the build before
+        training made them already (Keras 3.4+ builds the model symbolically from the data),
+        the names are the model's metric results, read without a trace: the first trace of
+        ``train_step`` costs about a second on a small model. Elsewhere one trace that runs
+        nothing builds the same (zero-initialised) state; any error of shapes or dtypes
+        surfaces there, before the loop, where it is reported as the user's mistake.
         """
+        names = self.flavour.metric_names_if_built(self.model)
+        if names is not None:
+            return names
         try:
             traced = self.tf.function(self.model.train_step, autograph=False).get_concrete_function(batch)
         except Exception as error:
-            raise case_error(
-                self.case,
-                self.dtype,
-                f"the model cannot train on this data in {self.dtype}: {type(error).__name__}: "
-                f"{first_line(error)}",
-                "model",
-                fix="check the model's input shape against x, its output against y, and that the "
-                "loss fits the labels; if it trains in float32, one of its layers does not support "
-                f"{self.dtype}: drop {self.dtype} from this case's dtypes",
-            ) from None
+            raise self._cannot_train(error) from None
         return sorted(traced.structured_outputs.keys())
 
     def _make_loop(self, plan: BatchPlan) -> Callable[..., Any]:
@@ -104,6 +121,11 @@ class TrainingLoop:
 
         def one_step(batch: Any) -> tuple[Any, Any]:
             logs = model.train_step(batch)
+            if sorted(logs) != log_names:
+                raise self.flavour.unsupported(
+                    f"train_step's logs ({', '.join(sorted(logs))}) against the metrics read before "
+                    f"training ({', '.join(log_names)})"
+                )
             loss = tf.cast(captured[-1], tf.float64)
             values = tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
             return loss, values
@@ -147,7 +169,8 @@ class TrainingLoop:
             return tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in now], 0)[:traced]
 
         @tf.function(jit_compile=self.jit, autograph=False)
-        def loop(num_steps: Any) -> tuple[Any, ...]:
+        def loop(first_step: Any, stop: Any) -> tuple[Any, ...]:
+            """Steps ``first_step`` to ``stop - 1``, written at their own indices of full-length arrays."""
             losses = tf.TensorArray(tf.float64, size=steps, element_shape=[])
             updates = tf.TensorArray(tf.float64, size=steps, element_shape=[])
             step_logs = tf.TensorArray(tf.float64, size=steps, element_shape=[len(log_names)])
@@ -182,10 +205,10 @@ class TrainingLoop:
                 )
 
             results = tf.while_loop(
-                lambda step, *_: step < num_steps,
+                lambda step, *_: step < stop,
                 body,
                 (
-                    tf.constant(0, tf.int32),
+                    first_step,
                     losses,
                     updates,
                     step_logs,
@@ -201,23 +224,54 @@ class TrainingLoop:
         return loop
 
     def execute(self, pinned_loss_dtype: str | None) -> StepRecord:
-        """Run the whole training once (after :meth:`compile`)."""
+        """Run the whole training once (after :meth:`compile`).
+
+        With validation data, the loop runs one epoch at a time and the model is evaluated after
+        each, with Keras's own ``evaluate`` as ``fit`` calls it, so History's ``val_*`` metrics
+        are ``fit``'s; without, the whole training is one call.
+        """
         assert self._loop is not None, "call compile() first"
         tf = self.tf
+        case = self.case
+        steps = case.total_steps
         self.model.reset_metrics()
-        losses, updates, step_logs, trace = self._loop(tf.constant(self.case.total_steps, tf.int32))
-        updates = updates.numpy()
+        validation = case.validation
+        if validation is None:
+            bounds = [(0, steps)]
+        else:
+            per_epoch = case.batches_per_epoch
+            bounds = [(start, min(start + per_epoch, steps)) for start in range(0, steps, per_epoch)]
+        losses, updates, step_logs, traces = [], [], [], []
+        validation_logs: dict[str, list[float]] = {}
+        for start, stop in bounds:
+            loss, update, logs, trace = self._loop(tf.constant(start, tf.int32), tf.constant(stop, tf.int32))
+            losses.append(loss.numpy()[start:stop])
+            updates.append(update.numpy()[start:stop])
+            step_logs.append(logs.numpy()[start:stop])
+            traces.append(trace.numpy()[start:stop] if trace.shape[0] else trace.numpy())
+            if validation is not None:
+                for name, value in self._evaluate(validation).items():
+                    validation_logs.setdefault(f"val_{name}", []).append(value)
+        update_size = np.concatenate(updates)
         record = StepRecord(
-            loss=losses.numpy(),
-            weights_changed=(updates != 0) | np.isnan(updates),
-            update_size=updates,
-            step_logs=step_logs.numpy(),
+            loss=np.concatenate(losses),
+            weights_changed=(update_size != 0) | np.isnan(update_size),
+            update_size=update_size,
+            step_logs=np.concatenate(step_logs),
             log_names=list(self.log_names),
             loss_dtype=pinned_loss_dtype or self.capture.loss_dtype(),
-            weight_trace=trace.numpy(),
+            weight_trace=np.concatenate(traces) if traces[0].shape[0] else traces[0],
         )
-        record.epoch_metrics = epoch_metrics(record, self.case.batches_per_epoch)
+        record.epoch_metrics = {**epoch_metrics(record, case.batches_per_epoch), **validation_logs}
         return record
+
+    def _evaluate(self, validation: tuple[Any, Any]) -> dict[str, float]:
+        """The validation logs of the model as it stands, exactly as ``fit`` computes them."""
+        x, y = validation
+        logs = self.model.evaluate(
+            x, y, batch_size=self.case.effective_batch_size, verbose=0, return_dict=True
+        )
+        return {name: float(value) for name, value in logs.items()}
 
 
 def _reset(model: Any, tf: Any) -> Any:

@@ -35,9 +35,16 @@ def final_gradients(flavour: Flavour, model: Any, batch: Any) -> dict[str, np.nd
     finally:
         model.set_weights(saved)
     return {
-        weight_name(flavour, model, w): (np.zeros(w.shape, w.dtype) if g is None else np.array(g.numpy()))
-        for w, g in zip(model.trainable_weights, gradients)
+        weight_name(flavour, model, w): _dense(tf, w, g) for w, g in zip(model.trainable_weights, gradients)
     }
+
+
+def _dense(tf: Any, weight: Any, gradient: Any) -> np.ndarray:
+    """A gradient as a dense array: zeros where there is none, ``IndexedSlices`` (an Embedding's
+    sparse gradient) scattered into the weight's shape."""
+    if gradient is None:
+        return np.zeros(weight.shape, weight.dtype)
+    return np.array(tf.convert_to_tensor(gradient).numpy())
 
 
 def intended_update(

@@ -64,6 +64,10 @@ class RunRecord:
     variable_dtype: str
     versions: dict[str, str]
     tolerance: str = ""
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    """Each metric's final epoch value as History records it (``val_accuracy``...)."""
+    loss_kind: str = "step"
+    """What ``final_loss`` is: ``epoch`` (History's mean of the last epoch) or ``step``."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -115,6 +119,8 @@ class RunRecord:
             variable_dtype=run.variable_dtype,
             versions=dict(run.versions),
             tolerance=tolerance,
+            final_metrics={name: _plain(values[-1]) for name, values in run.epoch_metrics.items() if values},
+            loss_kind="epoch" if run.judged_on_epochs else "step",
         )
 
 

@@ -64,6 +64,12 @@ class SpecItem(pytest.Item):
         session = session_of(self.config)
         if not session.settings.enabled:
             pytest.skip("run with --convergence")
+        expected = self.spec.case.expectations.get(self.convergence_dtype)
+        if expected is not None and expected.raises is not None:
+            session.train_expecting_refusal(
+                self.spec.case, self.convergence_dtype, expected.raises, NO_MARKER
+            )
+            return
         run = session.train(self.spec.case, self.convergence_dtype, None, NO_MARKER)
         self.stash.setdefault(ITEM_RUNS_KEY, []).append(run)
         problems = unmet(run, run.expectation) if run.expectation is not None else []

@@ -83,17 +83,51 @@ class ConvergenceSession:
             return tolerance.rtol, tolerance.miss_fraction
 
         problem = None
+        chosen = self.engine_for(case, marker, engine)
         try:
-            run, calibration = train_with_checks(
-                case, dtype, self.engine_for(case, marker, engine), checks, current_rtol=current
-            )
+            run, calibration = train_with_checks(case, dtype, chosen, checks, current_rtol=current)
         except ConvergenceError as error:
             problem = str(error)
         if problem is not None:  # failed outside the handler, so no chained traceback is shown
+            from .summary import SummaryRow
+
+            self.rows.append(SummaryRow.failed_to_train(case.name, dtype, chosen, case.total_steps))
             pytest.fail(problem, pytrace=False)
         if calibration is not None:
             self.calibrations.append(calibration)
         return run
+
+    def train_expecting_refusal(self, case: Case, dtype: str, text: str, marker: MarkerOptions) -> str:
+        """Train a dtype that Keras cannot train: pass if the training fails with ``text`` in its
+        error (the summary row says ``refused``), fail if it trains or fails otherwise."""
+        __tracebackhide__ = True
+        from ..training import TrainingRequest, train_with_checks
+        from .summary import SummaryRow
+
+        chosen = self.engine_for(case, marker)
+        problem = None
+        try:
+            run, _ = train_with_checks(
+                case, dtype, chosen, TrainingRequest(), current_rtol=lambda _: (0.0, 0.0)
+            )
+        except ConvergenceError as error:
+            message = str(error)
+            if text in message:
+                self.rows.append(
+                    SummaryRow.failed_to_train(case.name, dtype, chosen, case.total_steps, "refused")
+                )
+                return message
+            self.rows.append(SummaryRow.failed_to_train(case.name, dtype, chosen, case.total_steps))
+            problem = f"expected an error containing {text!r}, got another:\n{message}"
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
+        self.rows.append(SummaryRow.from_run(run, "failed"))
+        pytest.fail(
+            f"{case.name} [{dtype}]: expected the training to fail with an error containing {text!r} "
+            f"(Keras cannot train this dtype), but it trained: final loss {run.final_loss:.6g}, "
+            f"outcome {run.outcome}; update the spec's expectation",
+            pytrace=False,
+        )
 
     def snapshot(
         self, node: pytest.Item, marker: MarkerOptions, assertion: Any = None

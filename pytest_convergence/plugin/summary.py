@@ -22,6 +22,10 @@ class SummaryRow:
     steps_per_second: float
     converged: bool | None
     status: str
+    loss_kind: str = "step"
+    """What the final loss is: ``epoch`` (History's mean of the last epoch) or ``step``."""
+    trace_seconds: float = math.nan
+    """Time spent tracing and compiling before training (real runs spend most of a short run there)."""
 
     @classmethod
     def from_run(cls, run: object, status: str) -> SummaryRow:
@@ -38,23 +42,62 @@ class SummaryRow:
             steps_per_second=run.steps_per_second,
             converged=None if run.target_loss is None else run.converged,
             status=status,
+            loss_kind="epoch" if run.judged_on_epochs else "step",
+            trace_seconds=run.trace_time,
+        )
+
+    @classmethod
+    def failed_to_train(
+        cls, case: str, dtype: str, engine: str, steps: int, status: str = "error"
+    ) -> SummaryRow:
+        """The row of a training that raised: it still shows, with outcome ``error``; ``refused``
+        when the case expected Keras to refuse this dtype."""
+        return cls(
+            case=case,
+            dtype=dtype,
+            engine=engine,
+            outcome="error",
+            final_loss=math.nan,
+            steps=steps,
+            steps_per_second=math.nan,
+            converged=None,
+            status=status,
+            loss_kind="-",
         )
 
 
-HEADERS = ("case", "dtype", "engine", "outcome", "final loss", "steps", "steps/s", "target", "test")
+HEADERS = (
+    "case",
+    "dtype",
+    "engine",
+    "outcome",
+    "final loss",
+    "of",
+    "steps",
+    "steps/s",
+    "trace s",
+    "target",
+    "test",
+)
+LEGEND = (
+    "final loss: History's mean of the last epoch where an epoch has several batches (of: epoch), else "
+    "the last step's loss (of: step); steps/s: training alone; trace s: tracing and compiling before it"
+)
 
 
 def format_table(rows: Iterable[SummaryRow]) -> list[str]:
-    """Aligned text rows, in the order the runs happened."""
+    """Aligned text rows, in the order the runs happened, and the legend of the columns."""
     body = [
         (
             row.case,
             row.dtype,
             row.engine,
             row.outcome,
-            _loss(row.final_loss),
+            "-" if row.outcome == "error" else _loss(row.final_loss),
+            row.loss_kind,
             f"{row.steps:,}",
             _rate(row.steps_per_second),
+            _seconds(row.trace_seconds),
             {None: "-", True: "met", False: "missed"}[row.converged],
             row.status,
         )
@@ -62,7 +105,7 @@ def format_table(rows: Iterable[SummaryRow]) -> list[str]:
     ]
     if not body:
         return []
-    return tables.format_table(HEADERS, body, right_aligned=(4, 5, 6), rule=True)
+    return [*tables.format_table(HEADERS, body, right_aligned=(4, 6, 7, 8), rule=True), LEGEND]
 
 
 def _loss(value: float) -> str:
@@ -70,6 +113,12 @@ def _loss(value: float) -> str:
 
 
 def _rate(value: float) -> str:
+    if math.isnan(value):
+        return "-"
     if math.isinf(value):
         return "inf"
     return f"{value:,.0f}"
+
+
+def _seconds(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"

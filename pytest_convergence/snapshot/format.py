@@ -89,6 +89,9 @@ class Trajectory:
             "optimizer": run.optimizer,
             "loss dtype": run.loss_dtype,
             "weights dtype": run.variable_dtype,
+            "final loss of": "the last epoch (History's mean of its batches)"
+            if run.judged_on_epochs
+            else "the last step",
             "versions": ", ".join(
                 f"{name} {versions[name]}"
                 for name in ("python", "numpy", "tensorflow", "keras")

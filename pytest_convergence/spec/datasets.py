@@ -33,7 +33,7 @@ Data = tuple[np.ndarray, np.ndarray]
 class Parameter:
     """How one generator parameter is checked and published; the default is the function's own."""
 
-    kind: type  # int or float: TOML gives integers for ``200`` and floats for ``0.1``
+    kind: type  # int, float or tuple (a shape): TOML gives integers for ``200``, floats for ``0.1``
     description: str
     minimum: float | None = None
     exclusive_minimum: float | None = None
@@ -44,6 +44,14 @@ class Parameter:
 
     def schema(self, default: Any) -> dict[str, Any]:
         """This parameter in JSON Schema words, so the published schema needs no translation."""
+        if self.kind is tuple:
+            return {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1},
+                "minItems": 1,
+                "default": list(default),
+                "description": self.description,
+            }
         entry: dict[str, Any] = {
             "type": "integer" if self.kind is int else "number",
             "default": default,
@@ -60,7 +68,9 @@ class Parameter:
         return entry
 
     def check(self, value: Any, field: str) -> Any:
-        """The value as a Python int or float, or a CaseError saying what was expected."""
+        """The value as a Python int, float or shape tuple, or a CaseError saying what was expected."""
+        if self.kind is tuple:
+            return _shape(value, field)
         kind = "an integer" if self.kind is int else "a number"
         numeric = (int, np.integer) if self.kind is int else (int, float, np.integer, np.floating)
         if not isinstance(value, numeric) or isinstance(value, (bool, np.bool_)):
@@ -97,6 +107,18 @@ class Parameter:
         if self.kind is int and isinstance(value, (float, np.floating)) and float(value).is_integer():
             return f"write {int(value)} without the decimal point"
         return None
+
+
+def _shape(value: Any, field: str) -> tuple[int, ...]:
+    ok = isinstance(value, (list, tuple)) and len(value) > 0
+    ok = ok and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok:
+        raise CaseError(
+            f"must be a shape: a non-empty list of positive integers, got {value!r}",
+            field=field,
+            fix="e.g. [10] for vectors, [4, 10] for 4 time steps of 10 features, [10, 10, 3] for images",
+        )
+    return tuple(int(v) for v in value)
 
 
 @dataclass(frozen=True)
@@ -330,6 +352,85 @@ def linear_regression(*, samples: int = 100, features: int = 1, noise: float = 0
     x = rng.standard_normal((samples, features))
     y = x @ weights + bias + noise * rng.standard_normal(samples)
     return x.astype(np.float32), y.astype(np.float32)
+
+
+@_register(
+    "class_templates",
+    samples=Parameter(int, "Number of samples.", minimum=2),
+    classes=Parameter(int, "Number of classes.", minimum=2),
+    shape=Parameter(
+        tuple, "Shape of one sample: [features], [steps, features] or [height, width, channels]."
+    ),
+    noise=_noise("Standard deviation of the Gaussian noise added to each class's template."),
+    one_hot=Parameter(
+        int, "1: y one-hot, for categorical_crossentropy; 0: y class indices.", minimum=0, exclusive_maximum=2
+    ),
+    seed=_seed(),
+)
+def class_templates(
+    *,
+    samples: int = 100,
+    classes: int = 2,
+    shape: tuple[int, ...] = (10,),
+    noise: float = 1.0,
+    one_hot: int = 1,
+    seed: int = 0,
+) -> Data:
+    """One random template per class, each sample its class's template plus noise (tf-keras's test data).
+
+    The recipe of the tf-keras integration tests' data (templates uniform in [0, 2·classes),
+    unit-normal noise, random labels), drawn from this generator's own seed: vector, time-series
+    and image classification problems of any shape that a small model learns in a few epochs.
+    """
+    rng = np.random.default_rng(seed)
+    templates = 2 * classes * rng.random((classes, *shape))
+    labels = rng.integers(0, classes, size=samples)
+    x = templates[labels] + noise * rng.standard_normal((samples, *shape))
+    y = np.eye(classes)[labels] if one_hot else labels
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+@_register(
+    "token_labels",
+    samples=Parameter(int, "Number of sequences.", minimum=1),
+    length=Parameter(int, "Length of every sequence, padded with token 0 after its end.", minimum=4),
+    vocabulary=Parameter(int, "Tokens are 1 .. vocabulary - 1 (0 is padding).", minimum=2),
+    classes=Parameter(int, "Each token's label is its token number modulo classes.", minimum=2),
+    seed=_seed(),
+)
+def token_labels(
+    *, samples: int = 100, length: int = 16, vocabulary: int = 16, classes: int = 3, seed: int = 0
+) -> Data:
+    """Token classification: sequences of 4 to length tokens, padded with 0, one label per token.
+
+    Like the tf-keras token-classification test (variable lengths, per-token labels, padding 0),
+    with labels a model can learn (token modulo classes; padding is class 0) instead of random ones.
+    """
+    rng = np.random.default_rng(seed)
+    x = np.zeros((samples, length), np.int64)
+    for row, size in enumerate(rng.integers(4, length + 1, size=samples)):
+        x[row, :size] = rng.integers(1, vocabulary, size=size)
+    return x.astype(np.int32), (x % classes).astype(np.int32)
+
+
+@_register(
+    "sentiment",
+    samples=Parameter(int, "Number of sentences.", minimum=2),
+    length=Parameter(int, "Tokens per sentence.", minimum=2),
+    vocabulary=Parameter(int, "Tokens are 0 .. vocabulary - 1; 1-5 are positive, 6-10 negative.", minimum=12),
+    seed=_seed(),
+)
+def sentiment(*, samples: int = 200, length: int = 20, vocabulary: int = 50, seed: int = 0) -> Data:
+    """Bag-of-words sentiment: label 1 when a sentence holds more positive words than negative ones.
+
+    Tokens 1-5 are positive words, 6-10 negative, the rest neutral; each sentence draws its
+    tokens uniformly, so about half are positive. An Embedding with global average pooling learns it.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, vocabulary, size=(samples, length))
+    positive = ((x >= 1) & (x <= 5)).sum(axis=1)
+    negative = ((x >= 6) & (x <= 10)).sum(axis=1)
+    return x.astype(np.int32), (positive > negative).astype(np.float32)
 
 
 GENERATORS: dict[str, Callable[..., Data]] = {name: spec.function for name, spec in _REGISTRY.items()}

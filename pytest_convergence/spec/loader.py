@@ -78,9 +78,21 @@ def load_spec(path: Path) -> Spec:
     x, y = _data(path, document["data"])
     settings: dict[str, Any] = {
         key: document[key]
-        for key in ("steps", "epochs", "batch_size", "shuffle", "seed", "target_loss", "engine", "loss_dtype")
+        for key in (
+            "steps",
+            "epochs",
+            "batch_size",
+            "shuffle",
+            "seed",
+            "target_loss",
+            "engine",
+            "loss_dtype",
+            "validation_split",
+        )
         if key in document
     }
+    if "validation_data" in document:
+        settings["validation_data"] = _data(path, document["validation_data"], where="validation_data")
     if "steps" not in settings and "epochs" not in settings:
         raise SpecError(path, "steps", "give steps (optimizer steps) or epochs (passes over the data)")
     if "steps" in settings and "epochs" in settings:
@@ -166,33 +178,33 @@ def resolve_builder(path: Path, target: str) -> Callable[[str], Any]:
     return builder
 
 
-def _data(path: Path, data: Mapping[str, Any]) -> tuple[Any, Any]:
+def _data(path: Path, data: Mapping[str, Any], where: str = "data") -> tuple[Any, Any]:
     sources = [key for key in ("x", "npz", "generator") if key in data]
     if len(sources) != 1:
-        raise SpecError(path, "data", "give inline x and y, or npz (a file beside the spec), or generator")
+        raise SpecError(path, where, "give inline x and y, or npz (a file beside the spec), or generator")
     if "x" in data:
         if "y" not in data:
-            raise SpecError(path, "data.y", "inline data needs y beside x")
+            raise SpecError(path, f"{where}.y", "inline data needs y beside x")
         extra = sorted(set(data) - {"x", "y"})
         if extra:
-            raise SpecError(path, f"data.{extra[0]}", "inline data takes only x and y")
-        return _array(path, "data.x", data["x"]), _array(path, "data.y", data["y"])
+            raise SpecError(path, f"{where}.{extra[0]}", "inline data takes only x and y")
+        return _array(path, f"{where}.x", data["x"]), _array(path, f"{where}.y", data["y"])
     if "npz" in data:
         extra = sorted(set(data) - {"npz"})
         if extra:
-            raise SpecError(path, f"data.{extra[0]}", "npz data takes only the file name")
-        arrays = _npz(path, "data.npz", data["npz"])
+            raise SpecError(path, f"{where}.{extra[0]}", "npz data takes only the file name")
+        arrays = _npz(path, f"{where}.npz", data["npz"])
         for key in ("x", "y"):
             if key not in arrays:
                 raise SpecError(
-                    path, "data.npz", f"{data['npz']} has no array {key!r} (it has {', '.join(arrays)})"
+                    path, f"{where}.npz", f"{data['npz']} has no array {key!r} (it has {', '.join(arrays)})"
                 )
         return arrays["x"], arrays["y"]
     from .datasets import generate
 
     params = {key: value for key, value in data.items() if key != "generator"}
     try:
-        return generate(data["generator"], params, where="data")
+        return generate(data["generator"], params, where=where)
     except CaseError as error:
         raise SpecError(path, error.field, _with_fix(error)) from None
 

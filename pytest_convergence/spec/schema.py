@@ -48,6 +48,23 @@ _EXPECTATION = {
         "outcome": {"oneOf": [_OUTCOME, {"type": "array", "items": _OUTCOME, "minItems": 1}]},
         "final_loss_below": {"type": "number", "minimum": 0},
         "steps_to_target_at_most": {"type": "integer", "exclusiveMinimum": 0},
+        "raises": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Keras itself cannot train this dtype: the training must fail with an error "
+            "containing this text (no other key then).",
+        },
+        "metrics": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "string",
+                "pattern": r"^\S+ (>=|<=|>|<|==) \S+$",
+                "x-form": "NAME OP NUMBER (OP one of >=, <=, >, <, ==), e.g. 'val_accuracy >= 0.7'",
+            },
+            "description": "Conditions on the final value of metrics History records, "
+            'e.g. "val_accuracy >= 0.7".',
+        },
     },
     "additionalProperties": False,
 }
@@ -147,6 +164,18 @@ SCHEMA: dict[str, Any] = {
         "loss": _KERAS_OBJECT,
         "optimizer": _KERAS_OBJECT,
         "data": _data_schema(),
+        "validation_data": {
+            **_data_schema(),
+            "description": "Data evaluated after every epoch, as fit(validation_data=...): inline x and y, "
+            "an npz, or a generator, as [data] takes them.",
+        },
+        "validation_split": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 1,
+            "description": "The last fraction of [data] held out for validation, "
+            "as fit(validation_split=...).",
+        },
         "expect": {
             "type": "object",
             "description": "Per-dtype expectations, keyed by dtype.",
@@ -217,7 +246,8 @@ def validate(document: Any, schema: Mapping[str, Any] = SCHEMA, path: str = "") 
             import re
 
             if not re.match(schema["pattern"], document):
-                raise SchemaViolation(path, f"{document!r} does not have the form package.module:function")
+                form = schema.get("x-form", "package.module:function")
+                raise SchemaViolation(path, f"{document!r} does not have the form {form}")
     if isinstance(document, list):
         if len(document) < schema.get("minItems", 0):
             raise SchemaViolation(path, f"needs at least {schema['minItems']} item(s)")

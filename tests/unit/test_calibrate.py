@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_diagnosis_synthetic import make_run
+from factories import make_run
 
 from pytest_convergence.snapshot.calibrate import _one_ulp_away, calibrate
 from pytest_convergence.snapshot.compare import compare

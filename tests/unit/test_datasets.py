@@ -18,6 +18,8 @@ from pytest_convergence.errors import CaseError
 from pytest_convergence.spec.datasets import GENERATORS, describe, generate
 
 NAMES = ["xor", "two_moons", "circles", "spirals", "blobs", "linear_regression"]
+REAL = ["class_templates", "token_labels", "sentiment"]
+"""The real-models catalogue's generators: tf-keras's integration-test data and two NLP-style sets."""
 CLASSIFIERS = [name for name in NAMES if name != "linear_regression"]
 NOISY = {"xor": {"samples": 40, "noise": 0.1}}
 """Parameters that make a generator's output depend on the seed (xor's 4 points do not)."""
@@ -255,19 +257,21 @@ def test_numpy_numbers_are_accepted() -> None:
 # ------------------------------------------------------------------------------- describe
 def test_describe_lists_every_generator_with_its_defaults() -> None:
     described = describe()
-    assert list(described) == NAMES == list(GENERATORS)
+    assert list(described) == [*NAMES, *REAL] == list(GENERATORS)
     json.dumps(described)
     for name, entry in described.items():
         assert entry["description"] and "\n" not in entry["description"]
         signature = inspect.signature(GENERATORS[name]).parameters
         assert {key: p["default"] for key, p in entry["parameters"].items()} == {
-            key: p.default for key, p in signature.items()
+            key: list(p.default) if isinstance(p.default, tuple) else p.default
+            for key, p in signature.items()
         }
         for key, parameter in entry["parameters"].items():
-            assert parameter["type"] in {"integer", "number"}, (name, key)
+            assert parameter["type"] in {"integer", "number", "array"}, (name, key)
             assert parameter["description"], (name, key)
         assert {"samples", "seed"} <= set(entry["parameters"])
-        assert "noise" in entry["parameters"]
+        if name in NAMES:
+            assert "noise" in entry["parameters"]
 
 
 def test_describe_publishes_the_bounds_in_json_schema_words() -> None:
@@ -441,3 +445,63 @@ def test_the_field_path_starts_where_the_caller_says() -> None:
         generate("moons", {}, where="cases[2].data")
     assert caught.value.field == "cases[2].data.generator"
     assert caught.value.fix == "did you mean 'two_moons'?"
+
+
+# ------------------------------------------------------------------- real-model generators
+@pytest.mark.parametrize(
+    ("params", "x_shape", "y_shape"),
+    [
+        ({"shape": [10]}, (100, 10), (100, 2)),
+        ({"shape": [4, 10], "samples": 30}, (30, 4, 10), (30, 2)),
+        ({"shape": [10, 10, 3], "classes": 3, "one_hot": 0}, (100, 10, 10, 3), (100,)),
+    ],
+)
+def test_class_templates_give_any_sample_shape(
+    params: dict[str, object], x_shape: tuple[int, ...], y_shape: tuple[int, ...]
+) -> None:
+    x, y = generate("class_templates", params)
+    assert x.shape == x_shape and y.shape == y_shape and x.dtype == np.float32
+    labels = y.argmax(axis=1) if y.ndim == 2 else y.astype(int)
+    assert set(np.unique(labels)) == set(range(int(params.get("classes", 2))))  # type: ignore[call-overload]
+    if y.ndim == 2:
+        assert np.array_equal(y.sum(axis=1), np.ones(len(y)))
+
+
+def test_class_templates_put_each_class_around_its_own_template() -> None:
+    x, y = generate("class_templates", {"shape": [10], "samples": 400, "noise": 0.1, "seed": 3})
+    labels = y.argmax(axis=1)
+    centres = np.stack([x[labels == k].mean(axis=0) for k in (0, 1)])
+    spread = max(float(x[labels == k].std(axis=0).max()) for k in (0, 1))
+    assert spread < 0.2 < float(np.linalg.norm(centres[0] - centres[1]))
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_real_generators_are_functions_of_their_seed(name: str) -> None:
+    first, again, other = (generate(name, {"seed": seed}) for seed in (1, 1, 2))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_token_labels_pad_with_zero_and_label_every_token() -> None:
+    x, y = generate("token_labels", {"samples": 50, "length": 12, "vocabulary": 9, "classes": 3})
+    assert x.shape == y.shape == (50, 12) and x.dtype == np.int32
+    lengths = (x != 0).sum(axis=1)
+    assert lengths.min() >= 4 and lengths.max() <= 12
+    for row, size in zip(x, lengths):
+        assert np.all(row[:size] != 0) and np.all(row[size:] == 0)  # padding only after the end
+    assert np.array_equal(y, x % 3) and x.max() < 9
+
+
+def test_sentiment_labels_count_positive_against_negative_words() -> None:
+    x, y = generate("sentiment", {"samples": 300})
+    positive = ((x >= 1) & (x <= 5)).sum(axis=1)
+    negative = ((x >= 6) & (x <= 10)).sum(axis=1)
+    assert np.array_equal(y, (positive > negative).astype(np.float32))
+    assert 0.2 < y.mean() < 0.8
+
+
+@pytest.mark.parametrize("shape", [[], [0], [2.5], "10", [True]])
+def test_a_bad_shape_names_the_field_and_gives_examples(shape: object) -> None:
+    with pytest.raises(CaseError, match="must be a shape") as caught:
+        generate("class_templates", {"shape": shape})
+    assert caught.value.field == "data.shape" and "[10, 10, 3]" in (caught.value.fix or "")

@@ -12,68 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from factories import make_run
 
 from pytest_convergence.diagnosis import PLATEAU_RELATIVE_CHANGE, Diagnosis, diagnose
 from pytest_convergence.errors import CaseError, ExpectationFailed
 from pytest_convergence.outcome import Outcome
 from pytest_convergence.run import Run
-
-
-def _storage_dtype(dtype: str) -> np.dtype:
-    """numpy has no bfloat16: store such weights in float32, as the engine widens them."""
-    return np.dtype("float32") if dtype == "bfloat16" else np.dtype(dtype)
-
-
-def make_run(
-    loss: Any,
-    update_size: Any = None,
-    variable_dtype: str = "float32",
-    loss_dtype: str = "float32",
-    final_weights: dict[str, np.ndarray] | None = None,
-    final_gradients: dict[str, np.ndarray] | None = None,
-    extra: dict[str, Any] | None = None,
-    steps_per_epoch: int = 1,
-    target_loss: float | None = None,
-) -> Run:
-    """A Run with the given history and plausible values for everything else."""
-    loss = np.asarray(loss, np.float64)
-    steps = loss.size
-    if update_size is None:
-        update_size = np.full(steps, 1e-2)
-    update_size = np.asarray(update_size, np.float64)
-    assert update_size.shape == loss.shape
-    storage = _storage_dtype(variable_dtype)
-    if final_weights is None:
-        final_weights = {
-            "dense/kernel": np.array([[0.75]], storage),
-            "dense/bias": np.array([-0.25], storage),
-        }
-    if final_gradients is None:
-        final_gradients = {name: np.full(w.shape, 1e-3, storage) for name, w in final_weights.items()}
-    epochs = max(1, steps // steps_per_epoch)
-    return Run(
-        case="synthetic",
-        dtype=variable_dtype,
-        engine="loop",
-        seed=0,
-        loss=loss,
-        loss_dtype=loss_dtype,
-        variable_dtype=variable_dtype,
-        compute_dtype=variable_dtype,
-        weights_changed=(update_size != 0) | np.isnan(update_size),
-        update_size=update_size,
-        initial_weights={name: np.zeros_like(w) for name, w in final_weights.items()},
-        final_weights=final_weights,
-        final_gradients=final_gradients,
-        epoch_metrics={"loss": [float(v) for v in loss[steps_per_epoch - 1 :: steps_per_epoch][:epochs]]},
-        steps_per_epoch=steps_per_epoch,
-        target_loss=target_loss,
-        wall_time=1.0,
-        trace_time=0.0,
-        versions={},
-        optimizer="SGD",
-        **(extra or {}),
-    )
 
 
 def falling(steps: int, start: float = 1.0, stop: float = 0.1) -> np.ndarray:

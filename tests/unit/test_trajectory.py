@@ -291,6 +291,7 @@ def test_header_fields_are_parsed_and_the_tolerance_reads_back() -> None:
         "optimizer": "SGD",
         "loss dtype": "float32",
         "weights dtype": "float32",
+        "final loss of": "the last step",
         "versions": "python 3.11.9, numpy 1.26.4, tensorflow 2.16.1, keras 3.3.3",
         "platform": "Linux-x86_64",
         "tolerance": tolerance.to_text(),
