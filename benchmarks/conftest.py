@@ -5,6 +5,12 @@ from __future__ import annotations
 import pytest
 
 PER_STEP_KEY = pytest.StashKey[dict[str, float]]()
+END_TO_END_KEY = pytest.StashKey[dict[tuple[int, str], float]]()
+
+
+@pytest.fixture
+def end_to_end_times(request: pytest.FixtureRequest) -> dict[tuple[int, str], float]:
+    return request.config.stash.setdefault(END_TO_END_KEY, {})
 
 
 @pytest.fixture
@@ -13,6 +19,7 @@ def per_step_times(request: pytest.FixtureRequest) -> dict[str, float]:
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    _end_to_end_summary(terminalreporter, config.stash.get(END_TO_END_KEY, {}))
     times = config.stash.get(PER_STEP_KEY, {})
     if not times:
         return
@@ -23,3 +30,15 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         terminalreporter.write_line(
             f"{engine:5} {seconds * 1e6:12.2f} us/step {1 / seconds:14,.0f} steps/s   {ratio}"
         )
+
+
+def _end_to_end_summary(terminalreporter, times: dict[tuple[int, str], float]) -> None:
+    if not times:
+        return
+    terminalreporter.write_sep("=", "end to end on nlp-sentiment, validation each epoch (median seconds)")
+    for epochs in sorted({epochs for epochs, _ in times}):
+        reference = times.get((epochs, "fit"))
+        for (count, engine), seconds in sorted(times.items()):
+            if count == epochs:
+                ratio = f"{reference / seconds:6.2f}x fit's speed" if reference else ""
+                terminalreporter.write_line(f"{epochs:4} epochs  {engine:5} {seconds:8.2f} s   {ratio}")

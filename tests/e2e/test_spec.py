@@ -876,3 +876,63 @@ def test_k_deselection_under_update_keeps_the_other_spec_snapshots(user_suite: p
     updated = user_suite.runpytest_subprocess("--convergence", "--snapshot-update", "-k", "float32")
     updated.assert_outcomes(passed=1, deselected=1)
     assert float16.exists(), updated.stdout.str()
+
+
+VALIDATED_SPEC = """
+name = "validated"
+dtypes = ["float32", "float64"]
+epochs = 10
+batch_size = 8
+validation_split = 0.25
+metrics = ["accuracy"]
+loss = "categorical_crossentropy"
+
+[model]
+input_shape = [4]
+layers = [
+  { class_name = "Dense", config = { units = 2, activation = "softmax", kernel_regularizer = "l2" } },
+]
+
+[optimizer]
+class_name = "Adam"
+config = { learning_rate = 0.05 }
+
+[data]
+generator = "class_templates"
+samples = 40
+shape = [4]
+noise = 0.3
+seed = 3
+
+[expect.float32]
+metrics = ["val_accuracy >= 0.5", "val_loss < 100"]
+"""
+
+
+def test_a_spec_judges_validation_metrics_and_keras_refusing_a_dtype(user_suite: pytest.Pytester) -> None:
+    """Metric expectations and ``raises`` end to end, as a user writes them in a spec file."""
+    refusal = '\n[expect.float64]\nraises = "Cannot convert a list containing a tensor"\n'
+    if KERAS_MAJOR != 3:  # Keras 2 computes the loss in float64 there and trains
+        refusal = '\n[expect.float64]\nmetrics = ["val_accuracy >= 0.0"]\n'
+    user_suite.makefile(".convergence.toml", validated=VALIDATED_SPEC + refusal)
+    result = user_suite.runpytest("--convergence", "--snapshot-update", "-v")
+    result.assert_outcomes(passed=2)
+    summary = result.stdout.str().split("convergence summary")[1]
+    row64 = next(line for line in summary.splitlines() if line.startswith("validated") and "float64" in line)
+    assert ("refused" in row64) == (KERAS_MAJOR == 3)
+
+    failing = VALIDATED_SPEC.replace('"val_accuracy >= 0.5"', '"val_accuracy > 1"')
+    user_suite.makefile(".convergence.toml", validated=failing.replace('"float32", "float64"', '"float32"'))
+    failed = user_suite.runpytest("--convergence")
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(["*expected val_accuracy > 1 (final epoch), got val_accuracy = *"])
+
+
+def test_a_declared_refusal_that_trains_fails_and_says_so(user_suite: pytest.Pytester) -> None:
+    spec = VALIDATED_SPEC.replace('kernel_regularizer = "l2"', 'use_bias = true')
+    user_suite.makefile(
+        ".convergence.toml", validated=spec + '\n[expect.float64]\nraises = "Cannot convert"\n'
+    )
+    result = user_suite.runpytest("--convergence", "--snapshot-update")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*expected the training to fail with an error containing 'Cannot convert'*"])
