@@ -162,6 +162,11 @@ class Flavour:
         """
         raise NotImplementedError
 
+    def validation_batches(self, model: Any, x: Any, y: Any, batch_size: int) -> list[Any] | None:
+        """The batches ``evaluate`` draws from validation data (in order, unshuffled), for a loop
+        that validates inside its graph; None where evaluation must go through ``evaluate``."""
+        return None
+
     def get(self, kind: str, spec: Any) -> Any:
         """``keras.losses.get`` or ``keras.optimizers.get``, raising for what they do not know.
 
@@ -300,6 +305,23 @@ class Keras3(Flavour):
         if build and symbolic_build is not None:
             symbolic_build(iterator=iterator)
         return self._each_epoch(iterator)
+
+    def validation_batches(self, model: Any, x: Any, y: Any, batch_size: int) -> list[Any] | None:
+        # evaluate's own iterator: TFEpochIterator(shuffle=False), batches in order
+        try:
+            from keras.src.backend.tensorflow.trainer import TFEpochIterator
+
+            iterator = TFEpochIterator(
+                x=x,
+                y=y,
+                batch_size=batch_size,
+                shuffle=False,
+                distribute_strategy=model.distribute_strategy,
+                steps_per_execution=1,
+            )
+        except (ImportError, TypeError):
+            return None  # evaluate() itself still works; the loop falls back to it
+        return next(self._each_epoch(iterator))
 
     @staticmethod
     def _each_epoch(iterator: Any) -> Iterator[list[Any]]:

@@ -22,6 +22,10 @@ from .capture import LossCapture
 from .keras_adapter import Flavour
 from .record import StepRecord, epoch_metrics
 
+MAX_VALIDATION_BATCHES_IN_GRAPH = 32
+"""Validation is unrolled into the loop's graph up to this many batches; larger sets are
+evaluated with Keras's ``evaluate`` between epochs (exact too, slower by its per-call cost)."""
+
 
 class TrainingLoop:
     """The traced loop of one built model, compiled once and executed any number of times."""
@@ -46,6 +50,7 @@ class TrainingLoop:
         self.jit = jit
         self.trace_weights = trace_weights
         self.log_names: list[str] = []
+        self.validates_in_graph = False
         self._loop: Callable[..., Any] | None = None
 
     def compile(self, plan: BatchPlan) -> None:
@@ -107,6 +112,34 @@ class TrainingLoop:
         self.log_names = log_names
         captured = self.capture.tensors
         num_variants = plan.variants
+        validation = self._validation_batches()
+        self.validates_in_graph = validation is not None
+        epochs = case.total_epochs
+
+        if validation is not None:
+            # full batches stacked and walked by a while_loop (test_step traced once, as
+            # evaluate's test_function is), the last, smaller batch after it
+            batch_rows = [int(tf.nest.flatten(batch)[0].shape[0]) for batch in validation]
+            full_count = sum(1 for rows in batch_rows if rows == batch_rows[0])
+            full_validation = tf.nest.map_structure(lambda *xs: tf.stack(xs), *validation[:full_count])
+            partial_validation = validation[full_count:]
+
+        def validate() -> Any:
+            """evaluate()'s computation: metrics reset, test_step on each batch in order, the
+            metric results after the last one (the training logs of the epoch were read before)."""
+            model.reset_metrics()
+
+            def test_one(index: Any) -> Any:
+                model.test_step(tf.nest.map_structure(lambda t: tf.gather(t, index), full_validation))
+                return index + 1
+
+            done = tf.while_loop(lambda index: index < full_count, test_one, [tf.constant(0)])
+            with tf.control_dependencies(done):
+                for batch in partial_validation:
+                    model.test_step(batch)
+            with tf.control_dependencies(done):
+                logs = model.get_metrics_result()
+            return tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
 
         def batch_for(step: Any) -> Any:
             if single_batch:
@@ -175,9 +208,18 @@ class TrainingLoop:
             updates = tf.TensorArray(tf.float64, size=steps, element_shape=[])
             step_logs = tf.TensorArray(tf.float64, size=steps, element_shape=[len(log_names)])
             weights = tf.TensorArray(tf.float64, size=steps if traced else 0, element_shape=[traced])
+            val_logs = tf.TensorArray(
+                tf.float64, size=epochs if validation else 0, element_shape=[len(log_names)]
+            )
 
             def body(
-                step: Any, losses: Any, updates: Any, step_logs: Any, weights: Any, *before: Any
+                step: Any,
+                losses: Any,
+                updates: Any,
+                step_logs: Any,
+                weights: Any,
+                val_logs: Any,
+                *before: Any,
             ) -> tuple[Any, ...]:
                 if batches_per_epoch == 1:
                     model.reset_metrics()
@@ -195,12 +237,24 @@ class TrainingLoop:
                 # Reads after the step (automatic control dependencies order them after the
                 # optimizer's assignments); carried to the next iteration as plain tensors.
                 now = [v.read_value() for v in trainables]
+                if validation:
+                    # at each epoch's end, as fit evaluates: after the step and its logs are read
+                    ends_epoch = tf.logical_or(
+                        tf.equal((step + 1) % batches_per_epoch, 0), tf.equal(step + 1, steps)
+                    )
+                    with tf.control_dependencies([loss, values, *now]):
+                        val_logs = tf.cond(
+                            ends_epoch,
+                            lambda: val_logs.write(step // batches_per_epoch, validate()),
+                            lambda: val_logs,
+                        )
                 return (
                     step + 1,
                     losses.write(step, loss),
                     updates.write(step, largest_update(now, list(before))),
                     step_logs.write(step, values),
                     weights.write(step, flat_weights(now)) if traced else weights,
+                    val_logs,
                     *now,
                 )
 
@@ -213,12 +267,14 @@ class TrainingLoop:
                     updates,
                     step_logs,
                     weights,
+                    val_logs,
                     *[v.read_value() for v in trainables],
                 ),
                 maximum_iterations=steps,
             )
             trace = results[4].stack() if traced else tf.zeros([0, 0], tf.float64)
-            return results[1].stack(), results[2].stack(), results[3].stack(), trace
+            validated = results[5].stack() if validation else tf.zeros([0, len(log_names)], tf.float64)
+            return results[1].stack(), results[2].stack(), results[3].stack(), trace, validated
 
         model.reset_metrics()
         return loop
@@ -236,7 +292,7 @@ class TrainingLoop:
         steps = case.total_steps
         self.model.reset_metrics()
         validation = case.validation
-        if validation is None:
+        if validation is None or self.validates_in_graph:
             bounds = [(0, steps)]
         else:
             per_epoch = case.batches_per_epoch
@@ -244,12 +300,17 @@ class TrainingLoop:
         losses, updates, step_logs, traces = [], [], [], []
         validation_logs: dict[str, list[float]] = {}
         for start, stop in bounds:
-            loss, update, logs, trace = self._loop(tf.constant(start, tf.int32), tf.constant(stop, tf.int32))
+            loss, update, logs, trace, validated = self._loop(
+                tf.constant(start, tf.int32), tf.constant(stop, tf.int32)
+            )
             losses.append(loss.numpy()[start:stop])
             updates.append(update.numpy()[start:stop])
             step_logs.append(logs.numpy()[start:stop])
             traces.append(trace.numpy()[start:stop] if trace.shape[0] else trace.numpy())
-            if validation is not None:
+            if validation is not None and self.validates_in_graph:
+                for column, name in enumerate(self.log_names):
+                    validation_logs[f"val_{name}"] = [float(v) for v in validated.numpy()[:, column]]
+            elif validation is not None:
                 for name, value in self._evaluate(validation).items():
                     validation_logs.setdefault(f"val_{name}", []).append(value)
         update_size = np.concatenate(updates)
@@ -264,6 +325,19 @@ class TrainingLoop:
         )
         record.epoch_metrics = {**epoch_metrics(record, case.batches_per_epoch), **validation_logs}
         return record
+
+    def _validation_batches(self) -> list[Any] | None:
+        """The validation batches, when the loop can evaluate inside its graph (a few batches,
+        and a Keras whose evaluation batches the flavour can draw); else None: then the loop
+        runs one epoch per call and calls Keras's ``evaluate`` between them."""
+        validation = self.case.validation
+        if validation is None:
+            return None
+        x, y = validation
+        batches = self.flavour.validation_batches(self.model, x, y, self.case.effective_batch_size)
+        if batches is None or len(batches) > MAX_VALIDATION_BATCHES_IN_GRAPH:
+            return None
+        return batches
 
     def _evaluate(self, validation: tuple[Any, Any]) -> dict[str, float]:
         """The validation logs of the model as it stands, exactly as ``fit`` computes them."""
