@@ -486,9 +486,30 @@ def _check_number(value: Any, key: str, *, case: str | None, allow_zero: bool) -
 def _check_keras_spec(value: Any, key: str, *, case: str) -> None:
     if value is None:
         raise CaseError(f"a case needs a {key}", case=case, field=key)
+    if key == "loss" and is_per_output(value):
+        for output, spec in value.items():
+            _check_keras_spec(spec, f"loss.{output}", case=case)
+        return
     if isinstance(value, Mapping) and "class_name" not in value:
         raise CaseError(
             f'a {key} config is a dict like {{"class_name": "...", "config": {{...}}}}',
             case=case,
             field=key,
+            fix='for a model with several outputs, a loss per output: {"output_name": "mse", ...}'
+            if key == "loss"
+            else None,
         )
+
+
+def is_per_output(loss: Any) -> bool:
+    """A loss per named output, as ``compile(loss={"first": "mse", ...})`` takes it: a dict that is
+    not itself one loss's ``{"class_name", "config"}``, whose values are losses."""
+    return (
+        isinstance(loss, Mapping)
+        and "class_name" not in loss
+        and bool(loss)
+        and all(
+            isinstance(spec, str) or (isinstance(spec, Mapping) and "class_name" in spec) or callable(spec)
+            for spec in loss.values()
+        )
+    )

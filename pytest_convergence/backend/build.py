@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from ..case import Case
+from ..case import Case, is_per_output
 from ..dtypes import dtype_info
 from ..errors import CaseError, first_line
 from .keras_adapter import Flavour
@@ -44,19 +44,26 @@ def build_model(case: Case, dtype: str, flavour: Flavour) -> BuiltModel:
     pinned_dtype: str | None = None
     with flavour.dtype_policy(dtype):
         model = _model(case, dtype, flavour)
-        loss = _keras_object(case, dtype, partial(flavour.get, "losses"), case.loss, "loss")
+        get_loss = partial(flavour.get, "losses")
+        losses = (
+            {
+                name: _keras_object(case, dtype, get_loss, spec, f"loss.{name}")
+                for name, spec in cast(Mapping[str, Any], case.loss).items()
+            }
+            if is_per_output(case.loss)
+            else {"": _keras_object(case, dtype, get_loss, case.loss, "loss")}
+        )
         if case.loss_dtype is not None:
             pinned = case.loss_dtype
             pinned_dtype = dtype_info(dtype).compute_dtype if pinned == "compute" else pinned
-            loss = flavour.pin_loss_dtype(loss, pinned_dtype)
+            losses = {name: flavour.pin_loss_dtype(one, pinned_dtype) for name, one in losses.items()}
+        loss = losses.get("", losses)
         optimizer = _keras_object(
             case, dtype, partial(flavour.get, "optimizers"), case.optimizer, "optimizer"
         )
         metrics = [_metric(case, dtype, flavour, item, index) for index, item in enumerate(case.metrics)]
         try:
-            model.compile(
-                loss=loss, optimizer=optimizer, metrics=metrics or None, jit_compile=False
-            )
+            model.compile(loss=loss, optimizer=optimizer, metrics=metrics or None, jit_compile=False)
         except (ValueError, TypeError) as error:
             raise case_error(case, dtype, f"Keras could not compile the model: {error}", "metrics") from None
     return BuiltModel(model=model, pinned_loss_dtype=pinned_dtype)
@@ -150,9 +157,9 @@ def _keras_object(case: Case, dtype: str, getter: Callable[[Any], Any], spec: An
             dtype,
             f"Keras does not know this {field}: {first_line(error)}",
             field,
-            fix=f"use a name or config that keras.{field}{'es' if field == 'loss' else 's'}.get accepts, "
+            fix="use a name or config that keras.losses.get accepts, "
             'e.g. "binary_crossentropy" or {"class_name": "BinaryCrossentropy", "config": {...}}'
-            if field == "loss"
+            if field.startswith("loss")
             else 'use a name or config that keras.optimizers.get accepts, e.g. "sgd" or '
             '{"class_name": "RMSprop", "config": {"learning_rate": 0.01}}',
         ) from None

@@ -99,3 +99,41 @@ def test_keras_refuses_the_shared_model_in_float64_as_the_spec_declares() -> Non
     assert expected is not None
     with pytest.raises(CaseError, match=expected):
         train(spec.case.with_(epochs=1), "float64")
+
+
+def two_inputs_two_outputs(dtype: str) -> object:
+    """A functional model with two named inputs and two named outputs."""
+    from pytest_convergence.backend import import_tensorflow
+
+    _, keras = import_tensorflow()
+    left, right = keras.Input((3,), name="left"), keras.Input((2,), name="right")
+    joined = keras.layers.Concatenate()([keras.layers.Dense(4, activation="relu")(left), right])
+    first = keras.layers.Dense(1, name="first")(joined)
+    second = keras.layers.Dense(2, activation="softmax", name="second")(joined)
+    return keras.Model({"left": left, "right": right}, {"first": first, "second": second})
+
+
+def test_a_model_with_two_inputs_and_two_outputs_trains_as_fit_does() -> None:
+    rng = np.random.default_rng(0)
+    x = {
+        "left": rng.normal(size=(50, 3)).astype("float32"),
+        "right": rng.normal(size=(50, 2)).astype("float32"),
+    }
+    labels = (x["left"][:, 0] > 0).astype("int64")
+    y = {"first": x["right"][:, :1] * 2.0, "second": np.eye(2, dtype="float32")[labels]}
+    case = Case(
+        "two-by-two",
+        model=two_inputs_two_outputs,
+        x=x,
+        y=y,
+        loss={"first": "mean_squared_error", "second": "categorical_crossentropy"},
+        optimizer="adam",
+        epochs=3,
+        batch_size=8,
+        validation_split=0.2,
+    )
+    loop, fit = train(case, "float32", "loop"), train(case, "float32", "fit")
+    np.testing.assert_array_equal(loop.loss, fit.loss)
+    assert loop.epoch_metrics == fit.epoch_metrics and "val_loss" in fit.epoch_metrics
+    for weight, values in fit.final_weights.items():
+        np.testing.assert_array_equal(loop.final_weights[weight], values, err_msg=weight)
