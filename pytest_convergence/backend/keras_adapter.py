@@ -461,6 +461,23 @@ class Keras2(Flavour):
         # Keras 2 names a Sequential's kernel dense/kernel:0, where Keras 3's path is <model>/dense/kernel
         return str(weight.name).removesuffix(":0")
 
+    def weight_name(self, model: Any, weight: Any) -> str:
+        """Keras 3's path: Keras 2 leaves a nested model's name out of its layers' weight names
+        (``dense/kernel:0`` inside a nested ``base``), Keras 3 keeps it (``base/dense/kernel``)."""
+        name = super().weight_name(model, weight)
+        nested = self._nested_prefixes(model).get(id(weight))
+        return f"{nested}/{name}" if nested and not name.startswith(nested + "/") else name
+
+    def _nested_prefixes(self, model: Any, prefix: str = "") -> dict[int, str]:
+        """id(weight) -> the names of the nested models holding it, outermost first."""
+        found: dict[int, str] = {}
+        for layer in getattr(model, "layers", []):
+            if isinstance(layer, self.keras.Model):
+                inner = f"{prefix}/{layer.name}" if prefix else layer.name
+                found.update({id(w): inner for w in layer.weights})
+                found.update(self._nested_prefixes(layer, inner))
+        return found
+
     def model_config(self, config: dict[str, Any]) -> dict[str, Any]:
         layers = config.get("config", {}).get("layers")
         if not isinstance(layers, list):
