@@ -18,7 +18,15 @@ def tensorflow_loaded() -> None:
 
 
 @pytest.fixture
-def user_suite(tensorflow_loaded: None, pytester: pytest.Pytester) -> pytest.Pytester:
-    """A pytester directory that behaves like a user's project (no inherited ini options)."""
+def user_suite(
+    tensorflow_loaded: None, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    """A pytester directory that behaves like a user's project (no inherited ini options).
+
+    When this suite itself runs under pytest-xdist (CI runs it with ``-n 2``), the user's session
+    must not believe it is an xdist worker: syrupy, for one, then skips its unused-snapshot report.
+    """
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
     pytester.makeini("[pytest]\n")
     return pytester

@@ -161,7 +161,7 @@ def test_a_broken_spec_is_a_one_line_error_naming_the_field(
     assert out == ""
     assert err == (
         f"error: {spec}: expect.float16.outcom: unknown key 'outcom' (did you mean 'outcome'?); "
-        "valid keys: converged, outcome, final_loss_below, steps_to_target_at_most\n"
+        "valid keys: converged, outcome, final_loss_below, steps_to_target_at_most, raises, metrics\n"
     )
 
 
