@@ -7,6 +7,7 @@ reports work on a run without TensorFlow (and would work for another framework u
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,10 @@ class Run:
     trace_time: float
     versions: dict[str, str]
     optimizer: str = ""
+    optimizer_ran: str = ""
+    """The optimizer's class with its module path and its config (:func:`probes.what_ran`)."""
+    loss_ran: str = ""
+    """The loss's class (each output's) with its module path and its config."""
     expectation: Expectation | None = None
     snapshot_tolerance: Any = None
     step_logs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
@@ -61,6 +66,14 @@ class Run:
     weight_trace_names: list[str] = field(default_factory=list)
     wall_times: list[float] = field(default_factory=list)
     """Every timing of this run when it was trained more than once; the gate uses the fastest."""
+    cpu_time: float = math.nan
+    """The process's CPU seconds while training (all threads): the gate's speed measure."""
+    cpu_times: list[float] = field(default_factory=list)
+    perturbation: str = ""
+    """``simulate seed 1`` when trained as another machine might (``--convergence-simulate-machine``)."""
+    calibrated_tolerance: str = ""
+    """The tolerance calibration measured (this session's ``--convergence-calibrate``, or the one
+    the run's snapshot carries), as :meth:`Tolerance.to_text`; widens the configured one."""
     model: Any = field(default=None, repr=False)
     """The trained Keras model, in this process only (never stored in snapshots or results):
     ``run.model.evaluate(x, y)`` or ``run.model.predict(x)`` without rebuilding it by hand."""

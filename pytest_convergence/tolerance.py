@@ -48,6 +48,9 @@ class Tolerance:
     event_atol: int = 2
     miss_fraction: float = 0.01
     exact: bool = False
+    outcomes: tuple[str, ...] = ()
+    """Outcomes calibration saw this run take under one-ulp perturbations: when there are several,
+    the outcome is unstable, and a change among them is reported as such, not as a change."""
 
     def __post_init__(self) -> None:
         for name in ("rtol", "event_rtol", "miss_fraction"):
@@ -67,20 +70,45 @@ class Tolerance:
             )
         if not isinstance(self.exact, bool):
             raise CaseError(f"must be true or false, got {self.exact!r}", field="tolerance.exact")
+        if isinstance(self.outcomes, str) or not all(isinstance(o, str) for o in self.outcomes):
+            raise CaseError(
+                f"must be a list of outcome words, got {self.outcomes!r}", field="tolerance.outcomes"
+            )
+
+    @property
+    def unstable(self) -> bool:
+        return len(self.outcomes) > 1
+
+    def widened(self, other: Tolerance | None) -> Tolerance:
+        """The looser of two tolerances, field by field: a configured one and a calibrated one."""
+        if other is None:
+            return self
+        return replace(
+            self,
+            rtol=max(self.rtol, other.rtol),
+            event_rtol=max(self.event_rtol, other.event_rtol),
+            event_atol=max(self.event_atol, other.event_atol),
+            miss_fraction=max(self.miss_fraction, other.miss_fraction),
+            outcomes=tuple(sorted({*self.outcomes, *other.outcomes})),
+        )
 
     def describe(self) -> str:
         if self.exact:
             return "exact (bit-identical)"
-        return (
+        text = (
             f"rtol {self.rtol:g} for losses and weights, event steps ±max({self.event_atol}, "
             f"{self.event_rtol:g}×step), {self.miss_fraction:.0%} of checkpoints may miss"
         )
+        if self.unstable:
+            text += f", outcome unstable ({' or '.join(self.outcomes)})"
+        return text
 
     def to_text(self) -> str:
         """One line the snapshot header carries and :meth:`from_text` reads back."""
         return (
             f"rtol={self.rtol!r} event_rtol={self.event_rtol!r} event_atol={self.event_atol} "
             f"miss_fraction={self.miss_fraction!r} exact={str(self.exact).lower()}"
+            + (f" outcomes={'|'.join(self.outcomes)}" if self.outcomes else "")
         )
 
     @classmethod
@@ -90,6 +118,8 @@ class Tolerance:
             key, _, raw = part.partition("=")
             if key == "exact":
                 values[key] = raw == "true"
+            elif key == "outcomes":
+                values[key] = tuple(raw.split("|"))
             elif key == "event_atol":
                 values[key] = int(raw)
             else:
@@ -97,7 +127,8 @@ class Tolerance:
         return cls(**values)
 
 
-KEYS = tuple(f.name for f in fields(Tolerance))
+KEYS = tuple(f.name for f in fields(Tolerance) if f.name != "outcomes")
+"""What a user sets; ``outcomes`` comes from calibration only."""
 
 
 def parse_overrides(value: Any, *, where: str, dtype: str) -> dict[str, Any]:

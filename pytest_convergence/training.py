@@ -12,8 +12,9 @@ import numpy as np
 
 from .case import Case
 from .errors import ConvergenceError
+from .perturb import Perturbation
 from .run import Run
-from .snapshot.calibrate import Calibration, calibrate, calibration_cases
+from .snapshot.calibrate import Calibration, calibrate, calibration_perturbations
 
 
 class NotDeterministicError(ConvergenceError, AssertionError):
@@ -25,6 +26,8 @@ class TrainingRequest:
     repeat: int = 1
     calibrate: int = 0
     op_determinism: bool = False
+    simulate: int | None = None
+    """Train as another machine might: the seed of a :class:`~.perturb.Perturbation`."""
 
 
 def first_difference(first: Run, again: Run) -> str | None:
@@ -57,11 +60,13 @@ def train_with_checks(
 
     if request.op_determinism:
         enable_op_determinism()
-    run = train(case, dtype, engine)
-    wall_times = [run.wall_time]
+    perturbation = None if request.simulate is None else Perturbation(request.simulate)
+    run = train(case, dtype, engine, perturbation=perturbation)
+    wall_times, cpu_times = [run.wall_time], [run.cpu_time]
     for attempt in range(2, request.repeat + 1):
-        again = train(case, dtype, engine)
+        again = train(case, dtype, engine, perturbation=perturbation)
         wall_times.append(again.wall_time)
+        cpu_times.append(again.cpu_time)
         difference = first_difference(run, again)
         if difference is not None:
             raise NotDeterministicError(
@@ -70,10 +75,16 @@ def train_with_checks(
                 "bit-identical histories: look for ops without a deterministic kernel "
                 "(tf.config.experimental.enable_op_determinism() makes TensorFlow raise on them)"
             )
-    run.wall_times = wall_times  # the gate compares the fastest of repeated timings
+    run.wall_times, run.cpu_times = wall_times, cpu_times  # the gate judges speed on their spread
+    if perturbation is not None:
+        run.perturbation = perturbation.describe()
     calibration = None
     if request.calibrate >= 2:
-        others = [train(copy, dtype, engine) for copy in calibration_cases(case, run, request.calibrate - 1)]
+        others = [
+            train(case, dtype, engine, perturbation=p)
+            for p in calibration_perturbations(request.calibrate - 1)
+        ]
         rtol, miss_fraction = current_rtol(run)
         calibration = calibrate(run, others, current_rtol=rtol, miss_fraction=miss_fraction)
+        run.calibrated_tolerance = calibration.tolerance().to_text()
     return run, calibration

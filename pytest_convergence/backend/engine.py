@@ -29,6 +29,7 @@ from ..case import Case
 from ..dtypes import dtype_info
 from ..errors import CaseError, ConvergenceError, KerasVersionError, first_line
 from ..outcome import check_engine
+from ..perturb import Perturbation, nudge_dtype, one_ulp_away
 from ..run import Run
 from . import probes
 from .batches import plan_batches
@@ -41,20 +42,32 @@ from .loop import TrainingLoop
 from .record import StepRecord
 
 
-def train(case: Case, dtype: str, engine: str | None = None, *, trace_weights: int = 0) -> Run:
+def train(
+    case: Case,
+    dtype: str,
+    engine: str | None = None,
+    *,
+    trace_weights: int = 0,
+    perturbation: Perturbation | None = None,
+) -> Run:
     """Train ``case`` in ``dtype`` with ``engine`` (default: the case's, else ``loop``).
 
     ``trace_weights`` records the first that many (flattened) weights at every step, in
-    ``run.weight_trace``; the ``loop`` and ``xla`` engines only.
+    ``run.weight_trace``; the ``loop`` and ``xla`` engines only. ``perturbation`` trains as
+    another machine's rounding might (:mod:`..perturb`).
     """
-    training = Training.prepare(case, dtype, engine or case.engine or "loop", trace_weights=trace_weights)
+    training = Training.prepare(
+        case, dtype, engine or case.engine or "loop", trace_weights=trace_weights, perturbation=perturbation
+    )
     with training.reporting_runtime_errors():
         trace_start = time.perf_counter()
         training.compile_loop()
         trace_time = time.perf_counter() - trace_start
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         record = training.execute()
         wall_time = time.perf_counter() - start
+        # the process's CPU time: what a busy neighbour inflates far less than the wall clock
+        cpu_time = time.process_time() - cpu_start
     if not np.isfinite(record.loss[0]):
         raise CaseError(
             f"the loss is {record.loss[0]} at the very first step, before any update: the model, "
@@ -65,16 +78,26 @@ def train(case: Case, dtype: str, engine: str | None = None, *, trace_weights: i
             fix="check that the loss fits the labels (e.g. from_logits for unbounded outputs) "
             "and the model's output on x is finite",
         )
-    return training.to_run(record, wall_time=wall_time, trace_time=trace_time)
+    run = training.to_run(record, wall_time=wall_time, trace_time=trace_time)
+    run.cpu_time = cpu_time
+    return run
 
 
 class Training:
     """One case, built and compiled in one dtype for one engine, ready to execute."""
 
     def __init__(
-        self, case: Case, dtype: str, engine: str, flavour: Flavour, *, trace_weights: int = 0
+        self,
+        case: Case,
+        dtype: str,
+        engine: str,
+        flavour: Flavour,
+        *,
+        trace_weights: int = 0,
+        perturbation: Perturbation | None = None,
     ) -> None:
         self.case = case
+        self.perturbation = perturbation
         self.dtype = dtype
         self.engine = engine
         self.flavour = flavour
@@ -113,11 +136,19 @@ class Training:
         )
 
     @classmethod
-    def prepare(cls, case: Case, dtype: str, engine: str, *, trace_weights: int = 0) -> Training:
+    def prepare(
+        cls,
+        case: Case,
+        dtype: str,
+        engine: str,
+        *,
+        trace_weights: int = 0,
+        perturbation: Perturbation | None = None,
+    ) -> Training:
         check_engine(engine, case=case.name, dtype=dtype)
         dtype_info(dtype)
         _, flavour = import_keras()
-        return cls(case, dtype, engine, flavour, trace_weights=trace_weights)
+        return cls(case, dtype, engine, flavour, trace_weights=trace_weights, perturbation=perturbation)
 
     @contextlib.contextmanager
     def reporting_runtime_errors(self) -> Iterator[None]:
@@ -147,7 +178,17 @@ class Training:
             self.loop.compile(plan_batches(self.flavour, self.model, self.case, self._epochs))
 
     def execute(self) -> StepRecord:
-        """Run the whole training once (the loop must be compiled for ``loop`` and ``xla``)."""
+        """Run the whole training once (the loop must be compiled for ``loop`` and ``xla``).
+
+        Under a perturbation the weights are nudged before the first step and, with ``loop`` and
+        ``xla``, between the compiled loop's stretches at the perturbation's later steps (``fit``
+        takes the first nudge only).
+        """
+        pauses: list[int] = []
+        if self.perturbation is not None:
+            pauses = self.perturbation.steps(self.case.seed, self.case.total_steps)[1:]
+            self.nudge(0)
+            self.initial_weights = self._weights()
         if self.loop is None:
             try:
                 return execute_fit(self.flavour, self.model, self.case, self.capture, self.pinned_loss_dtype)
@@ -155,7 +196,22 @@ class Training:
                 raise
             except Exception as error:  # Keras's own checks in fit: as clear as the loop's messages
                 raise self.loop_error(error) from None
-        return self.loop.execute(self.pinned_loss_dtype)
+        return self.loop.execute(self.pinned_loss_dtype, pauses=pauses, on_pause=self.nudge)
+
+    def nudge(self, step: int) -> None:
+        """Move every trainable weight one ulp of the run's coarsest dtype, as the perturbation says."""
+        assert self.perturbation is not None
+        dtype = nudge_dtype(
+            self.info.variable_dtype,
+            self.info.compute_dtype,
+            self.pinned_loss_dtype or self.capture.loss_dtype(),
+        )
+        rng = self.perturbation.rng(self.case.seed, step)
+        tf = self.tf
+        for variable in self.flavour.trainable_variables(self.model):
+            values = np.asarray(variable.numpy()).astype(np.float64)
+            moved = one_ulp_away(values, dtype, rng)
+            variable.assign(tf.cast(tf.constant(moved, tf.float64), variable.dtype))
 
     def loop_error(self, error: BaseException) -> CaseError:
         """A Keras error while training, as the user's case error naming the layer where Keras does."""
@@ -214,6 +270,8 @@ class Training:
             trace_time=trace_time,
             versions=framework_versions(),
             optimizer=probes.describe_optimizer(self.flavour, self.model.optimizer),
+            optimizer_ran=probes.what_ran(self.flavour.base_optimizer(self.model.optimizer)),
+            loss_ran=probes.what_ran(self.model.loss),
             expectation=self.case.expectations.get(self.dtype),
             snapshot_tolerance=self.case.snapshot_tolerance,
             step_logs=record.step_logs,

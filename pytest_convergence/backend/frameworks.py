@@ -52,11 +52,16 @@ def enable_op_determinism() -> None:
 
 def framework_versions() -> dict[str, str]:
     """Versions a run depends on; recorded in every run so results say what produced them."""
+    from ..fingerprint import fingerprint, summary
+
     tf, flavour = import_keras()
+    description = fingerprint()
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "tensorflow": tf.__version__,
         **flavour.describe(),
         "platform": f"{sys.platform}-{platform.machine()}",
+        "machine": summary(description),
+        "fingerprint": description["id"],
     }

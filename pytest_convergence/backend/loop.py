@@ -9,7 +9,8 @@ XLA fuses and reorders arithmetic, so its numbers are near, not equal).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -279,8 +280,17 @@ class TrainingLoop:
         model.reset_metrics()
         return loop
 
-    def execute(self, pinned_loss_dtype: str | None) -> StepRecord:
+    def execute(
+        self,
+        pinned_loss_dtype: str | None,
+        *,
+        pauses: Sequence[int] = (),
+        on_pause: Callable[[int], None] | None = None,
+    ) -> StepRecord:
         """Run the whole training once (after :meth:`compile`).
+
+        ``on_pause(step)`` is called before each step in ``pauses``, between two calls of the
+        compiled loop (the perturbation's nudges); a stretch gives the same history as one call.
 
         With validation data, the loop runs one epoch at a time and the model is evaluated after
         each, with Keras's own ``evaluate`` as ``fit`` calls it, so History's ``val_*`` metrics
@@ -299,17 +309,29 @@ class TrainingLoop:
             bounds = [(start, min(start + per_epoch, steps)) for start in range(0, steps, per_epoch)]
         losses, updates, step_logs, traces = [], [], [], []
         validation_logs: dict[str, list[float]] = {}
+        pending = sorted(p for p in pauses if 0 < p < steps)
+        validated_rows: dict[int, np.ndarray] = {}
         for start, stop in bounds:
-            loss, update, logs, trace, validated = self._loop(
-                tf.constant(start, tf.int32), tf.constant(stop, tf.int32)
-            )
-            losses.append(loss.numpy()[start:stop])
-            updates.append(update.numpy()[start:stop])
-            step_logs.append(logs.numpy()[start:stop])
-            traces.append(trace.numpy()[start:stop] if trace.shape[0] else trace.numpy())
+            for first, last in _stretches(start, stop, pending):
+                if first in pending and on_pause is not None:
+                    on_pause(first)
+                loss, update, logs, trace, validated = self._loop(
+                    tf.constant(first, tf.int32), tf.constant(last, tf.int32)
+                )
+                losses.append(loss.numpy()[first:last])
+                updates.append(update.numpy()[first:last])
+                step_logs.append(logs.numpy()[first:last])
+                traces.append(trace.numpy()[first:last] if trace.shape[0] else trace.numpy())
+                if validation is not None and self.validates_in_graph:
+                    # rows of the epochs that ended in this stretch (the others are unwritten)
+                    per_epoch = case.batches_per_epoch
+                    for epoch in range(first // per_epoch, (last - 1) // per_epoch + 1):
+                        if first <= min((epoch + 1) * per_epoch, steps) - 1 < last:
+                            validated_rows[epoch] = validated.numpy()[epoch]
             if validation is not None and self.validates_in_graph:
+                rows = [validated_rows[e] for e in sorted(validated_rows)]
                 for column, name in enumerate(self.log_names):
-                    validation_logs[f"val_{name}"] = [float(v) for v in validated.numpy()[:, column]]
+                    validation_logs[f"val_{name}"] = [float(row[column]) for row in rows]
             elif validation is not None:
                 for name, value in self._evaluate(validation).items():
                     validation_logs.setdefault(f"val_{name}", []).append(value)
@@ -350,6 +372,12 @@ class TrainingLoop:
             x, y, batch_size=self.case.effective_batch_size, verbose=0, return_dict=True
         )
         return {name: float(value) for name, value in logs.items()}
+
+
+def _stretches(start: int, stop: int, pauses: list[int]) -> list[tuple[int, int]]:
+    """``[start, stop)`` cut before every pause step inside it."""
+    cuts = [start, *(p for p in pauses if start < p < stop), stop]
+    return list(itertools.pairwise(cuts))
 
 
 def _reset(model: Any, tf: Any) -> Any:

@@ -4,6 +4,8 @@ optimizer's own arithmetic gives 0"."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -104,3 +106,33 @@ def describe_optimizer(flavour: Flavour, optimizer: Any) -> str:
     except Exception:
         text = type(base).__name__
     return f"LossScaleOptimizer({text})" if flavour.scales_loss(optimizer) else text
+
+
+def what_ran(value: Any) -> str:
+    """The class that ran, module path included, and its config: ``keras.src.optimizers.adam.Adam
+    {...}``. A name like ``Adam(learning_rate=2.55)`` reads the same for Keras 2.15's legacy
+    optimizer (which a dict spec can become) and the new one; the module path tells them apart."""
+    if isinstance(value, Mapping):
+        return "; ".join(f"{name}: {what_ran(one)}" for name, one in value.items())
+    if isinstance(value, str) or value is None:
+        return str(value)
+    if callable(value) and not hasattr(value, "get_config"):  # a plain loss function
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+    cls = type(value)
+    try:
+        config = value.get_config()
+    except Exception:  # a custom object without a config: its class still says what ran
+        config = {}
+    return f"{cls.__module__}.{cls.__qualname__} {json.dumps(_plain(config), sort_keys=True, default=str)}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

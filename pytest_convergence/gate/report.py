@@ -20,7 +20,18 @@ from ..errors import ConvergenceError
 from ..files import atomic_write_text
 from .plot import draw_pair
 from .results import Results
-from .verdict import ADDED, FAIL, PASS, REMOVED, RENAMED, Row, Verdict, _machine_key
+from .verdict import (
+    ADDED,
+    FAIL,
+    PASS,
+    REMOVED,
+    RENAMED,
+    SLOWER,
+    Row,
+    Verdict,
+    count_line,
+    speed_cell,
+)
 
 if TYPE_CHECKING:
     pass
@@ -52,6 +63,9 @@ td.reasons ul { margin: 0; padding-left: 16px; }
 tr.fail td { background: #ffebe9; }
 tr.fail td.verdict { color: #cf222e; font-weight: 700; }
 tr.pass td.verdict { color: #1a7f37; }
+tr.slower td { background: #fff8c5; }
+tr.slower td.verdict { color: #9a6700; font-weight: 700; }
+li.note { color: #57606a; list-style: circle; }
 tr.added td, tr.removed td, tr.renamed td { background: #f6f8fa; }
 tr.added td.verdict, tr.removed td.verdict, tr.renamed td.verdict { color: #8250df; font-weight: 600; }
 a { color: #0969da; }
@@ -62,6 +76,8 @@ figure.fail { border: 2px solid #cf222e; }
 figure h3 { font-size: 14px; margin: 0 0 4px; overflow-wrap: anywhere; }
 figure h3 .tag { font-weight: 600; font-size: 12px; padding: 0 6px; border-radius: 3px; margin-left: 4px; }
 figure.fail h3 .tag { background: #cf222e; color: #fff; }
+figure.slower { border: 2px solid #d4a72c; }
+figure.slower h3 .tag { background: #fff8c5; color: #9a6700; }
 figure.pass h3 .tag { background: #dafbe1; color: #1a7f37; }
 figure.added h3 .tag, figure.removed h3 .tag, figure.renamed h3 .tag { background: #fbefff; color: #8250df; }
 figure img { display: block; width: 100%; height: auto; }
@@ -87,7 +103,6 @@ def write_report(path: Path, verdict: Verdict, old: Results, new: Results) -> No
 def render(verdict: Verdict, old: Results, new: Results, figure_class: Any) -> str:
     passed = verdict.passed
     word = "PASS" if passed else "FAIL"
-    failed = sum(row.verdict == FAIL for row in verdict.rows)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -96,7 +111,7 @@ def render(verdict: Verdict, old: Results, new: Results, figure_class: Any) -> s
         f'<body data-figures="{len(verdict.rows)}">',
         f'<h1 id="verdict">Convergence gate: <span class="verdict {word.lower()}">{word}</span></h1>',
         f'<p class="versions">{_e(verdict.title)}</p>',
-        f'<p class="meta">{failed} of {len(verdict.rows)} failed. '
+        f'<p class="meta">{_e(count_line(verdict))}. '
         f"Old: {_e(_provenance(old))}. New: {_e(_provenance(new))}.</p>",
     ]
     if verdict.warnings:
@@ -105,9 +120,8 @@ def render(verdict: Verdict, old: Results, new: Results, figure_class: Any) -> s
         parts.append("</ul>")
     parts += _table(verdict.rows)
     parts.append('<h2>Loss curves</h2><div class="figures">')
-    same_machine = _machine_key(old.machine) == _machine_key(new.machine)
     for index, row in enumerate(verdict.rows):
-        parts.append(_figure(index, row, figure_class, same_machine))
+        parts.append(_figure(index, row, figure_class))
     parts += ["</div>", "</body></html>"]
     return "\n".join(parts) + "\n"
 
@@ -120,7 +134,7 @@ TABLE_HEADERS = (
     "final loss old → new",
     "parts at step",
     "steps/s old → new",
-    "speed ratio",
+    "speed (CPU time per step, new/old)",
     "verdict",
     "reasons",
 )
@@ -131,7 +145,8 @@ def _table(rows: list[Row]) -> list[str]:
     lines.append("".join(f"<th>{_e(header)}</th>" for header in TABLE_HEADERS) + "</tr></thead><tbody>")
     for index, row in enumerate(rows):
         reasons = "".join(f"<li>{_e(reason)}</li>" for reason in row.reasons)
-        ratio = "-" if row.speed_ratio is None else f"{row.speed_ratio:.2f}x"
+        reasons += "".join(f'<li class="note">{_e(note)}</li>' for note in row.notes)
+        ratio = speed_cell(row) + (f" ({row.speed_note})" if row.speed_note else "")
         cells = [
             f'<td class="case"><a href="#row-{index}">{_e(row.case)}</a></td>',
             f"<td>{_e(row.dtype)}</td>",
@@ -140,7 +155,7 @@ def _table(rows: list[Row]) -> list[str]:
             f"<td>{_e(_parting(row))}</td>",
             f'<td class="num">{_e(_pair(row, lambda r: _speed(r.best_steps_per_second)))}</td>',
             f'<td class="num">{_e(ratio)}</td>',
-            f'<td class="verdict">{_e(row.verdict)}</td>',
+            f'<td class="verdict">{_e(_verdict_word(row))}</td>',
             f'<td class="reasons">{f"<ul>{reasons}</ul>" if reasons else ""}</td>',
         ]
         lines.append(f'<tr class="{_css_class(row)}" id="table-row-{index}">{"".join(cells)}</tr>')
@@ -165,13 +180,13 @@ def _parting(row: Row) -> str:
 
 
 # ------------------------------------------------------------------------------ the figures
-def _figure(index: int, row: Row, figure_class: Any, same_machine: bool) -> str:
+def _figure(index: int, row: Row, figure_class: Any) -> str:
     png = _plot(row, figure_class)
     data = base64.b64encode(png).decode("ascii")
     alt = f"loss curves of {row.case} [{row.dtype}]"
     speed = _speed_caption(row)
-    if not same_machine:
-        speed += "; not judged: different machines"
+    if row.speed_note:
+        speed += f"; {row.speed_note}"
     caption = [f"<span>speed: {_e(speed)}</span>"]
     if row.reasons:
         why = "; ".join(row.reasons)
@@ -179,7 +194,7 @@ def _figure(index: int, row: Row, figure_class: Any, same_machine: bool) -> str:
     return (
         f'<figure id="row-{index}" class="{_css_class(row)}">'
         f'<h3><a href="#table-row-{index}">{_e(row.case)}</a> [{_e(row.dtype)}]'
-        f'<span class="tag">{_e(row.verdict)}</span></h3>'
+        f'<span class="tag">{_e(_verdict_word(row))}</span></h3>'
         f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}" width="{int(FIGURE_SIZE[0] * DPI)}" '
         f'height="{int(FIGURE_SIZE[1] * DPI)}">'
         f"<figcaption>{''.join(caption)}</figcaption></figure>"
@@ -239,9 +254,13 @@ def _provenance(results: Results) -> str:
 
 
 def _css_class(row: Row) -> str:
-    return {FAIL: "fail", PASS: "pass", ADDED: "added", REMOVED: "removed", RENAMED: "renamed"}.get(
-        row.verdict, "other"
-    )
+    classes = {FAIL: "fail", PASS: "pass", SLOWER: "slower", ADDED: "added", REMOVED: "removed"}
+    return classes.get(row.verdict, "renamed" if row.verdict == RENAMED else "other")
+
+
+def _verdict_word(row: Row) -> str:
+    """A speed-only verdict reads as what it is, never like a numerical failure."""
+    return "slower (speed warning)" if row.verdict == SLOWER else row.verdict
 
 
 def _e(text: object) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import platform
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,18 @@ class RunRecord:
     """Each metric's final epoch value as History records it (``val_accuracy``...)."""
     loss_kind: str = "step"
     """What ``final_loss`` is: ``epoch`` (History's mean of the last epoch) or ``step``."""
+    final_weights: dict[str, list[float]] = field(default_factory=dict)
+    """Each weight as its snapshot stores it (``dense/kernel (3, 1) values`` or, for large
+    tensors, ``... norm mean min max``): the gate compares them with the run's tolerance."""
+    snapshot_problems: list[str] = field(default_factory=list)
+    """Why the run did not match its snapshot in this session (empty: it matched, or none was asked)."""
+    cpu_times: list[float] = field(default_factory=list)
+    """The process's CPU seconds of each timing: the gate's speed measure."""
+    optimizer_ran: str = ""
+    loss_ran: str = ""
+    fingerprint: str = ""
+    """The id of the machine's fingerprint (:mod:`..fingerprint`)."""
+    perturbation: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -89,7 +101,15 @@ class RunRecord:
         return self.steps / best if best and best > 0 else self.steps_per_second
 
     @classmethod
-    def from_run(cls, run: Run, *, test: str, status: str, tolerance: str = "") -> RunRecord:
+    def from_run(
+        cls,
+        run: Run,
+        *,
+        test: str,
+        status: str,
+        tolerance: str = "",
+        snapshot_problems: Sequence[str] = (),
+    ) -> RunRecord:
         from ..expectations import unmet
         from ..snapshot.format import checkpoint_steps
 
@@ -121,10 +141,26 @@ class RunRecord:
             tolerance=tolerance,
             final_metrics={name: _plain(values[-1]) for name, values in run.epoch_metrics.items() if values},
             loss_kind="epoch" if run.judged_on_epochs else "step",
+            final_weights=stored_weights(run),
+            snapshot_problems=list(snapshot_problems),
+            cpu_times=[float(t) for t in (run.cpu_times or [run.cpu_time]) if math.isfinite(t)],
+            optimizer_ran=run.optimizer_ran,
+            loss_ran=run.loss_ran,
+            fingerprint=run.versions.get("fingerprint", ""),
+            perturbation=run.perturbation,
         )
 
 
 REQUIRED = _required()
+
+
+def stored_weights(run: Run) -> dict[str, list[float]]:
+    """The final weights as the run's snapshot stores them (values, or a summary of a big tensor)."""
+    from ..snapshot.format import Trajectory
+    from ..tolerance import Tolerance
+
+    weights = Trajectory.from_run(run, Tolerance(rtol=0.0)).weights
+    return {f"{name} {kind}": [_plain(v) for v in values] for name, (kind, values) in weights.items()}
 
 
 @dataclass
@@ -159,15 +195,11 @@ class Results:
 
 
 def machine_info() -> dict[str, Any]:
-    """What speed depends on; a gate compares speed only between the same machines."""
-    return {
-        "node": platform.node(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "system": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-    }
+    """What histories' last bits and speed depend on (:func:`..fingerprint.fingerprint`): the gate
+    compares speed only between equal fingerprints and names how two machines differ."""
+    from ..fingerprint import fingerprint
+
+    return fingerprint()
 
 
 def write(path: Path, results: Results) -> None:

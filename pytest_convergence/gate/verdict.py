@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import tables
-from ..snapshot.compare import allowed_misses, relative_error
+from ..snapshot.compare import allowed_misses, relative_error, weight_errors, weight_floor
 from ..tolerance import DEFAULT_RTOL, Tolerance
 from .results import Results, RunRecord
 
-PASS, FAIL, ADDED, REMOVED, RENAMED = "pass", "FAIL", "added", "removed", "renamed"
+PASS, FAIL, SLOWER, ADDED, REMOVED, RENAMED = "pass", "FAIL", "slower", "added", "removed", "renamed"
+MIN_TIMINGS = 3
+"""Timings needed on each side to know their spread; fewer, and speed is shown but not judged."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,9 @@ class Thresholds:
     steps_to_target: float = 0.10
     slowdown: float = 0.25
     min_time: float = 0.5
-    """Runs shorter than this (fastest timing, seconds) are too short to time: speed is not judged."""
+    """Runs shorter than this (CPU seconds) are too short to time: speed is "not compared"."""
+    speed: str = "warn"
+    """What a slowdown beyond the spread does: ``warn`` (a ``slower`` verdict), ``fail`` or ``off``."""
 
 
 @dataclass
@@ -43,6 +47,10 @@ class Row:
     new: RunRecord | None = None
     parting_step: int | None = None
     speed_ratio: float | None = None
+    speed_note: str = ""
+    """Why speed was not compared ("runs too short to time"...), or empty."""
+    notes: list[str] = field(default_factory=list)
+    """What ran differently (optimizer or loss class and config): context, not a failure."""
 
 
 @dataclass
@@ -52,9 +60,16 @@ class Verdict:
     old_versions: dict[str, str]
     new_versions: dict[str, str]
 
+    machine_differences: list[str] = field(default_factory=list)
+    """How the two machines' fingerprints differ (empty: the same machine)."""
+
     @property
     def passed(self) -> bool:
         return all(row.verdict != FAIL for row in self.rows)
+
+    @property
+    def failed_rows(self) -> list[Row]:
+        return [row for row in self.rows if row.verdict == FAIL]
 
     @property
     def title(self) -> str:
@@ -65,19 +80,30 @@ class Verdict:
 
 
 def compare_results(old: Results, new: Results, thresholds: Thresholds = Thresholds()) -> Verdict:
+    from ..fingerprint import differences
+
     warnings: list[str] = []
     same_machine = _machine_key(old.machine) == _machine_key(new.machine)
+    machine_differences = differences(old.machine, new.machine) if not same_machine else []
     if not same_machine:
         warnings.append(
             "the two results come from different machines "
-            f"({_machine_name(old.machine)} / {_machine_name(new.machine)}): speed is not compared"
+            f"({_machine_name(old.machine)} / {_machine_name(new.machine)}): speed is not compared, "
+            "numbers are compared within their tolerance"
+            + (f" ({'; '.join(machine_differences)})" if machine_differences else "")
         )
     before, after = old.by_key(), new.by_key()
     rows: list[Row] = []
     for key in sorted(set(before) & set(after)):
         rows.append(_compare_pair(before[key], after[key], thresholds, same_machine, warnings))
     rows += _unmatched(before, after)
-    return Verdict(rows=rows, warnings=warnings, old_versions=old.versions, new_versions=new.versions)
+    return Verdict(
+        rows=rows,
+        warnings=warnings,
+        old_versions=old.versions,
+        new_versions=new.versions,
+        machine_differences=machine_differences,
+    )
 
 
 def _compare_pair(
@@ -88,11 +114,22 @@ def _compare_pair(
         warnings.append(f"{old.case} [{old.dtype}]: engine {old.engine} -> {new.engine}")
     if old.expectation_met and new.expectation_met is False:
         row.reasons.append("expectation broken: " + "; ".join(new.expectation_problems))
+    tolerance = _tolerance(new)
     if old.outcome != new.outcome:
-        row.reasons.append(f"outcome {old.outcome} -> {new.outcome}")
-    row.parting_step, history = _history(old, new, thresholds)
+        if {old.outcome, new.outcome} <= set(tolerance.outcomes):
+            row.notes.append(
+                f"outcome {old.outcome} -> {new.outcome}: unstable (calibration saw "
+                f"{' and '.join(tolerance.outcomes)} under one-ulp perturbations)"
+            )
+        else:
+            row.reasons.append(f"outcome {old.outcome} -> {new.outcome}")
+    row.parting_step, history = _history(old, new, tolerance)
     if history:
         row.reasons.append(history)
+    row.reasons += _weights(old, new, tolerance)
+    if new.snapshot_problems and new.snapshot_problems != old.snapshot_problems:
+        row.reasons.append("snapshot: " + _snapshot_reason(new.snapshot_problems))
+    row.notes += _what_ran(old, new)
     if _worse(old.final_loss, new.final_loss, thresholds.final_loss):
         row.reasons.append(f"final loss {old.final_loss:.4g} -> {new.final_loss:.4g}")
     if old.steps_to_target is not None and (
@@ -101,24 +138,129 @@ def _compare_pair(
     ):
         reached = "never" if new.steps_to_target is None else str(new.steps_to_target)
         row.reasons.append(f"steps to target {old.steps_to_target} -> {reached}")
-    old_speed, new_speed = old.best_steps_per_second, new.best_steps_per_second
-    if old_speed > 0 and new_speed > 0:
-        row.speed_ratio = new_speed / old_speed
-        timed = min(old.best_wall_time, new.best_wall_time) >= thresholds.min_time
-        if same_machine and timed and row.speed_ratio < 1 / (1 + thresholds.slowdown):
-            row.reasons.append(
-                f"{1 / row.speed_ratio:.2f}x slower ({old_speed:,.0f} -> {new_speed:,.0f} steps/s)"
-            )
+    slower = _speed(old, new, thresholds, same_machine, row)
     if row.reasons:
         row.verdict = FAIL
+    elif slower and thresholds.speed != "off":
+        row.reasons.append(slower)
+        row.verdict = FAIL if thresholds.speed == "fail" else SLOWER
     return row
 
 
-def _history(old: RunRecord, new: RunRecord, thresholds: Thresholds) -> tuple[int | None, str | None]:
-    """Where the checkpointed histories part, and whether beyond the tolerance of the dtype."""
-    tolerance = (
-        Tolerance.from_text(new.tolerance) if new.tolerance else Tolerance(rtol=DEFAULT_RTOL[new.dtype])
+def _speed(
+    old: RunRecord, new: RunRecord, thresholds: Thresholds, same_machine: bool, row: Row
+) -> str | None:
+    """The speed judgement: the process's CPU time per step (which a busy neighbour inflates far
+    less than wall time), judged only when the two medians differ by more than the spread of both
+    sides' timings and by more than ``slowdown``; the reason when it got slower, else None."""
+    if not same_machine:
+        row.speed_note = "not compared: other machine"
+        return None
+    if not old.cpu_times or not new.cpu_times:
+        row.speed_note = "not compared: no CPU times recorded"
+        return None
+    old_step = np.asarray(old.cpu_times) / max(old.steps, 1)
+    new_step = np.asarray(new.cpu_times) / max(new.steps, 1)
+    row.speed_ratio = float(np.median(old_step) / np.median(new_step))  # above 1: faster
+    if min(min(old.cpu_times), min(new.cpu_times)) < thresholds.min_time:
+        row.speed_note = f"not compared: runs under {thresholds.min_time:g} s of CPU are too short to time"
+        return None
+    if min(len(old.cpu_times), len(new.cpu_times)) < MIN_TIMINGS:
+        row.speed_note = (
+            f"not judged: {MIN_TIMINGS} timings a side are needed (--convergence-repeat={MIN_TIMINGS})"
+        )
+        return None
+    difference = float(np.median(new_step) - np.median(old_step))
+    spread = float(np.ptp(old_step) + np.ptp(new_step))
+    if difference > spread and row.speed_ratio < 1 / (1 + thresholds.slowdown):
+        return (
+            f"speed: {1 / row.speed_ratio:.2f}x the CPU time per step "
+            f"({_ms(np.median(old_step))} -> {_ms(np.median(new_step))}, beyond the timings' "
+            f"spread of {_ms(spread)})"
+        )
+    return None
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-4 else f"{seconds * 1e6:.3g} µs"
+
+
+def _tolerance(record: RunRecord) -> Tolerance:
+    if record.tolerance:
+        return Tolerance.from_text(record.tolerance)
+    return Tolerance(rtol=DEFAULT_RTOL.get(record.dtype, 1e-4))
+
+
+def _weights(old: RunRecord, new: RunRecord, tolerance: Tolerance) -> list[str]:
+    """Final weights beyond the run's tolerance, judged as the snapshot comparison judges them."""
+    if not old.final_weights or not new.final_weights:
+        return []
+    before = {name: np.asarray(v, np.float64) for name, v in old.final_weights.items()}
+    after = {name: np.asarray(v, np.float64) for name, v in new.final_weights.items()}
+    every = [v for v in (*before.values(), *after.values()) if v.size]
+    floor = weight_floor(np.concatenate(every) if every else np.zeros(0))
+    reasons = []
+    for name in sorted(set(before) & set(after)):
+        if before[name].shape != after[name].shape:
+            reasons.append(f"weight {name}: shape {before[name].shape} -> {after[name].shape}")
+            continue
+        errors = weight_errors(before[name], after[name], floor)
+        worst = int(np.argmax(errors)) if errors.size else 0
+        if errors.size and errors[worst] > tolerance.rtol:
+            reasons.append(
+                f"weight {name}[{worst}] {before[name][worst]:.4g} -> {after[name][worst]:.4g} "
+                f"(beyond rtol {tolerance.rtol:g})"
+            )
+    return reasons
+
+
+def _snapshot_reason(lines: list[str]) -> str:
+    """The first problem of a snapshot report (its lines after the title), on one line."""
+    problems = [line.strip() for line in lines[1:] if line.startswith("  ") and not line.startswith("    ")]
+    return "; ".join(problems[:2]) or lines[0].strip()
+
+
+def _what_ran(old: RunRecord, new: RunRecord) -> list[str]:
+    """The optimizer and loss that ran, where the two sides differ: class (module path) or config."""
+    notes = []
+    for label, before, after in (
+        ("optimizer", old.optimizer_ran, new.optimizer_ran),
+        ("loss", old.loss_ran, new.loss_ran),
+    ):
+        if not before or not after or before == after:
+            continue
+        old_class, _, old_config = before.partition(" ")
+        new_class, _, new_config = after.partition(" ")
+        if old_class != new_class:
+            notes.append(f"{label} that ran: {_mark_legacy(old_class)} -> {_mark_legacy(new_class)}")
+        changed = _config_changes(old_config, new_config)
+        if changed:
+            notes.append(f"{label} config: {changed}")
+    return notes
+
+
+def _mark_legacy(path: str) -> str:
+    return f"{path} (legacy)" if ".legacy." in path else path
+
+
+def _config_changes(before: str, after: str) -> str:
+    import json
+
+    try:
+        old, new = json.loads(before or "{}"), json.loads(after or "{}")
+    except ValueError:
+        return "" if before == after else f"{before} -> {after}"
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ""
+    keys = sorted(
+        k for k in set(old) | set(new) if k != "name" and old.get(k, "absent") != new.get(k, "absent")
     )
+    shown = [f"{k} {old.get(k, 'absent')} -> {new.get(k, 'absent')}" for k in keys[:4]]
+    return ", ".join(shown) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+
+
+def _history(old: RunRecord, new: RunRecord, tolerance: Tolerance) -> tuple[int | None, str | None]:
+    """Where the checkpointed histories part, and whether beyond the run's tolerance."""
     common, old_index, new_index = np.intersect1d(
         np.asarray(old.checkpoint_steps), np.asarray(new.checkpoint_steps), return_indices=True
     )
@@ -192,37 +334,71 @@ def _cells(row: Row) -> tuple[str, ...]:
     outcome = f"{_get(row.old, 'outcome')} -> {_get(row.new, 'outcome')}"
     loss = f"{_loss(row.old)} -> {_loss(row.new)}"
     parting = "-" if row.parting_step is None else str(row.parting_step)
-    speed = "-" if row.speed_ratio is None else f"{row.speed_ratio:.2f}x"
-    return (row.case, row.dtype, outcome, loss, parting, speed, row.verdict)
+    return (row.case, row.dtype, outcome, loss, parting, speed_cell(row), row.verdict)
+
+
+def speed_cell(row: Row) -> str:
+    """The speed column: new/old steps per CPU second, or why it was not compared."""
+    if row.speed_note.startswith("not compared"):
+        return "not compared"
+    if row.speed_ratio is None:
+        return "-"
+    return f"{row.speed_ratio:.2f}x" + (" (not judged)" if row.speed_note else "")
+
+
+def explanation_lines(row: Row) -> list[str]:
+    """What a reviewer reads under the table for one row: why it failed or was flagged, then what
+    ran differently, each on a line of its own kind."""
+    lines = []
+    if row.reasons:
+        kind = "SLOWER (speed only, a warning)" if row.verdict == SLOWER else row.verdict
+        lines.append(f"{kind}: {row.case} [{row.dtype}]: {'; '.join(row.reasons)}")
+    lines += [f"note: {row.case} [{row.dtype}]: {note}" for note in row.notes]
+    return lines
 
 
 def format_table(verdict: Verdict) -> list[str]:
     lines = [f"convergence gate: {verdict.title}"]
     lines += tables.format_table(HEADERS, [_cells(r) for r in verdict.rows])
     for row in verdict.rows:
-        if row.verdict != PASS:
-            lines.append(f"{row.verdict}: {row.case} [{row.dtype}]: {'; '.join(row.reasons)}")
+        lines += explanation_lines(row)
     lines += [f"warning: {w}" for w in verdict.warnings]
-    failed = sum(r.verdict == FAIL for r in verdict.rows)
-    lines.append(f"verdict: {'PASS' if verdict.passed else 'FAIL'} ({failed} of {len(verdict.rows)} failed)")
+    lines.append(f"verdict: {'PASS' if verdict.passed else 'FAIL'} ({count_line(verdict)})")
     return lines
+
+
+def count_line(verdict: Verdict) -> str:
+    failed = len(verdict.failed_rows)
+    slower = sum(r.verdict == SLOWER for r in verdict.rows)
+    text = f"{failed} of {len(verdict.rows)} failed"
+    return text + (f", {slower} slower (speed warnings)" if slower else "")
+
+
+BADGES = {FAIL: "❌ FAIL", PASS: "✅ pass", SLOWER: "⚠️ slower (speed)"}
 
 
 def markdown(verdict: Verdict) -> str:
     """A summary fit for a CI job summary or a pull-request comment."""
     mark = "✅ pass" if verdict.passed else "❌ FAIL"
-    lines = [f"## Convergence gate: {mark}", "", f"**{verdict.title}**", ""]
+    lines = [f"## Convergence gate: {mark}", "", f"**{verdict.title}** ({count_line(verdict)})", ""]
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "---|" * len(HEADERS))
     for row in verdict.rows:
         cells = list(_cells(row))
-        cells[-1] = {"FAIL": "❌ FAIL", "pass": "✅ pass"}.get(row.verdict, row.verdict)
+        cells[-1] = BADGES.get(row.verdict, row.verdict)
         lines.append("| " + " | ".join(cells) + " |")
-    reasons = [
-        f"- **{r.case} [{r.dtype}]** ({r.verdict}): {'; '.join(r.reasons)}" for r in verdict.rows if r.reasons
-    ]
-    if reasons:
-        lines += ["", "### Why", "", *reasons]
+    numerical = [r for r in verdict.rows if r.reasons and r.verdict != SLOWER]
+    if numerical:
+        lines += ["", "### Why", ""]
+        lines += [f"- **{r.case} [{r.dtype}]** ({r.verdict}): {'; '.join(r.reasons)}" for r in numerical]
+    slower = [r for r in verdict.rows if r.verdict == SLOWER]
+    if slower:
+        lines += ["", "### Speed (warnings, not failures)", ""]
+        lines += [f"- **{r.case} [{r.dtype}]**: {'; '.join(r.reasons)}" for r in slower]
+    noted = [r for r in verdict.rows if r.notes]
+    if noted:
+        lines += ["", "### What ran differently", ""]
+        lines += [f"- **{r.case} [{r.dtype}]**: {'; '.join(r.notes)}" for r in noted]
     if verdict.warnings:
         lines += ["", "### Warnings", "", *[f"- {w}" for w in verdict.warnings]]
     return "\n".join(lines) + "\n"
@@ -257,8 +433,11 @@ def _machine_key(machine: dict[str, object]) -> tuple[object, ...]:
     merged = machine.get("merged")
     if isinstance(merged, list):  # a merged file of several machines is no one machine
         return ("merged", *sorted(str(_machine_key(m)) for m in merged if isinstance(m, dict)))
-    return (machine.get("node"), machine.get("processor"), machine.get("cpus"))
+    if "id" in machine:  # a fingerprint (:mod:`..fingerprint`): CPU, ISA, threads, build, GPU
+        return ("fingerprint", machine["id"])
+    return (machine.get("node"), machine.get("processor"), machine.get("cpus"))  # results before it
 
 
 def _machine_name(machine: dict[str, object]) -> str:
-    return f"{machine.get('node', '?')}, {machine.get('cpus', '?')} cpus"
+    model = machine.get("cpu_model") or machine.get("node", "?")
+    return f"{model}, {machine.get('cpus', '?')} cpus"

@@ -26,7 +26,7 @@ from .options import (
     marker_options,
     read_settings,
 )
-from .session import ITEM_RUNS_KEY, SESSION_KEY, ConvergenceSession, session_of
+from .session import ITEM_RUNS_KEY, SESSION_KEY, SNAPSHOT_PROBLEMS_KEY, ConvergenceSession, session_of
 
 if TYPE_CHECKING:
     from ..case import Case
@@ -229,7 +229,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if runs:
             session = session_of(item.config)
             status = "passed" if report.passed else "failed"
-            session.record(item.nodeid, runs, status, item_marker(item, session.settings.default_dtypes))
+            session.record(
+                item.nodeid,
+                runs,
+                status,
+                item_marker(item, session.settings.default_dtypes),
+                item.stash.get(SNAPSHOT_PROBLEMS_KEY, []),
+            )
     return report
 
 

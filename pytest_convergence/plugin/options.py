@@ -18,6 +18,7 @@ from ..outcome import DEFAULT_ENGINE, ENGINES, check_engine
 MARKER = "convergence"
 DTYPE_FIXTURE = "convergence_dtype"
 MARKER_KEYWORDS = ("dtypes", "engine", "tolerance")
+SPEED_RULES = ("warn", "fail", "off")
 SKIP_REASON = (
     "convergence tests train models: run them with `pytest --convergence` "
     "(or set `convergence = true` in the pytest ini)"
@@ -38,6 +39,8 @@ class Settings:
     exact: bool = False
     ini_rtol: tuple[tuple[str, float], ...] = ()
     op_determinism: bool = False
+    simulate: int | None = None
+    speed: str = "warn"
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,26 @@ def add_options(parser: pytest.Parser) -> None:
         type=int,
         metavar="N",
         default=0,
-        help="train every run N times with other seeds and permuted data, and recommend a snapshot "
-        "tolerance that accepts all of them (printed at the end).",
+        help="train every run N-1 more times as other machines' rounding might (every weight one "
+        "ulp away at the start and at a few later steps), print the spread and the tolerance that "
+        "accepts it (rtol, event steps, unstable outcomes); with --snapshot-update the snapshots "
+        "carry it ('calibrated:'), and later comparisons widen their tolerance with it.",
+    )
+    group.addoption(
+        "--convergence-simulate-machine",
+        type=int,
+        metavar="SEED",
+        default=None,
+        help="train every run as another machine might (one-ulp nudges of the weights at the start "
+        "and at a few seeded steps) and check every expectation and snapshot still holds; "
+        "never writes snapshots. CI runs it with two seeds.",
+    )
+    group.addoption(
+        "--convergence-speed",
+        choices=SPEED_RULES,
+        default=None,
+        help="what the gate does with a run that got slower beyond its timings' spread: warn "
+        "(default), fail, or off.",
     )
     group.addoption(
         "--convergence-results",
@@ -128,6 +149,11 @@ def add_options(parser: pytest.Parser) -> None:
         help="snapshot rtol per dtype, e.g. 'float16=0.02 float32=1e-5', or one number for all.",
     )
     parser.addini(
+        "convergence_speed",
+        default="warn",
+        help="the gate's speed rule: warn (default), fail or off; --convergence-speed overrides it.",
+    )
+    parser.addini(
         "convergence_engine",
         default=DEFAULT_ENGINE,
         help=f"engine for runs that name none ({', '.join(ENGINES)}).",
@@ -162,6 +188,17 @@ def read_settings(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"--convergence-calibrate needs at least 2 runs to measure a spread, got {calibrate}"
         )
+    simulate = config.getoption("--convergence-simulate-machine")
+    if simulate is not None and _updating_snapshots(config):
+        raise pytest.UsageError(
+            "--convergence-simulate-machine trains as another machine might: its histories are a "
+            "check, not snapshots; drop --snapshot-update (or the simulation)"
+        )
+    speed = config.getoption("--convergence-speed") or str(config.getini("convergence_speed")).strip()
+    if speed not in SPEED_RULES:
+        raise pytest.UsageError(
+            f"ini convergence_speed must be one of {', '.join(SPEED_RULES)}, got {speed!r}"
+        )
     enabled = config.getoption("--convergence")
     return Settings(
         enabled=bool(enabled if enabled is not None else config.getini("convergence")),
@@ -174,7 +211,16 @@ def read_settings(config: pytest.Config) -> Settings:
         exact=config.getoption("--convergence-exact"),
         ini_rtol=ini_rtol,
         op_determinism=bool(config.getini("convergence_op_determinism")),
+        simulate=simulate,
+        speed=speed,
     )
+
+
+def _updating_snapshots(config: pytest.Config) -> bool:
+    try:
+        return bool(config.getoption("--snapshot-update"))
+    except ValueError:  # syrupy not loaded
+        return False
 
 
 def marker_options(marker: pytest.Mark, defaults: tuple[str, ...], where: str) -> MarkerOptions:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 ITEM_RUNS_KEY = pytest.StashKey[list["Run"]]()
 """The runs one test item trained, for the summary and the results file."""
+SNAPSHOT_PROBLEMS_KEY = pytest.StashKey[list[str]]()
+"""Why one test item's run did not match its snapshot, for the results file and the gate."""
 
 
 @dataclass
@@ -43,6 +45,9 @@ class ConvergenceSession:
     spec_errors: int = 0
     results_path: str | None = None
     baseline_path: str | None = None
+    gate_failures: int = 0
+    machine: dict[str, Any] = field(default_factory=dict)
+    """A worker's fingerprint, where the controller itself trained nothing (pytest-xdist)."""
 
     @property
     def wants_results(self) -> bool:
@@ -75,7 +80,10 @@ class ConvergenceSession:
 
         settings = self.settings
         checks = TrainingRequest(
-            repeat=settings.repeat, calibrate=settings.calibrate, op_determinism=settings.op_determinism
+            repeat=settings.repeat,
+            calibrate=settings.calibrate,
+            op_determinism=settings.op_determinism,
+            simulate=settings.simulate,
         )
 
         def current(run: Run) -> tuple[float, float]:
@@ -140,11 +148,16 @@ class ConvergenceSession:
             assertion = syrupy_compat.assertion_for(node, ConvergenceSnapshotExtension)
         else:
             assertion = assertion.use_extension(ConvergenceSnapshotExtension)
+
+        def remember(lines: list[str]) -> None:
+            node.stash.setdefault(SNAPSHOT_PROBLEMS_KEY, []).extend(lines)
+
         return ConvergenceSnapshot(
             assertion,
             tolerance_for=lambda run: self.tolerance_for(run, marker),
             updating=syrupy_compat.updating(node.config),
             test_name=node.nodeid,
+            on_mismatch=remember,
         )
 
     def snapshot_problem(self, node: pytest.Item, marker: MarkerOptions, run: Run) -> str | None:
@@ -158,20 +171,35 @@ class ConvergenceSession:
         return None
 
     # ----------------------------------------------------------------------------- recording
-    def record(self, nodeid: str, runs: list[Run], status: str, marker: MarkerOptions) -> None:
+    def record(
+        self,
+        nodeid: str,
+        runs: list[Run],
+        status: str,
+        marker: MarkerOptions,
+        snapshot_problems: list[str] | None = None,
+    ) -> None:
         """A finished test's runs: a summary row each, and a results record when asked for."""
         from .summary import SummaryRow
 
         self.rows.extend(SummaryRow.from_run(run, status) for run in runs)
         if self.wants_results:
             from ..gate.results import RunRecord
+            from ..tolerance import Tolerance
 
-            self.records.extend(
-                RunRecord.from_run(
-                    run, test=nodeid, status=status, tolerance=self.tolerance_for(run, marker).to_text()
+            for run in runs:
+                tolerance = self.tolerance_for(run, marker)
+                if run.calibrated_tolerance:
+                    tolerance = tolerance.widened(Tolerance.from_text(run.calibrated_tolerance))
+                self.records.append(
+                    RunRecord.from_run(
+                        run,
+                        test=nodeid,
+                        status=status,
+                        tolerance=tolerance.to_text(),
+                        snapshot_problems=snapshot_problems or [],
+                    )
                 )
-                for run in runs
-            )
 
     def finish(self, rootpath: Path) -> pytest.ExitCode | None:
         """Write the results file and run the gate; the exit code the gate asks for, if any."""
@@ -180,18 +208,23 @@ class ConvergenceSession:
         from ..gate import results
 
         current = results.Results(runs=list(self.records))
+        if self.machine:  # the fingerprint of the processes that trained (xdist workers)
+            current.machine = dict(self.machine)
         if self.results_path:
             results.write(rootpath / self.results_path, current)
         if not self.baseline_path:
             return None
-        from ..gate.verdict import compare_results, format_table
+        from ..gate.verdict import Thresholds, compare_results, format_table
 
         try:
-            verdict = compare_results(results.load(rootpath / self.baseline_path), current)
+            verdict = compare_results(
+                results.load(rootpath / self.baseline_path), current, Thresholds(speed=self.settings.speed)
+            )
         except ConvergenceError as error:
             self.gate_lines = [f"error: {error}"]
             return pytest.ExitCode.USAGE_ERROR
         self.gate_lines = format_table(verdict)
+        self.gate_failures = len(verdict.failed_rows)
         return None if verdict.passed else pytest.ExitCode.TESTS_FAILED
 
     # -------------------------------------------------------------------------------- xdist
@@ -201,6 +234,7 @@ class ConvergenceSession:
             "convergence_rows": [asdict(row) for row in self.rows],
             "convergence_records": [asdict(record) for record in self.records],
             "convergence_calibrations": [asdict(calibration) for calibration in self.calibrations],
+            "convergence_machine": _trained_machine(),
         }
 
     def merge_worker_output(self, output: dict[str, Any]) -> None:
@@ -210,11 +244,24 @@ class ConvergenceSession:
         from .summary import SummaryRow
 
         self.rows.extend(SummaryRow(**row) for row in output.get("convergence_rows", []))
+        if output.get("convergence_machine"):
+            self.machine = output["convergence_machine"]
         self.records.extend(RunRecord(**r) for r in output.get("convergence_records", []))
         self.calibrations.extend(
             Calibration(**{**c, "outcomes": tuple(c["outcomes"])})
             for c in output.get("convergence_calibrations", [])
         )
+
+
+def _trained_machine() -> dict[str, Any]:
+    """This process's fingerprint if it trained (TensorFlow loaded), else nothing."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return {}
+    from ..fingerprint import fingerprint
+
+    return fingerprint()
 
 
 SESSION_KEY = pytest.StashKey[ConvergenceSession]()

@@ -1,7 +1,8 @@
 """Tolerance from data: how far a case's history moves under rounding-sized perturbations.
 
-``--convergence-calibrate=N`` trains each run N-1 more times, each starting from the same initial
-weights moved by one unit in the last place (see :func:`calibration_cases`). The spread of their
+``--convergence-calibrate=N`` trains each run N-1 more times, each as another machine's rounding
+might train it: every weight moved by one unit in the last place before the first step and at a
+few later ones (:mod:`..perturb`). The spread of their
 checkpoints against the first run measures how sensitive the history is to rounding; the
 recommended tolerance, the smallest under which every rerun would match its snapshot times a
 margin, would have accepted all of them. Like Megatron-LM's golden values, it lets the worst
@@ -10,20 +11,17 @@ margin, would have accepted all of them. Like Megatron-LM's golden values, it le
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import tables
-from ..diagnosis import _spacing
+from ..perturb import Perturbation
 from ..run import Run
 from ..tolerance import Tolerance
 from .compare import relative_error, required_rtol
 from .format import Trajectory, checkpoint_steps
-
-if TYPE_CHECKING:
-    from ..case import Case
 
 MARGIN = 2.0
 
@@ -46,6 +44,24 @@ class Calibration:
     def accepted_by_current(self) -> bool:
         return self.recommended_rtol <= self.current_rtol
 
+    @property
+    def recommended_event_atol(self) -> int:
+        """Steps an event may move: the margin times the largest move seen (0 if none moved)."""
+        return math.ceil(MARGIN * max(self.event_spread.values(), default=0))
+
+    def tolerance(self) -> Tolerance:
+        """What the calibration measured, as a tolerance a snapshot carries (``calibrated:``) and
+        comparisons widen the configured one with: loss and weight rtol, event steps, and the
+        outcomes seen when there were several (an unstable outcome)."""
+        seen = tuple(sorted(set(self.outcomes)))
+        return Tolerance(
+            rtol=self.recommended_rtol,
+            event_rtol=0.0,
+            event_atol=self.recommended_event_atol,
+            miss_fraction=0.0,
+            outcomes=seen if len(seen) > 1 else (),
+        )
+
     def row(self) -> tuple[str, ...]:
         return (
             self.case,
@@ -56,6 +72,7 @@ class Calibration:
             f"{self.recommended_rtol:.2e}",
             f"{self.current_rtol:.2e}",
             "yes" if self.accepted_by_current else "NO",
+            f"±{self.recommended_event_atol}",
             ",".join(sorted(set(self.outcomes))),
         )
 
@@ -69,6 +86,7 @@ HEADERS = (
     "recommended rtol",
     "rtol now",
     "fits",
+    "events",
     "outcomes",
 )
 
@@ -87,10 +105,10 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
         (required_rtol(stored, _as_stored(run, current_rtol), miss_fraction) for run in others), default=0.0
     )
     events: dict[str, int] = {}
-    base_events = _events(base)
+    base_events = stored.events
     for run in others:
-        for key, value in _events(run).items():
-            if key in base_events:
+        for key, value in _as_stored(run, current_rtol).events.items():
+            if key in base_events and (value == -1) == (base_events[key] == -1):
                 events[key] = max(events.get(key, 0), abs(value - base_events[key]))
     return Calibration(
         case=base.case,
@@ -110,53 +128,11 @@ def _as_stored(run: Run, rtol: float) -> Trajectory:
     return Trajectory.parse(Trajectory.from_run(run, Tolerance(rtol=rtol)).render())
 
 
-def _events(run: Run) -> dict[str, int]:
-    return {k: int(v) for k, v in run.diagnosis.evidence.items() if k.endswith("_step") and v is not None}
-
-
 def format_table(calibrations: list[Calibration]) -> list[str]:
     return tables.format_table(HEADERS, [c.row() for c in calibrations])
 
 
-def calibration_cases(case: Case, base: Run, count: int) -> list[Case]:
-    """``count`` copies of ``case`` starting one unit in the last place away from the base run.
-
-    Every initial weight is moved by one unit in the last place of :func:`nudge_dtype` (for most
-    runs, to its neighbour in the variables' dtype), in a random direction per weight: the size
-    of the rounding differences a new kernel or a reordered sum brings with a framework upgrade.
-    Data, batches and seed are unchanged, so any spread is the history's sensitivity to
-    rounding, which is what a tolerance between versions has to absorb.
-    """
-    copies = []
-    dtype = nudge_dtype(base)
-    for offset in range(1, count + 1):
-        rng = np.random.default_rng(case.seed + offset)
-        start = [_one_ulp_away(np.asarray(w), dtype, rng) for w in base.initial_weights.values()]
-        copies.append(case.with_(initial_weights=start))
-    return copies
-
-
-PRECISION_BITS = {"bfloat16": 8, "float16": 11, "float32": 24, "float64": 53}
-
-
-def nudge_dtype(run: Run) -> str:
-    """The coarsest dtype the run's arithmetic passes through, whose unit in the last place is the
-    size of the rounding an upgrade changes.
-
-    Usually the variables' dtype; but Keras 3 computes a float64 model's loss in float32, and a
-    mixed_float16 model computes in float16: there a new kernel's rounding is a float32 (float16)
-    ulp, and nudging by a float64 (float32) ulp would recommend a tolerance that the real
-    upgrade exceeds (measured: spirals in float64, TensorFlow 2.19 -> 2.21).
-    """
-    used = [d for d in (run.variable_dtype, run.compute_dtype, run.loss_dtype) if d in PRECISION_BITS]
-    return min(used, key=PRECISION_BITS.__getitem__, default=run.variable_dtype)
-
-
-def _one_ulp_away(weights: np.ndarray, dtype: str, rng: np.random.Generator) -> np.ndarray:
-    direction = rng.choice([-1.0, 1.0], size=weights.shape)
-    values = weights.astype(np.float64)
-    if dtype in ("float16", "float32", "float64") and weights.dtype == np.dtype(dtype):
-        typed = weights.astype(dtype)
-        return np.nextafter(typed, (direction * np.inf).astype(dtype)).astype(np.float64)
-    # bfloat16 has no numpy type; a coarser dtype than the weights' moves them by its spacing
-    return values + direction * _spacing(values, dtype)
+def calibration_perturbations(count: int) -> list[Perturbation]:
+    """``count`` simulated machines of the calibration stream (:mod:`..perturb`): every weight
+    one ulp away at the start and at a few later steps, the rounding another kernel brings."""
+    return [Perturbation(seed, stream="calibrate") for seed in range(1, count + 1)]

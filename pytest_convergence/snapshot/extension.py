@@ -58,9 +58,7 @@ class ConvergenceSnapshotExtension(SingleFileSnapshotExtension):
         except SnapshotFormatError:
             return False  # unreadable: not a match, so --snapshot-update rewrites it
         new = Trajectory.parse(str(serialized_data))
-        tolerance = new.tolerance
-        assert tolerance is not None
-        return compare(old, new, tolerance).ok
+        return compare(old, new, new.effective_tolerance).ok
 
     def diff_lines(self, serialized_data: Any, snapshot_data: Any) -> Iterator[str]:
         new = Trajectory.parse(str(serialized_data))
@@ -73,9 +71,7 @@ class ConvergenceSnapshotExtension(SingleFileSnapshotExtension):
         except SnapshotFormatError as error:
             yield f"{title}: the stored snapshot cannot be read ({error}); rewrite it with {UPDATE_HINT}"
             return
-        tolerance = new.tolerance
-        assert tolerance is not None
-        yield from compare(old, new, tolerance).lines(title)
+        yield from compare(old, new, new.effective_tolerance).lines(title)
         yield f"  accept the new history with {UPDATE_HINT}, after reviewing it"
 
     @classmethod
@@ -101,7 +97,9 @@ class ConvergenceSnapshot:
         tolerance_for: Callable[[Run], Tolerance],
         updating: bool,
         test_name: str,
+        on_mismatch: Callable[[list[str]], None] | None = None,
     ) -> None:
+        self._on_mismatch = on_mismatch
         self._assertion = assertion
         self._tolerance_for = tolerance_for
         self._updating = updating
@@ -136,11 +134,19 @@ class ConvergenceSnapshot:
 
     def _matches(self, run: Run) -> bool:
         __tracebackhide__ = True
-        problem = None if self._updating else self._stored_file_problem()
+        stored, problem = self._read_stored()
+        if self._updating:
+            problem = None
+        if not run.calibrated_tolerance and stored is not None and "calibrated" in stored.header:
+            run.calibrated_tolerance = stored.header["calibrated"]  # measured once, kept on updates
         text = SnapshotText(render_run(run, self._tolerance_for(run), self._test_name))
         matched = bool(self._assertion == text)  # recorded by syrupy either way: failed, not unused
         if problem is not None:
+            if self._on_mismatch is not None:
+                self._on_mismatch(problem.splitlines())
             pytest.fail(problem, pytrace=False)
+        if not matched and self._on_mismatch is not None:
+            self._on_mismatch(self.failure_lines())  # for the results file, so the gate sees it
         return matched
 
     def _location(self) -> Path:
@@ -149,19 +155,18 @@ class ConvergenceSnapshot:
             assertion.extension.get_location(test_location=assertion.test_location, index=assertion.index)
         )
 
-    def _stored_file_problem(self) -> str | None:
-        """What is wrong with the stored snapshot file, with the fix; None if it reads fine."""
+    def _read_stored(self) -> tuple[Trajectory | None, str | None]:
+        """The stored snapshot, or what is wrong with its file and the fix; (None, None) if none."""
         path = self._location()
         if not path.exists():
-            return None
+            return None, None
         try:
-            Trajectory.parse(path.read_text(encoding="utf-8"))
+            return Trajectory.parse(path.read_text(encoding="utf-8")), None
         except (SnapshotFormatError, UnicodeDecodeError) as error:
-            return (
+            return None, (
                 f"{path}: {error}\n  fix: {UPDATE_HINT} rewrites it from this run "
                 "(review the new file before committing it)"
             )
-        return None
 
     def __repr__(self) -> str:
         return f"convergence_snapshot({self._test_name})"

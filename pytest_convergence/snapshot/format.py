@@ -71,6 +71,21 @@ class Trajectory:
         text = self.header.get("tolerance")
         return Tolerance.from_text(text) if text else None
 
+    @property
+    def calibrated(self) -> Tolerance | None:
+        """The tolerance calibration measured for this run, carried in the header; None if never."""
+        from ..tolerance import Tolerance
+
+        text = self.header.get("calibrated")
+        return Tolerance.from_text(text) if text else None
+
+    @property
+    def effective_tolerance(self) -> Tolerance:
+        """The configured tolerance widened by the calibrated one: what a comparison applies."""
+        configured = self.tolerance
+        assert configured is not None, "a rendered run always carries its tolerance"
+        return configured.widened(self.calibrated)
+
     @classmethod
     def from_run(cls, run: Run, tolerance: Tolerance, test: str = "") -> Trajectory:
         diagnosis = run.diagnosis
@@ -87,6 +102,8 @@ class Trajectory:
             "steps": str(run.steps),
             "seed": str(run.seed),
             "optimizer": run.optimizer,
+            **({"optimizer ran": run.optimizer_ran} if run.optimizer_ran else {}),
+            **({"loss ran": run.loss_ran} if run.loss_ran else {}),
             "loss dtype": run.loss_dtype,
             "weights dtype": run.variable_dtype,
             "final loss of": "the last epoch (History's mean of its batches)"
@@ -99,7 +116,10 @@ class Trajectory:
             ),
             **({"keras": _keras_line(versions)} if versions.get("keras_major") else {}),
             "platform": versions.get("platform", ""),
+            **({"machine": versions["machine"]} if "machine" in versions else {}),
+            **({"fingerprint": versions["fingerprint"]} if "fingerprint" in versions else {}),
             "tolerance": tolerance.to_text(),
+            **({"calibrated": run.calibrated_tolerance} if run.calibrated_tolerance else {}),
         }
         if test:
             header = {"test": test, **header}

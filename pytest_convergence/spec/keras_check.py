@@ -120,4 +120,3 @@ def _explain_keras(
         kind = {"loss": "loss", "optimizer": "optimizer"}.get(where, "layer")
         return f"{where}.class_name", f"Keras has no {kind} class {class_name!r}{hint}"
     return f"{where}.config", f"Keras rejects this config: {first_line(error)}"
-

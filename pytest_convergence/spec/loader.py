@@ -29,6 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+
 class SpecError(ConvergenceError):
     """A spec file that cannot be used: names the file, the field path and what was expected."""
 

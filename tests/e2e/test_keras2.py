@@ -16,7 +16,7 @@ from factories import KERAS_MAJOR, seed_case, seed_spec
 from pytest_convergence.backend import import_keras, train
 from pytest_convergence.backend.keras_adapter import installed_major
 from pytest_convergence.errors import CaseError
-from pytest_convergence.snapshot.calibrate import calibration_cases, nudge_dtype
+from pytest_convergence.perturb import Perturbation, nudge_dtype
 from pytest_convergence.snapshot.format import render_run
 from pytest_convergence.tolerance import Tolerance
 
@@ -142,8 +142,9 @@ def test_calibration_nudges_by_one_ulp_of_the_coarsest_dtype_the_run_computes_in
     case = seed_case(steps=5)
     run = train(case, "float64")
     expected = "float32" if KERAS_MAJOR == 3 else "float64"
-    assert nudge_dtype(run) == expected
-    (copy,) = calibration_cases(case, run, 1)
-    kernel = np.asarray(next(iter(run.initial_weights.values())), np.float64)
-    moved = np.abs(np.asarray(copy.initial_weights[0], np.float64) - kernel)
-    assert np.array_equal(moved, np.abs(np.spacing(kernel.astype(expected))).astype(np.float64))
+    assert nudge_dtype(run.variable_dtype, run.compute_dtype, run.loss_dtype) == expected
+    copy = train(case, "float64", perturbation=Perturbation(1, stream="calibrate"))
+    for name, kernel in run.initial_weights.items():
+        kernel = np.asarray(kernel, np.float64)
+        moved = np.abs(np.asarray(copy.initial_weights[name], np.float64) - kernel)
+        assert np.array_equal(moved, np.abs(np.spacing(kernel.astype(expected))).astype(np.float64))

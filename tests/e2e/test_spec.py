@@ -929,7 +929,7 @@ def test_a_spec_judges_validation_metrics_and_keras_refusing_a_dtype(user_suite:
 
 
 def test_a_declared_refusal_that_trains_fails_and_says_so(user_suite: pytest.Pytester) -> None:
-    spec = VALIDATED_SPEC.replace('kernel_regularizer = "l2"', 'use_bias = true')
+    spec = VALIDATED_SPEC.replace('kernel_regularizer = "l2"', "use_bias = true")
     user_suite.makefile(
         ".convergence.toml", validated=spec + '\n[expect.float64]\nraises = "Cannot convert"\n'
     )

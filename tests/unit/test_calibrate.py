@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from factories import make_run
 
-from pytest_convergence.snapshot.calibrate import _one_ulp_away, calibrate
+from pytest_convergence.perturb import one_ulp_away
+from pytest_convergence.snapshot.calibrate import calibrate
 from pytest_convergence.snapshot.compare import compare
 from pytest_convergence.snapshot.format import Trajectory
 from pytest_convergence.tolerance import Tolerance
@@ -15,7 +16,7 @@ from pytest_convergence.tolerance import Tolerance
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_each_initial_weight_moves_exactly_one_unit_in_the_last_place(dtype: str) -> None:
     weights = np.array([[-4.0, 0.3, 1e-3], [2.5, -0.7, 10.0]], dtype)
-    moved = _one_ulp_away(weights, dtype, np.random.default_rng(0)).astype(dtype)
+    moved = one_ulp_away(weights, dtype, np.random.default_rng(0)).astype(dtype)
     gap = np.abs(moved.astype(np.float64) - weights.astype(np.float64))
     up = np.abs(np.nextafter(weights, np.inf).astype(np.float64) - weights.astype(np.float64))
     down = np.abs(np.nextafter(weights, -np.inf).astype(np.float64) - weights.astype(np.float64))
@@ -25,7 +26,7 @@ def test_each_initial_weight_moves_exactly_one_unit_in_the_last_place(dtype: str
 
 def test_bfloat16_weights_move_by_their_eight_bit_spacing() -> None:
     weights = np.array([1.5, -3.0, 0.25], np.float32)
-    moved = _one_ulp_away(weights, "bfloat16", np.random.default_rng(1))
+    moved = one_ulp_away(weights, "bfloat16", np.random.default_rng(1))
     assert np.allclose(np.abs(moved - weights), [2.0**-7, 2.0**-6, 2.0**-9])
 
 

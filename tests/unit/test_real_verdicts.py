@@ -147,7 +147,6 @@ def test_the_summary_shows_what_the_final_loss_is_and_a_row_for_a_run_that_error
     assert lines[-1].startswith("final loss: History's mean of the last epoch")
 
 
-
 def test_a_loss_per_output_is_accepted_and_checked_per_output() -> None:
     case = seed_case(loss={"first": "mse", "second": {"class_name": "BinaryCrossentropy", "config": {}}})
     assert set(case.loss) == {"first", "second"}

@@ -157,7 +157,9 @@ def test_versions_are_those_every_run_shares() -> None:
 def test_default_machine_and_created_are_filled_in() -> None:
     made = Results([record()])
     assert made.machine["cpus"] == os.cpu_count()
-    assert {"node", "machine", "processor", "system", "python"} <= set(made.machine)
+    assert {"node", "machine", "cpu_vendor", "cpu_model", "isa", "system", "python", "id"} <= set(
+        made.machine
+    )
     assert made.created.startswith("20")
 
 
