@@ -216,7 +216,11 @@ def _weights(old: RunRecord, new: RunRecord, tolerance: Tolerance) -> list[str]:
 
 def _snapshot_reason(lines: list[str]) -> str:
     """The first problem of a snapshot report (its lines after the title), on one line."""
-    problems = [line.strip() for line in lines[1:] if line.startswith("  ") and not line.startswith("    ")]
+    problems = [
+        line.strip()
+        for line in lines[1:]
+        if line.startswith("  ") and not line.startswith("    ") and "--snapshot-update" not in line
+    ]
     return "; ".join(problems[:2]) or lines[0].strip()
 
 

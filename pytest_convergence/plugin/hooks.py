@@ -266,6 +266,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_sep("=", "convergence gate")
         for line in convergence.gate_lines:
             terminalreporter.write_line(line)
+    if convergence.gate_failures:
+        # pytest's last line counts what is in ``stats``: "6 passed, 1 failing in the convergence gate"
+        terminalreporter.stats.setdefault(GATE_FAILED, []).extend([GATE_FAILED] * convergence.gate_failures)
     if convergence.calibrations:
         from ..snapshot.calibrate import format_table as calibration_table
 
@@ -278,6 +281,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             "(final loss, all but miss_fraction of the checkpoints, weights). Set it per case "
             "(snapshot_tolerance), per marker (tolerance=...) or in the ini (convergence_rtol)."
         )
+
+
+GATE_FAILED = "failing in the convergence gate"
 
 
 class XdistSummary:

@@ -41,6 +41,7 @@ class Settings:
     op_determinism: bool = False
     simulate: int | None = None
     speed: str = "warn"
+    speed_min_time: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="the gate's speed rule: warn (default), fail or off; --convergence-speed overrides it.",
     )
     parser.addini(
+        "convergence_speed_min_time",
+        default="0.5",
+        help="runs under this many CPU seconds are too short to time: the gate does not compare their "
+        "speed (default 0.5).",
+    )
+    parser.addini(
         "convergence_engine",
         default=DEFAULT_ENGINE,
         help=f"engine for runs that name none ({', '.join(ENGINES)}).",
@@ -199,6 +206,13 @@ def read_settings(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"ini convergence_speed must be one of {', '.join(SPEED_RULES)}, got {speed!r}"
         )
+    min_time_text = str(config.getini("convergence_speed_min_time"))
+    try:
+        speed_min_time = float(min_time_text)
+    except ValueError:
+        raise pytest.UsageError(
+            f"ini convergence_speed_min_time must be a number of seconds, got {min_time_text!r}"
+        ) from None
     enabled = config.getoption("--convergence")
     return Settings(
         enabled=bool(enabled if enabled is not None else config.getini("convergence")),
@@ -213,6 +227,7 @@ def read_settings(config: pytest.Config) -> Settings:
         op_determinism=bool(config.getini("convergence_op_determinism")),
         simulate=simulate,
         speed=speed,
+        speed_min_time=speed_min_time,
     )
 
 

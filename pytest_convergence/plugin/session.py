@@ -218,7 +218,9 @@ class ConvergenceSession:
 
         try:
             verdict = compare_results(
-                results.load(rootpath / self.baseline_path), current, Thresholds(speed=self.settings.speed)
+                results.load(rootpath / self.baseline_path),
+                current,
+                Thresholds(speed=self.settings.speed, min_time=self.settings.speed_min_time),
             )
         except ConvergenceError as error:
             self.gate_lines = [f"error: {error}"]

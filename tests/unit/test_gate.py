@@ -623,7 +623,8 @@ def test_a_legacy_optimizer_against_the_new_one_is_named_beside_the_case() -> No
     row = only_row(verdict)
     assert row.verdict == PASS  # same history: context, not a failure
     assert row.notes == [
-        "optimizer that ran: keras.src.optimizers.legacy.adam.Adam (legacy) -> keras.src.optimizers.adam.Adam",
+        "optimizer that ran: keras.src.optimizers.legacy.adam.Adam (legacy) -> "
+        "keras.src.optimizers.adam.Adam",
         "optimizer config: use_ema absent -> False",
     ]
     assert "note: seed [float32]: optimizer that ran: keras.src.optimizers.legacy.adam.Adam (legacy)" in (
