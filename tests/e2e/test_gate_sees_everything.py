@@ -122,7 +122,8 @@ def test_a_legacy_optimizer_against_the_new_one_is_named_in_the_verdict(
     second = user_suite.runpytest_subprocess("--convergence", "--convergence-baseline=old.json")
     second.stdout.fnmatch_lines(
         [
-            "note: adam [[]float32[]]: optimizer that ran: *.optimizers.legacy.adam.Adam (legacy) -> *.optimizers.adam.Adam"
+            "note: adam [[]float32[]]: optimizer that ran: "
+            "*.optimizers.legacy.adam.Adam (legacy) -> *.optimizers.adam.Adam"
         ]
     )
 

@@ -638,7 +638,8 @@ def test_an_outcome_calibration_saw_flip_is_reported_unstable_not_changed() -> N
     row = only_row(gate(record(tolerance=tolerance), new_record(outcome="plateau", tolerance=tolerance)))
     assert row.verdict == PASS
     assert row.notes == [
-        "outcome descending -> plateau: unstable (calibration saw descending and plateau under one-ulp perturbations)"
+        "outcome descending -> plateau: unstable "
+        "(calibration saw descending and plateau under one-ulp perturbations)"
     ]
     assert only_row(gate(record(), new_record(outcome="plateau"))).verdict == FAIL
 
