@@ -7,7 +7,8 @@ the checkpoints: another machine's kernels round differently at many steps, not 
 perturbation therefore moves every trainable weight by one ulp, in a random direction per
 weight, before the first step and again at a few steps spread log-uniformly over the run (about
 one per doubling of the step count), since an early nudge is amplified the most and a late one
-moves the events (a cycle's start) that an early one cannot reach.
+moves the events (a cycle's start) that an early one cannot reach. A weight at exactly zero
+stays there: its neighbour is a subnormal, which TensorFlow flushes to zero on CPUs.
 
 Calibration (``--convergence-calibrate``) and the foreign-machine simulation
 (``--convergence-simulate-machine``) use this one model with separate random streams, so the
@@ -35,7 +36,8 @@ class Perturbation:
     stream: str = "simulate"
 
     def rng(self, case_seed: int, step: int) -> np.random.Generator:
-        return np.random.default_rng([STREAMS[self.stream], case_seed, self.seed, step])
+        """The directions of the nudge at ``step`` (-1: the choice of steps); numpy's seeds are >= 0."""
+        return np.random.default_rng([STREAMS[self.stream], abs(case_seed), abs(self.seed), step + 1])
 
     def steps(self, case_seed: int, total_steps: int) -> list[int]:
         """0 (before the first step) and about log2(total) later steps, log-uniform over the run."""

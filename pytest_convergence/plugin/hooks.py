@@ -259,7 +259,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if convergence.rows:
         from .summary import format_table
 
-        terminalreporter.write_sep("=", "convergence summary")
+        simulated = convergence.settings.simulate
+        title = "convergence summary" + (
+            f" (trained as another machine: --convergence-simulate-machine={simulated})"
+            if simulated is not None
+            else ""
+        )
+        terminalreporter.write_sep("=", title)
         for line in format_table(convergence.rows):
             terminalreporter.write_line(line)
     if convergence.gate_lines:
