@@ -35,7 +35,13 @@ class SnapshotMismatchError(AssertionError):
 
 
 class SnapshotText(str):
-    """A rendered run, marked so the extension knows it was made by us."""
+    """A rendered run, marked so the extension knows it was made by us.
+
+    ``rewrite`` asks ``--snapshot-update`` to write it although it matches: its calibration
+    changed, which lives in the header that comparisons do not otherwise read.
+    """
+
+    rewrite: bool = False
 
 
 class ConvergenceSnapshotExtension(SingleFileSnapshotExtension):
@@ -45,6 +51,8 @@ class ConvergenceSnapshotExtension(SingleFileSnapshotExtension):
     file_extension = "convergence.txt"
 
     def serialize(self, data: Any, **kwargs: Any) -> str:
+        if isinstance(data, SnapshotText):
+            return data  # with its ``rewrite`` mark
         if isinstance(data, str):
             return str(data)
         raise TypeError(
@@ -53,6 +61,8 @@ class ConvergenceSnapshotExtension(SingleFileSnapshotExtension):
         )
 
     def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
+        if getattr(serialized_data, "rewrite", False):
+            return False  # updating with a new calibration: write it
         try:
             old = Trajectory.parse(str(snapshot_data))
         except SnapshotFormatError:
@@ -140,6 +150,11 @@ class ConvergenceSnapshot:
         if not run.calibrated_tolerance and stored is not None and "calibrated" in stored.header:
             run.calibrated_tolerance = stored.header["calibrated"]  # measured once, kept on updates
         text = SnapshotText(render_run(run, self._tolerance_for(run), self._test_name))
+        text.rewrite = (
+            self._updating
+            and stored is not None
+            and stored.header.get("calibrated", "") != run.calibrated_tolerance
+        )
         matched = bool(self._assertion == text)  # recorded by syrupy either way: failed, not unused
         if problem is not None:
             if self._on_mismatch is not None:

@@ -67,6 +67,8 @@ def test_calibration_is_stored_with_the_snapshot_kept_on_updates_and_widens_the_
     user_suite: pytest.Pytester,
 ) -> None:
     user_suite.makepyfile(test_user=SUITE)
+    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=1)
+    # the stored history matches; its new calibration is written all the same
     calibrated = user_suite.runpytest("--convergence", "--snapshot-update", "--convergence-calibrate=3")
     calibrated.assert_outcomes(passed=1)
     calibrated.stdout.fnmatch_lines(
@@ -84,9 +86,7 @@ def test_calibration_is_stored_with_the_snapshot_kept_on_updates_and_widens_the_
         '@pytest.mark.convergence(dtypes=["float32"], tolerance=1e-12)',
     )
     user_suite.makepyfile(test_user=tight)
-    user_suite.runpytest("--convergence", "--convergence-simulate-machine=2").assert_outcomes(
-        passed=1 if stored.calibrated.rtol > 0 else 0
-    )
+    user_suite.runpytest("--convergence", "--convergence-simulate-machine=2").assert_outcomes(passed=1)
 
 
 def test_the_perturbation_nudges_every_weight_one_ulp_at_its_steps_and_nothing_else() -> None:
