@@ -43,7 +43,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = Thresholds()
     compare.add_argument("--final-loss-threshold", type=float, default=defaults.final_loss, metavar="R")
     compare.add_argument("--steps-threshold", type=float, default=defaults.steps_to_target, metavar="R")
-    compare.add_argument("--slowdown-threshold", type=float, default=defaults.slowdown, metavar="R")
+    compare.add_argument(
+        "--slowdown-threshold",
+        type=float,
+        default=defaults.slowdown,
+        metavar="R",
+        help=f"a run is slower when its CPU time per step grew by more than R beyond both sides' "
+        f"spread (default {defaults.slowdown})",
+    )
+    compare.add_argument(
+        "--speed",
+        choices=("warn", "fail", "off"),
+        default=defaults.speed,
+        help="what a slower run does: warn (default; a 'slower' verdict), fail, or off",
+    )
+    compare.add_argument(
+        "--min-time",
+        type=float,
+        default=defaults.min_time,
+        metavar="S",
+        help=f"runs under S CPU seconds are too short to time: not compared (default {defaults.min_time})",
+    )
     compare.add_argument(
         "--plot",
         nargs=2,
@@ -183,6 +203,8 @@ def _compare(arguments: argparse.Namespace) -> int:
         final_loss=arguments.final_loss_threshold,
         steps_to_target=arguments.steps_threshold,
         slowdown=arguments.slowdown_threshold,
+        speed=arguments.speed,
+        min_time=arguments.min_time,
     )
     verdict = compare_results(old, new, thresholds)
     for line in format_table(verdict):

@@ -19,6 +19,7 @@ Run it from the repository root, alone on the machine (each setting trains in a 
     .venv/bin/python scripts/measure_settings.py --list                     # the settings
     .venv/bin/python scripts/measure_settings.py --settings default,onednn-on --cases spirals:float32
     .venv/bin/python scripts/measure_settings.py --sensitivity-only         # no TensorFlow, seconds
+    nice -n 10 .venv/bin/python scripts/measure_settings.py --settings default,onednn-on --cases catalogue
 
 Cases are ``spec-stem:dtype`` (spec files in fixtures/); a spec with more than --step-cap optimizer
 steps (seed-hidden-relu6 has 100,000) is cut to --step-cap steps. docs/machine-settings.md holds
@@ -77,6 +78,7 @@ INHERITED = (
     "TF_NUM_INTRAOP_THREADS",
     "TF_NUM_INTEROP_THREADS",
     "TF_XLA_FLAGS",
+    "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL",
     "ONEDNN_MAX_CPU_ISA",
     "ONEDNN_VERBOSE",
     "DNNL_MAX_CPU_ISA",
@@ -107,6 +109,11 @@ class Setting:
         return " ".join(parts) or "(nothing set)"
 
 
+EIGEN_GEMM = "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL"
+"""Read once by TensorFlow's Eigen contraction kernel: "0" or "false" makes float32 matmuls use Eigen's
+own gemm (compiled into the wheel) instead of oneDNN's dnnl_sgemm, which picks its kernel at run time
+from the CPU (and from ONEDNN_MAX_CPU_ISA), whatever TF_ENABLE_ONEDNN_OPTS says."""
+
 VERBOSE = {"ONEDNN_VERBOSE": "1"}
 """oneDNN logs every primitive it executes: logging only, so the count says whether oneDNN ran."""
 
@@ -127,6 +134,9 @@ SETTINGS = (
     Setting("onednn-on-avx", {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX", **VERBOSE}),
     Setting("onednn-on-intra-1", {"TF_ENABLE_ONEDNN_OPTS": "1", INTRA_ENV: "1", **VERBOSE}),
     Setting("onednn-on-intra-16", {"TF_ENABLE_ONEDNN_OPTS": "1", INTRA_ENV: "16", **VERBOSE}),
+    Setting("eigen-gemm", {EIGEN_GEMM: "0", **VERBOSE}, note="Eigen's own gemm instead of oneDNN's sgemm"),
+    Setting("eigen-gemm-sse41", {EIGEN_GEMM: "0", "ONEDNN_MAX_CPU_ISA": "SSE41", **VERBOSE}),
+    Setting("eigen-gemm-intra-16", {EIGEN_GEMM: "0", INTRA_ENV: "16", **VERBOSE}),
     Setting("numpy-no-simd", {"NPY_DISABLE_CPU_FEATURES": NUMPY_SIMD_OFF}, note="numpy's X86_V3+ off"),
     Setting("openblas-sandybridge", {"OPENBLAS_CORETYPE": "Sandybridge"}, note="OpenBLAS's AVX kernels"),
 )
@@ -329,6 +339,7 @@ class Outcome:
     losses: dict[str, np.ndarray] = field(default_factory=dict)
     onednn_calls: int = 0
     onednn_isa: str = ""
+    onednn_primitives: set[str] = field(default_factory=set)
     error: str = ""
 
 
@@ -365,6 +376,8 @@ def run_setting(setting: Setting, cases: Sequence[str], workdir: Path, step_cap:
             fields = line.split(",")
             if len(fields) > 3 and fields[2] == "primitive" and fields[3] == "exec":
                 outcome.onednn_calls += 1
+                if len(fields) > 5:
+                    outcome.onednn_primitives.add(fields[5])
             elif len(fields) > 4 and fields[2] == "info" and fields[4].startswith("isa:"):
                 outcome.onednn_isa = fields[4].removeprefix("isa:").strip()
     stderr = process.stderr.read()
@@ -499,7 +512,11 @@ def report(outcomes: Sequence[Outcome], cases: Sequence[str], revision: str) -> 
         rows.append(
             [outcome.setting.name, outcome.setting.describe()]
             + [str(state.get(name, "-")) for name in state_names]
-            + [str(outcome.onednn_calls) if "ONEDNN_VERBOSE" in outcome.setting.env else "not logged"]
+            + [
+                f"{outcome.onednn_calls} ({', '.join(sorted(outcome.onednn_primitives)) or 'none'})"
+                if "ONEDNN_VERBOSE" in outcome.setting.env
+                else "not logged"
+            ]
             + [outcome.onednn_isa or "-", f"{outcome.seconds:.0f}", outcome.error or outcome.setting.note]
         )
     lines += markdown(
@@ -597,9 +614,33 @@ def sensitivity(cases: Sequence[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- main
+def catalogue_cases(revision: str) -> list[str]:
+    """Every spec:dtype with a snapshot at ``revision`` (the work tree's when empty)."""
+    if revision:
+        listed = subprocess.run(
+            ["git", "ls-tree", "-r", "--name-only", revision, "fixtures/__snapshots__"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    else:
+        listed = [str(path) for path in (FIXTURES / "__snapshots__").glob("*/*.convergence.txt")]
+    cases = []
+    for name in sorted(Path(item).name.removesuffix(".convergence.txt") for item in listed):
+        stem, _, dtype = name.partition("[")
+        if dtype and (FIXTURES / f"{stem}.convergence.toml").is_file():
+            cases.append(f"{stem}:{dtype.rstrip(']')}")
+    return cases
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help="spec-stem:dtype, comma-separated")
+    parser.add_argument(
+        "--cases",
+        default=",".join(DEFAULT_CASES),
+        help="spec-stem:dtype, comma-separated, or 'catalogue': every case with a snapshot at --snapshot-rev",
+    )
     parser.add_argument("--settings", default="", help="setting names, comma-separated (default: all)")
     parser.add_argument("--step-cap", type=int, default=DEFAULT_STEP_CAP, help="cut longer step budgets")
     parser.add_argument(
@@ -617,6 +658,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cases = [key.strip() for key in args.cases.split(",") if key.strip()]
+    if cases == ["catalogue"]:
+        cases = catalogue_cases(args.snapshot_rev)
     if args.child:
         child_main(cases, args.out, args.step_cap)
         return 0

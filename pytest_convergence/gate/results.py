@@ -281,11 +281,12 @@ def merge_repeats(parts: list[Results], names: list[str] | None = None) -> Resul
     Repeats within a session (``--convergence-repeat``) run back to back, so one burst of load
     on a shared machine slows all of a case's timings; sessions minutes apart rarely share one.
     Every session must hold the same cases with bit-identical histories (a determinism check
-    across processes); each run's ``wall_times`` are then concatenated.
+    across processes); each run's ``wall_times`` and ``cpu_times`` are then concatenated.
     """
     names = names or [f"file {i + 1}" for i in range(len(parts))]
     first = {run.key: run for run in parts[0].runs}
     pooled = {key: list(run.wall_times) for key, run in first.items()}
+    pooled_cpu = {key: list(run.cpu_times) for key, run in first.items()}
     for name, part in zip(names[1:], parts[1:]):
         for framework in FRAMEWORK_KEYS:
             if part.versions.get(framework) != parts[0].versions.get(framework):
@@ -310,7 +311,8 @@ def merge_repeats(parts: list[Results], names: list[str] | None = None) -> Resul
                     "of one environment must be bit-identical (is op determinism off on a GPU?)"
                 )
             pooled[key] += run.wall_times
-    runs = [replace(run, wall_times=pooled[run.key]) for run in parts[0].runs]
+            pooled_cpu[key] += run.cpu_times
+    runs = [replace(run, wall_times=pooled[run.key], cpu_times=pooled_cpu[run.key]) for run in parts[0].runs]
     return Results(runs=runs, machine=parts[0].machine)
 
 
