@@ -42,6 +42,7 @@ class Settings:
     simulate: int | None = None
     speed: str = "warn"
     speed_min_time: float = 0.5
+    platform_snapshots: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,14 @@ def add_options(parser: pytest.Parser) -> None:
         "never writes snapshots. CI runs it with two seeds.",
     )
     group.addoption(
+        "--convergence-platform-snapshots",
+        action="store_true",
+        default=None,
+        help="also keep a bit-exact snapshot per machine fingerprint (platform-<id>/*.exact.txt): "
+        "a machine that has one must match it bit for bit, others fall back to the tolerant snapshot; "
+        "written by --snapshot-update.",
+    )
+    group.addoption(
         "--convergence-speed",
         choices=SPEED_RULES,
         default=None,
@@ -153,6 +162,12 @@ def add_options(parser: pytest.Parser) -> None:
         "convergence_speed",
         default="warn",
         help="the gate's speed rule: warn (default), fail or off; --convergence-speed overrides it.",
+    )
+    parser.addini(
+        "convergence_platform_snapshots",
+        type="bool",
+        default=False,
+        help="keep bit-exact per-platform snapshots beside the tolerant ones (as the option).",
     )
     parser.addini(
         "convergence_speed_min_time",
@@ -228,6 +243,10 @@ def read_settings(config: pytest.Config) -> Settings:
         simulate=simulate,
         speed=speed,
         speed_min_time=speed_min_time,
+        platform_snapshots=bool(
+            config.getoption("--convergence-platform-snapshots")
+            or config.getini("convergence_platform_snapshots")
+        ),
     )
 
 

@@ -158,6 +158,7 @@ class ConvergenceSession:
             updating=syrupy_compat.updating(node.config),
             test_name=node.nodeid,
             on_mismatch=remember,
+            platform_exact=self.settings.platform_snapshots,
         )
 
     def snapshot_problem(self, node: pytest.Item, marker: MarkerOptions, run: Run) -> str | None:

@@ -108,7 +108,9 @@ class ConvergenceSnapshot:
         updating: bool,
         test_name: str,
         on_mismatch: Callable[[list[str]], None] | None = None,
+        platform_exact: bool = False,
     ) -> None:
+        self._platform_exact = platform_exact
         self._on_mismatch = on_mismatch
         self._assertion = assertion
         self._tolerance_for = tolerance_for
@@ -144,6 +146,7 @@ class ConvergenceSnapshot:
 
     def _matches(self, run: Run) -> bool:
         __tracebackhide__ = True
+        location = self._location()  # before the assertion, which moves syrupy's index on
         stored, problem = self._read_stored()
         if self._updating:
             problem = None
@@ -162,7 +165,25 @@ class ConvergenceSnapshot:
             pytest.fail(problem, pytrace=False)
         if not matched and self._on_mismatch is not None:
             self._on_mismatch(self.failure_lines())  # for the results file, so the gate sees it
+        if matched and self._platform_exact:
+            self._check_platform(run, text, location)
         return matched
+
+    def _check_platform(self, run: Run, text: str, location: Path) -> None:
+        """The bit-exact golden of this machine (:mod:`.platform`): written when updating, else
+        compared when this machine has one."""
+        __tracebackhide__ = True
+        from . import platform
+
+        path = platform.platform_path(location, run.versions.get("fingerprint", "unknown"))
+        if self._updating:
+            platform.write(path, text)
+            return
+        lines = platform.mismatch(path, text)
+        if lines is not None:
+            if self._on_mismatch is not None:
+                self._on_mismatch(lines)
+            raise SnapshotMismatchError("\n".join(lines))
 
     def _location(self) -> Path:
         assertion = self._assertion

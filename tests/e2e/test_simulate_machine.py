@@ -125,3 +125,29 @@ def test_cutting_the_compiled_loop_into_stretches_changes_no_bit() -> None:
     assert paused == [1, 7, 8, 30]
     assert np.array_equal(one.loss, many.loss)
     assert np.array_equal(one.update_size, many.update_size)
+
+
+def test_platform_snapshots_are_bit_exact_on_their_machine_and_absent_elsewhere(
+    user_suite: pytest.Pytester,
+) -> None:
+    user_suite.makepyfile(test_user=SUITE)
+    option = "--convergence-platform-snapshots"
+    user_suite.runpytest("--convergence", option, "--snapshot-update").assert_outcomes(passed=1)
+    (golden,) = (user_suite.path / "__snapshots_platform__").rglob("*.exact.txt")
+    assert golden.parent.parent.name.startswith("platform-") and golden.parent.name == "test_user"
+    user_suite.runpytest("--convergence", option).assert_outcomes(passed=1)
+    # one ulp elsewhere: the tolerant snapshot accepts it, this machine's golden does not
+    perturbed = user_suite.runpytest("--convergence", option, "--convergence-simulate-machine=1")
+    perturbed.assert_outcomes(failed=1)
+    perturbed.stdout.fnmatch_lines(
+        ["*on this platform (platform-*): the loss history changed (exact*", "*not bit-identical*"]
+    )
+    user_suite.runpytest("--convergence", "--convergence-simulate-machine=1").assert_outcomes(passed=1)
+    # another machine (no golden of its fingerprint): the tolerant snapshot decides alone
+    golden.rename(golden.with_name("elsewhere.exact.txt"))
+    user_suite.runpytest("--convergence", option, "--convergence-simulate-machine=1").assert_outcomes(
+        passed=1
+    )
+    # syrupy's own update never deletes another platform's golden
+    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=1)
+    assert golden.with_name("elsewhere.exact.txt").exists()
