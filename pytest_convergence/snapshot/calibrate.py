@@ -24,6 +24,11 @@ from .compare import relative_error, required_rtol
 from .format import Trajectory, checkpoint_steps
 
 MARGIN = 2.0
+MAX_MISS_FRACTION = 0.5
+"""Beyond half the checkpoints unmatched, a snapshot would compare nothing: the rtol must say it."""
+UNBOUNDED_RTOL = 1.0
+"""What an unmeasurable spread (a final loss NaN in one rerun only) records: any change of a
+finite number passes, a number against NaN still fails."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class Calibration:
     current_rtol: float
     outcomes: tuple[str, ...]
     event_spread: dict[str, int]
+    recommended_miss_fraction: float = 0.0
+    """The share of checkpoints that may miss, when reruns diverge at other steps (else 0)."""
 
     @property
     def accepted_by_current(self) -> bool:
@@ -54,11 +61,12 @@ class Calibration:
         comparisons widen the configured one with: loss and weight rtol, event steps, and the
         outcomes seen when there were several (an unstable outcome)."""
         seen = tuple(sorted(set(self.outcomes)))
+        rtol = self.recommended_rtol if math.isfinite(self.recommended_rtol) else UNBOUNDED_RTOL
         return Tolerance(
-            rtol=self.recommended_rtol,
+            rtol=rtol,
             event_rtol=0.0,
             event_atol=self.recommended_event_atol,
-            miss_fraction=0.0,
+            miss_fraction=self.recommended_miss_fraction,
             outcomes=seen if len(seen) > 1 else (),
         )
 
@@ -101,8 +109,14 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
     # What compare would need to accept each rerun (final loss, checkpoints, weights), so the
     # recommendation is exactly what the snapshot comparison accepts, times the margin.
     stored = _as_stored(base, current_rtol)
+    # A run that diverges (NaN) a few steps earlier or later has checkpoints no rtol can match (a
+    # number against NaN): those may miss, twice the share seen, so the rtol measures the rest.
+    unmatched = max(
+        (_unmatchable_share(stored, _as_stored(run, current_rtol)) for run in others), default=0.0
+    )
+    allowed_miss = min(max(miss_fraction, MARGIN * unmatched), MAX_MISS_FRACTION)
     needed = max(
-        (required_rtol(stored, _as_stored(run, current_rtol), miss_fraction) for run in others), default=0.0
+        (required_rtol(stored, _as_stored(run, current_rtol), allowed_miss) for run in others), default=0.0
     )
     events: dict[str, int] = {}
     base_events = stored.events
@@ -120,7 +134,16 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
         current_rtol=current_rtol,
         outcomes=tuple(run.outcome for run in [base, *others]),
         event_spread=events,
+        recommended_miss_fraction=allowed_miss if allowed_miss > miss_fraction else 0.0,
     )
+
+
+def _unmatchable_share(old: Trajectory, new: Trajectory) -> float:
+    common, old_index, new_index = np.intersect1d(old.steps, new.steps, return_indices=True)
+    if not common.size:
+        return 0.0
+    errors = relative_error(old.losses[old_index], new.losses[new_index])
+    return float(np.mean(np.isinf(errors)))
 
 
 def _as_stored(run: Run, rtol: float) -> Trajectory:

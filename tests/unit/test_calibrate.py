@@ -50,3 +50,23 @@ def test_the_recommended_rtol_accepts_every_rerun_and_a_tenth_of_it_does_not() -
         assert compare(_stored(base, 1e-4), _stored(other, 1e-4), accepting).ok
     too_tight = Tolerance(rtol=calibration.recommended_rtol / 10)
     assert not all(compare(_stored(base, 1e-4), _stored(o, 1e-4), too_tight).ok for o in others)
+
+
+def test_reruns_that_diverge_at_other_steps_get_a_miss_share_and_a_finite_rtol() -> None:
+    steps = np.arange(1, 301, dtype=np.float64)
+
+    def diverging(at: int) -> np.ndarray:
+        loss = 1.0 / steps
+        loss[at:] = np.nan
+        return loss
+
+    base = make_run(diverging(200), update_size=np.full(300, 1e-3))
+    other = make_run(diverging(215) * (1 + 1e-5), update_size=np.full(300, 1e-3))
+    calibration = calibrate(base, [other], current_rtol=1e-2, miss_fraction=0.01)
+    tolerance = calibration.tolerance()
+    assert 0.01 < tolerance.miss_fraction <= 0.5
+    assert np.isfinite(tolerance.rtol) and tolerance.rtol < 1e-3
+    # what it recommends is what the comparison accepts
+    configured = Tolerance(rtol=1e-2).widened(tolerance)
+    assert compare(_stored(base, 1e-2), _stored(other, 1e-2), configured).ok
+    assert not compare(_stored(base, 1e-2), _stored(other, 1e-2), Tolerance(rtol=1e-2)).ok
