@@ -48,6 +48,8 @@ class Tolerance:
     event_atol: int = 2
     miss_fraction: float = 0.01
     exact: bool = False
+    weight_rtol: float | None = None
+    """The final weights' rtol when calibration measured one apart from the losses' (else ``rtol``)."""
     outcomes: tuple[str, ...] = ()
     """Outcomes calibration saw this run take under one-ulp perturbations: when there are several,
     the outcome is unstable, and a change among them is reported as such, not as a change."""
@@ -76,6 +78,10 @@ class Tolerance:
             )
 
     @property
+    def weights_rtol(self) -> float:
+        return self.rtol if self.weight_rtol is None else self.weight_rtol
+
+    @property
     def unstable(self) -> bool:
         return len(self.outcomes) > 1
 
@@ -89,14 +95,18 @@ class Tolerance:
             event_rtol=max(self.event_rtol, other.event_rtol),
             event_atol=max(self.event_atol, other.event_atol),
             miss_fraction=max(self.miss_fraction, other.miss_fraction),
+            weight_rtol=None
+            if self.weight_rtol is None and other.weight_rtol is None
+            else max(self.weights_rtol, other.weights_rtol),
             outcomes=tuple(sorted({*self.outcomes, *other.outcomes})),
         )
 
     def describe(self) -> str:
         if self.exact:
             return "exact (bit-identical)"
+        weights = "and weights" if self.weight_rtol is None else f"({self.weight_rtol:g} for weights)"
         text = (
-            f"rtol {self.rtol:g} for losses and weights, event steps ±max({self.event_atol}, "
+            f"rtol {self.rtol:g} for losses {weights}, event steps ±max({self.event_atol}, "
             f"{self.event_rtol:g}×step), {self.miss_fraction:.0%} of checkpoints may miss"
         )
         if self.unstable:
@@ -108,6 +118,7 @@ class Tolerance:
         return (
             f"rtol={self.rtol!r} event_rtol={self.event_rtol!r} event_atol={self.event_atol} "
             f"miss_fraction={self.miss_fraction!r} exact={str(self.exact).lower()}"
+            + (f" weight_rtol={self.weight_rtol!r}" if self.weight_rtol is not None else "")
             + (f" outcomes={'|'.join(self.outcomes)}" if self.outcomes else "")
         )
 
@@ -127,8 +138,8 @@ class Tolerance:
         return cls(**values)
 
 
-KEYS = tuple(f.name for f in fields(Tolerance) if f.name != "outcomes")
-"""What a user sets; ``outcomes`` comes from calibration only."""
+KEYS = tuple(f.name for f in fields(Tolerance) if f.name not in ("outcomes", "weight_rtol"))
+"""What a user sets; ``outcomes`` and ``weight_rtol`` come from calibration only."""
 
 
 def parse_overrides(value: Any, *, where: str, dtype: str) -> dict[str, Any]:

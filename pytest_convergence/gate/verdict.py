@@ -206,10 +206,10 @@ def _weights(old: RunRecord, new: RunRecord, tolerance: Tolerance) -> list[str]:
             continue
         errors = weight_errors(before[name], after[name], floor)
         worst = int(np.argmax(errors)) if errors.size else 0
-        if errors.size and errors[worst] > tolerance.rtol:
+        if errors.size and errors[worst] > tolerance.weights_rtol:
             reasons.append(
                 f"weight {name}[{worst}] {before[name][worst]:.4g} -> {after[name][worst]:.4g} "
-                f"(beyond rtol {tolerance.rtol:g})"
+                f"(beyond rtol {tolerance.weights_rtol:g})"
             )
     return reasons
 

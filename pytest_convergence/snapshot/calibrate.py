@@ -20,7 +20,7 @@ from .. import tables
 from ..perturb import Perturbation
 from ..run import Run
 from ..tolerance import Tolerance
-from .compare import relative_error, required_rtol
+from .compare import relative_error, required_rtol, required_weight_rtol
 from .format import Trajectory, checkpoint_steps
 
 MARGIN = 2.0
@@ -46,6 +46,9 @@ class Calibration:
     event_spread: dict[str, int]
     recommended_miss_fraction: float = 0.0
     """The share of checkpoints that may miss, when reruns diverge at other steps (else 0)."""
+    recommended_weight_rtol: float = 0.0
+    """The final weights' rtol, measured apart from the losses'."""
+    """The share of checkpoints that may miss, when reruns diverge at other steps (else 0)."""
 
     @property
     def accepted_by_current(self) -> bool:
@@ -67,6 +70,9 @@ class Calibration:
             event_rtol=0.0,
             event_atol=self.recommended_event_atol,
             miss_fraction=self.recommended_miss_fraction,
+            weight_rtol=self.recommended_weight_rtol
+            if math.isfinite(self.recommended_weight_rtol)
+            else UNBOUNDED_RTOL,
             outcomes=seen if len(seen) > 1 else (),
         )
 
@@ -80,6 +86,7 @@ class Calibration:
             f"{self.recommended_rtol:.2e}",
             f"{self.current_rtol:.2e}",
             "yes" if self.accepted_by_current else "NO",
+            f"{self.recommended_weight_rtol:.2e}",
             f"±{self.recommended_event_atol}",
             ",".join(sorted(set(self.outcomes))),
         )
@@ -94,6 +101,7 @@ HEADERS = (
     "recommended rtol",
     "rtol now",
     "fits",
+    "weights rtol",
     "events",
     "outcomes",
 )
@@ -118,6 +126,9 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
     needed = max(
         (required_rtol(stored, _as_stored(run, current_rtol), allowed_miss) for run in others), default=0.0
     )
+    weights_needed = max(
+        (required_weight_rtol(stored, _as_stored(run, current_rtol)) for run in others), default=0.0
+    )
     events: dict[str, int] = {}
     base_events = stored.events
     for run in others:
@@ -135,6 +146,7 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
         outcomes=tuple(run.outcome for run in [base, *others]),
         event_spread=events,
         recommended_miss_fraction=allowed_miss if allowed_miss > miss_fraction else 0.0,
+        recommended_weight_rtol=weights_needed * MARGIN,
     )
 
 
