@@ -433,13 +433,16 @@ def snapshot_text(key: str, revision: str) -> str | None:
 
 def snapshot_cell(outcome: Outcome, key: str, text: str | None) -> str:
     """Whether the run prints the snapshot's loss at every checkpoint it reaches (format_number's digits)."""
-    from pytest_convergence.snapshot.format import Trajectory, format_number
+    from pytest_convergence.snapshot.format import SnapshotFormatError, Trajectory, format_number
 
     if outcome.error or key not in outcome.losses:
         return "-"
     if text is None:
         return "no snapshot"
-    stored = Trajectory.parse(text)
+    try:
+        stored = Trajectory.parse(text)
+    except SnapshotFormatError as error:  # e.g. a snapshot being rewritten in the work tree
+        return f"unreadable snapshot ({str(error)[:40]})"
     loss = outcome.losses[key]
     reached = stored.steps <= loss.size
     if not reached.any():
