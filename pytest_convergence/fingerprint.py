@@ -36,6 +36,7 @@ KERNEL_ISA = (
     "avx512_vnni",
     "avx512_bf16",
     "avx512_fp16",
+    "avx_vnni",
     "amx_tile",
     "amx_bf16",
     "amx_fp16",
@@ -125,14 +126,29 @@ def framework_description() -> dict[str, Any]:
 
 
 def _onednn_state() -> str:
-    """oneDNN's graph rewrites: on by default on Linux x86 since TensorFlow 2.9, off elsewhere."""
-    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    if setting is not None:
-        state = "on" if setting.strip().lower() in ("1", "true") else "off"
-        return f"{state} (TF_ENABLE_ONEDNN_OPTS={setting})"
-    default = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    return ("on" if default else "off") + (f", ONEDNN_MAX_CPU_ISA={isa}" if isa else "")
+    """Whether TensorFlow's oneDNN graph rewrites run, as TensorFlow itself decided.
+
+    Not a guess from the platform: on Linux x86 TensorFlow turns them on by default only for CPUs
+    with AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX (``DefaultOneDnnPolicy``), and that choice moves
+    every float32 history (docs/machine-settings.md). Float32 matmuls reach oneDNN's sgemm through
+    Eigen either way, unless ``TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=0``.
+    """
+    enabled: bool | None = None
+    with contextlib.suppress(Exception):  # a private module: absent in some builds
+        from tensorflow.python.util import _pywrap_util_port
+
+        enabled = bool(_pywrap_util_port.IsMklEnabled())
+    state = "unknown" if enabled is None else "rewrites on" if enabled else "rewrites off"
+    settings = [
+        f"{name}={os.environ[name]}"
+        for name in (
+            "TF_ENABLE_ONEDNN_OPTS",
+            "ONEDNN_MAX_CPU_ISA",
+            "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL",
+        )
+        if name in os.environ
+    ]
+    return state + (f" ({', '.join(settings)})" if settings else "")
 
 
 def _gpus(tf: Any) -> list[str]:
