@@ -3,19 +3,20 @@
 
 Why this exists: the bundled catalogue's snapshots were made on an Intel CPU with AVX-512; on an AMD
 EPYC with AVX2 and the same wheels, some histories part from them in the last place of the float32
-loss (linear-regression float32 from step 16, bfloat16 cases further). Setting
-ONEDNN_MAX_CPU_ISA=SSE41 or TF_ENABLE_ONEDNN_OPTS=0 changed nothing here. This script measures,
-instead of guessing, which knobs reach the numbers: it trains a few catalogue cases once per setting,
-each in a fresh child process (threads, oneDNN, instruction-set caps, CPU affinity, numpy's SIMD
-dispatch and OpenBLAS's kernel), and prints, per setting and case, whether the loss history and
-final weights are bit-identical to the default run, where they first part, and whether the run
-matches the committed snapshot. It also hashes numpy's float64 sin/cos/exp/log, a BLAS matmul and
-each generated data set in every child, and, in this process, checks how far the float64 values
-behind the float32 data sets may move before the float32 data changes.
+loss (linear-regression float32 from step 16, bfloat16 cases further), and ONEDNN_MAX_CPU_ISA=SSE41
+or TF_ENABLE_ONEDNN_OPTS=0 left linear-regression unchanged. This script measures, instead of
+guessing, which knobs reach the numbers: it trains a few catalogue cases once per setting, each in a
+fresh child process (threads, oneDNN, instruction-set caps, CPU affinity, numpy's SIMD dispatch and
+OpenBLAS's kernel), and prints, per setting and case, whether the loss history and final weights are
+bit-identical to the default run, where they first part, and where the run parts from the snapshots
+in the work tree and at --snapshot-rev (by default the Intel machine's). It also hashes numpy's
+float64 sin/cos/exp/log, a BLAS matmul and each generated data set in every child, and, in this
+process, checks how far the float64 values behind the float32 data sets may move before the float32
+data changes.
 
 Run it from the repository root, alone on the machine (each setting trains in a new process):
 
-    nice -n 10 .venv/bin/python scripts/measure_settings.py                 # everything (~10 min)
+    nice -n 10 .venv/bin/python scripts/measure_settings.py                 # all: 14 min on 2 cores
     .venv/bin/python scripts/measure_settings.py --list                     # the settings
     .venv/bin/python scripts/measure_settings.py --settings default,onednn-on --cases spirals:float32
     .venv/bin/python scripts/measure_settings.py --sensitivity-only         # no TensorFlow, seconds
