@@ -13,7 +13,6 @@ machines that differ.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -84,7 +83,7 @@ def cpu_description() -> dict[str, Any]:
     except OSError:
         pass
     if not model and sys.platform == "darwin":
-        model = _run(["sysctl", "-n", "machdep.cpu.brand_string"])
+        model = run_quietly(["sysctl", "-n", "machdep.cpu.brand_string"])
         vendor = vendor or ("Apple" if "Apple" in model else "")
     return {
         "cpu_vendor": vendor or platform.machine(),
@@ -97,97 +96,24 @@ def cpu_description() -> dict[str, Any]:
     }
 
 
-def framework_description() -> dict[str, Any]:
-    """TensorFlow's build and threading as this process runs it; empty before TensorFlow is imported.
-
-    Read only when TensorFlow is already loaded, so that a session that trained nothing (or the
-    plugin switched off) never pays for the import.
-    """
-    tf = sys.modules.get("tensorflow")
-    if tf is None:
-        return {}
-    build: dict[str, Any] = {}
-    with contextlib.suppress(Exception):  # a build without the record: say nothing rather than guess
-        build = dict(tf.sysconfig.get_build_info())
-    threading = tf.config.threading
-    description: dict[str, Any] = {
-        "intra_op_threads": threading.get_intra_op_parallelism_threads(),  # 0: one per core
-        "inter_op_threads": threading.get_inter_op_parallelism_threads(),
-        "onednn": _onednn_state(),
-        "xla_flags": os.environ.get("TF_XLA_FLAGS", ""),
-        "cuda_build": (
-            f"CUDA {build.get('cuda_version', '?')}, cuDNN {build.get('cudnn_version', '?')}"
-            if build.get("is_cuda_build")
-            else "no"
-        ),
-        "gpus": _gpus(tf),
-    }
-    return description
-
-
-def _onednn_state() -> str:
-    """Whether TensorFlow's oneDNN graph rewrites run, as TensorFlow itself decided.
-
-    Not a guess from the platform: on Linux x86 TensorFlow turns them on by default only for CPUs
-    with AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX (``DefaultOneDnnPolicy``), and that choice moves
-    every float32 history (docs/machine-settings.md). Float32 matmuls reach oneDNN's sgemm through
-    Eigen either way, unless ``TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=0``.
-    """
-    enabled: bool | None = None
-    with contextlib.suppress(Exception):  # a private module: absent in some builds
-        from tensorflow.python.util import _pywrap_util_port
-
-        enabled = bool(_pywrap_util_port.IsMklEnabled())
-    state = "unknown" if enabled is None else "rewrites on" if enabled else "rewrites off"
-    settings = [
-        f"{name}={os.environ[name]}"
-        for name in (
-            "TF_ENABLE_ONEDNN_OPTS",
-            "ONEDNN_MAX_CPU_ISA",
-            "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL",
-        )
-        if name in os.environ
-    ]
-    return state + (f" ({', '.join(settings)})" if settings else "")
-
-
-def _gpus(tf: Any) -> list[str]:
-    try:
-        devices = tf.config.list_physical_devices("GPU")
-    except Exception:
-        return []
-    names = []
-    for device in devices:
-        try:
-            details = tf.config.experimental.get_device_details(device)
-        except Exception:
-            details = {}
-        capability = details.get("compute_capability")
-        name = details.get("device_name", device.name)
-        names.append(f"{name} (compute {'.'.join(map(str, capability))})" if capability else str(name))
-    if names:
-        driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
-        if driver:
-            names = [f"{name}, driver {driver.splitlines()[0]}" for name in names]
-    return names
-
-
-def _run(command: list[str]) -> str:
+def run_quietly(command: list[str]) -> str:
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
 
-def fingerprint() -> dict[str, Any]:
-    """Everything above, the node and system for people, and ``id``: a hash of the numeric fields."""
+def fingerprint(framework: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The CPU, the framework's build and threads (``framework``: the backend's
+    ``framework_description()``, absent where nothing trained), the node and system for people,
+    and ``id``: a hash of the numeric fields."""
     description: dict[str, Any] = {
         "node": platform.node(),
         "system": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": platform.python_version(),
         **cpu_description(),
-        **framework_description(),
+        **(framework or {}),
     }
     description["id"] = fingerprint_id(description)
     return description

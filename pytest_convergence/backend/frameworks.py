@@ -6,6 +6,7 @@ the package (and ``pytest`` without ``--convergence``) never pays for ``import t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import TensorFlowMissingError
+from ..fingerprint import fingerprint, run_quietly, summary
 from . import keras_adapter
 
 INSTALL_HINT = (
@@ -52,10 +54,8 @@ def enable_op_determinism() -> None:
 
 def framework_versions() -> dict[str, str]:
     """Versions a run depends on; recorded in every run so results say what produced them."""
-    from ..fingerprint import fingerprint, summary
-
     tf, flavour = import_keras()
-    description = fingerprint()
+    description = machine_fingerprint()
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -65,3 +65,83 @@ def framework_versions() -> dict[str, str]:
         "machine": summary(description),
         "fingerprint": description["id"],
     }
+
+
+def onednn_state() -> str:
+    """Whether TensorFlow's oneDNN graph rewrites run, as TensorFlow itself decided.
+
+    Not a guess from the platform: on Linux x86 TensorFlow turns them on by default only for CPUs
+    with AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX (``DefaultOneDnnPolicy``), and that choice moves
+    every float32 history (docs/machine-settings.md). Float32 matmuls reach oneDNN's sgemm through
+    Eigen either way, unless ``TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=0``.
+    """
+    enabled: bool | None = None
+    with contextlib.suppress(Exception):  # a private module: absent in some builds
+        from tensorflow.python.util import _pywrap_util_port
+
+        enabled = bool(_pywrap_util_port.IsMklEnabled())
+    state = "unknown" if enabled is None else "rewrites on" if enabled else "rewrites off"
+    settings = [
+        f"{name}={os.environ[name]}"
+        for name in (
+            "TF_ENABLE_ONEDNN_OPTS",
+            "ONEDNN_MAX_CPU_ISA",
+            "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL",
+        )
+        if name in os.environ
+    ]
+    return state + (f" ({', '.join(settings)})" if settings else "")
+
+
+def framework_description() -> dict[str, Any]:
+    """TensorFlow's build and threading as this process runs it; empty before TensorFlow is imported.
+
+    Read only when TensorFlow is already loaded, so that a session that trained nothing (or the
+    plugin switched off) never pays for the import.
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return {}
+    build: dict[str, Any] = {}
+    with contextlib.suppress(Exception):  # a build without the record: say nothing rather than guess
+        build = dict(tf.sysconfig.get_build_info())
+    threading = tf.config.threading
+    description: dict[str, Any] = {
+        "intra_op_threads": threading.get_intra_op_parallelism_threads(),  # 0: one per core
+        "inter_op_threads": threading.get_inter_op_parallelism_threads(),
+        "onednn": onednn_state(),
+        "xla_flags": os.environ.get("TF_XLA_FLAGS", ""),
+        "cuda_build": (
+            f"CUDA {build.get('cuda_version', '?')}, cuDNN {build.get('cudnn_version', '?')}"
+            if build.get("is_cuda_build")
+            else "no"
+        ),
+        "gpus": _gpus(tf),
+    }
+    return description
+
+
+def _gpus(tf: Any) -> list[str]:
+    try:
+        devices = tf.config.list_physical_devices("GPU")
+    except Exception:
+        return []
+    names = []
+    for device in devices:
+        try:
+            details = tf.config.experimental.get_device_details(device)
+        except Exception:
+            details = {}
+        capability = details.get("compute_capability")
+        name = details.get("device_name", device.name)
+        names.append(f"{name} (compute {'.'.join(map(str, capability))})" if capability else str(name))
+    if names:
+        driver = run_quietly(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        if driver:
+            names = [f"{name}, driver {driver.splitlines()[0]}" for name in names]
+    return names
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """This process's fingerprint with TensorFlow's part (:mod:`..fingerprint`)."""
+    return fingerprint(framework_description())

@@ -209,8 +209,9 @@ class ConvergenceSession:
         from ..gate import results
 
         current = results.Results(runs=list(self.records))
-        if self.machine:  # the fingerprint of the processes that trained (xdist workers)
-            current.machine = dict(self.machine)
+        trained_here = _trained_machine()
+        if trained_here or self.machine:  # the processes that trained: this one, or xdist workers
+            current.machine = trained_here or dict(self.machine)
         if self.results_path:
             results.write(rootpath / self.results_path, current)
         if not self.baseline_path:
@@ -262,9 +263,9 @@ def _trained_machine() -> dict[str, Any]:
 
     if "tensorflow" not in sys.modules:
         return {}
-    from ..fingerprint import fingerprint
+    from ..backend.frameworks import machine_fingerprint
 
-    return fingerprint()
+    return machine_fingerprint()
 
 
 SESSION_KEY = pytest.StashKey[ConvergenceSession]()

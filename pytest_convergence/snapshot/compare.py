@@ -137,6 +137,10 @@ def _compare_events(
     *,
     outcome_flipped: bool = False,
 ) -> None:
+    if tolerance.unstable:
+        # an outcome that one ulp flips has chaotic events too (seed-mse float16 reached zero at step
+        # 549 or at 87,395): they are shown in the snapshot, not compared
+        return
     for key in sorted(set(old.events) | set(new.events)):
         before, after = old.events.get(key), new.events.get(key)
         if outcome_flipped and (before is None or after is None):
