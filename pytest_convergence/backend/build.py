@@ -44,6 +44,7 @@ def build_model(case: Case, dtype: str, flavour: Flavour) -> BuiltModel:
     pinned_dtype: str | None = None
     with flavour.dtype_policy(dtype):
         model = _model(case, dtype, flavour)
+        check_input_shape(case, dtype, model)
         get_loss = partial(flavour.get, "losses")
         losses = (
             {
@@ -61,12 +62,80 @@ def build_model(case: Case, dtype: str, flavour: Flavour) -> BuiltModel:
         optimizer = _keras_object(
             case, dtype, partial(flavour.get, "optimizers"), case.optimizer, "optimizer"
         )
+        for key, kind, value in (("loss", "losses", losses), ("optimizer", "optimizers", [optimizer])):
+            _check_kind(case, dtype, flavour, key, kind, value)
         metrics = [_metric(case, dtype, flavour, item, index) for index, item in enumerate(case.metrics)]
         try:
             model.compile(loss=loss, optimizer=optimizer, metrics=metrics or None, jit_compile=False)
         except (ValueError, TypeError) as error:
-            raise case_error(case, dtype, f"Keras could not compile the model: {error}", "metrics") from None
+            raise case_error(
+                case,
+                dtype,
+                f"Keras could not compile the model: {first_line(error)}",
+                "metrics" if case.metrics else "model",
+            ) from None
     return BuiltModel(model=model, pinned_loss_dtype=pinned_dtype)
+
+
+def _check_kind(case: Case, dtype: str, flavour: Flavour, key: str, kind: str, values: Any) -> None:
+    """A Keras object given where another kind belongs (a loss object as the optimizer) is named
+    as the field it sits in, before ``compile`` reports it as a problem of something else."""
+    for value in values.values() if isinstance(values, Mapping) else values:
+        if flavour.usable_as(kind, value):
+            continue
+        other = "optimizers" if kind == "losses" else "losses"
+        what = f"{type(value).__name__} ({type(value).__module__})"
+        misplaced = flavour.usable_as(other, value)
+        raise case_error(
+            case,
+            dtype,
+            f"expected {'a loss' if key == 'loss' else 'an optimizer'}, got a {what}"
+            + (f", which is {'an optimizer' if other == 'optimizers' else 'a loss'}" if misplaced else ""),
+            key,
+            fix=(
+                f"pass it as {'optimizer' if other == 'optimizers' else 'loss'}=..., and "
+                if misplaced
+                else ""
+            )
+            + (
+                'give an optimizer: "sgd", keras.optimizers.SGD(0.01) or '
+                '{"class_name": "RMSprop", "config": {"learning_rate": 0.01}}'
+                if key == "optimizer"
+                else 'give a loss: "mse", keras.losses.MeanSquaredError() or '
+                '{"class_name": "BinaryCrossentropy", "config": {"from_logits": true}}'
+            ),
+        )
+
+
+def check_input_shape(case: Case, dtype: str, model: Any) -> None:
+    """x against the input shape the model declares, before anything is traced.
+
+    Keras reports a mismatch from inside the first trace, as a layer's problem; the mistake is the
+    case's x or input shape, whatever the dtype, and the fix is one of the two. Only declared
+    dimensions of a single array input of the same rank are compared: Keras itself adds or drops a
+    trailing axis of 1, and a subclassed model declares no input at all.
+    """
+    if isinstance(case.x, Mapping):
+        return
+    try:
+        inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):
+        return
+    if len(inputs) != 1:
+        return
+    declared = tuple(None if d is None else int(d) for d in tuple(inputs[0].shape)[1:])
+    given = tuple(int(d) for d in np.shape(case.x)[1:])
+    if len(declared) != len(given) or all(d in (None, g) for d, g in zip(declared, given)):
+        return
+    wanted = "[" + ", ".join("any" if d is None else str(d) for d in declared) + "]"
+    raise case_error(
+        case,
+        dtype,
+        f"x has samples of shape {list(given)}, but the model's input takes samples of shape {wanted}",
+        "x",
+        fix=f"declare input_shape={list(given)} (Case.sequential's input_shape, a spec's [model] "
+        f"input_shape, or the builder's Input), or give x samples of shape {wanted}",
+    )
 
 
 def _metric(case: Case, dtype: str, flavour: Flavour, item: Any, index: int) -> Any:

@@ -175,15 +175,17 @@ class Flavour:
         """
         module = getattr(self.keras, kind)
         found = module.get(spec)
-        usable = (
-            isinstance(found, self.keras.optimizers.Optimizer) or _is_legacy_optimizer(found)
-            if kind == "optimizers"
-            else callable(found) and not isinstance(found, str)
-        )
-        if not usable:
+        if not self.usable_as(kind, found):
             name = spec.get("class_name", spec) if isinstance(spec, dict) else spec
             raise ValueError(f"Unknown {'loss' if kind == 'losses' else 'optimizer'}: {name!r}")
         return found
+
+    def usable_as(self, kind: str, value: Any) -> bool:
+        """Whether ``value`` is a Keras object ``compile`` takes as a loss (``losses``) or an
+        optimizer (``optimizers``): a loss object given as the optimizer is not."""
+        if kind == "optimizers":
+            return isinstance(value, self.keras.optimizers.Optimizer) or _is_legacy_optimizer(value)
+        return callable(value) and not isinstance(value, str)
 
     def stacked_epochs(self, model: Any, case: Case) -> list[Any] | None:
         """Every epoch's batches at once: for each position in the epoch, that batch of every
