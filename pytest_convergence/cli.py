@@ -1,15 +1,21 @@
-"""The ``pytest-convergence`` command: explain one run of a spec file.
+"""The ``pytest-convergence`` command: what ``pytest --convergence`` leaves to the command line.
 
     pytest-convergence explain fixtures/seed-default.convergence.toml --dtype float32 --plot loss.png
+    pytest-convergence compare results-old.json results-new.json --html report.html
+    pytest-convergence merge all.json job1.json job2.json
+    pytest-convergence gate 2.19.0 2.21.0
 
-It trains the case once in one dtype and prints what the training did and why (the diagnosis and
-its evidence), which is the question the project grew from: "why does my model not converge in
-float32?". ``--plot`` draws the loss curve (log scale) with its events and the weights' paths.
+``explain`` trains one spec file's case once in one dtype and prints what the training did and why
+(the diagnosis and its evidence), which is the question the project grew from: "why does my model
+not converge in float32?"; ``--plot`` draws the loss curve with its events and the weights' paths.
+``compare`` is the upgrade gate on two results files, ``merge`` joins the results files of several
+jobs, and ``gate`` runs the whole upgrade gate, training the suite under two TensorFlow versions.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,46 +29,130 @@ if TYPE_CHECKING:
 
 TRACED_WEIGHTS = 64
 
+DESCRIPTION = """\
+Explain a training run, and gate a TensorFlow upgrade, from the command line.
+Training a suite is pytest's job: pytest --convergence [--convergence-results=FILE]."""
+EPILOG = "'pytest-convergence COMMAND --help' describes a command's arguments and their defaults."
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pytest-convergence", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    explain = commands.add_parser("explain", help="train one spec in one dtype and explain the run")
-    explain.add_argument("spec", type=Path, help="a *.convergence.toml file")
-    explain.add_argument("--dtype", default=None, help="dtype to train in (default: the spec's first)")
-    explain.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES)
-    explain.add_argument("--steps", type=int, default=None, help="override the spec's step budget")
-    explain.add_argument("--plot", type=Path, default=None, metavar="PNG", help="write the loss curve here")
-    compare = commands.add_parser("compare", help="the upgrade gate: compare two results files")
-    compare.add_argument("old", type=Path, help="results of the old framework (--convergence-results)")
-    compare.add_argument("new", type=Path, help="results of the new framework")
-    compare.add_argument("--markdown", type=Path, help="also write a markdown summary (CI job summary)")
-    compare.add_argument("--html", type=Path, help="also write a self-contained HTML report")
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command, argument and default of the command line, with its help."""
+    from .dtypes import DTYPES
+    from .gate import upgrade
     from .gate.verdict import Thresholds
 
+    parser = argparse.ArgumentParser(
+        prog="pytest-convergence",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    explain = commands.add_parser(
+        "explain",
+        help="SPEC: train one spec file's case in one dtype and explain what the training did and why",
+        description="Train the case of one spec file once, in one dtype, and print what the training "
+        "did and why: the outcome (stalled, oscillating, diverged...), its evidence, and whether the "
+        "spec's expectation for that dtype holds. Exit code: 0 trained (whatever the outcome), "
+        "2 the spec or an argument cannot be used.",
+    )
+    explain.add_argument("spec", type=Path, metavar="SPEC", help="a spec file (*.convergence.toml)")
+    explain.add_argument(
+        "--dtype",
+        default=None,
+        help=f"the dtype to train in, one of: {', '.join(DTYPES)} (default: the spec's first dtype)",
+    )
+    explain.add_argument(
+        "--engine",
+        default=DEFAULT_ENGINE,
+        choices=ENGINES,
+        help="how to train: loop (one tf.function, bit-identical to model.fit), xla (the same with "
+        "jit_compile), fit (model.fit itself) (default: %(default)s)",
+    )
+    explain.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train N optimizer steps instead of the spec's budget (default: the spec's steps or epochs)",
+    )
+    explain.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also draw the loss curve (log scale) with its events and the weights' paths into this "
+        "PNG; needs matplotlib: pip install 'pytest-convergence[plot]' (default: no plot)",
+    )
     defaults = Thresholds()
-    compare.add_argument("--final-loss-threshold", type=float, default=defaults.final_loss, metavar="R")
-    compare.add_argument("--steps-threshold", type=float, default=defaults.steps_to_target, metavar="R")
+    compare = commands.add_parser(
+        "compare",
+        help="OLD NEW: the upgrade gate on two results files, the old framework's first; exit 0 pass, "
+        "1 fail, 2 a file cannot be used",
+        description="Compare the results file of the old framework (OLD) with the new framework's "
+        "(NEW), run by run (case and dtype). A run fails when its outcome changed, its loss history "
+        "or final weights left their tolerance, its expectation broke, its final loss or steps to "
+        "target got worse beyond the thresholds, or (with --speed fail) it got slower. Exit code: "
+        "0 pass, 1 fail, 2 a file or an argument cannot be used.",
+        epilog="example: pytest-convergence compare results-2.19.0.json results-2.21.0.json "
+        "--html report.html",
+    )
+    compare.add_argument(
+        "old",
+        type=Path,
+        metavar="OLD",
+        help="results of the old framework, as pytest --convergence --convergence-results=FILE wrote them",
+    )
+    compare.add_argument(
+        "new", type=Path, metavar="NEW", help="results of the new framework, from the same suite"
+    )
+    compare.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="PATH",
+        help="also write a markdown summary, e.g. for a CI job summary (default: none)",
+    )
+    compare.add_argument(
+        "--html", type=Path, metavar="PATH", help="also write a self-contained HTML report (default: none)"
+    )
+    compare.add_argument(
+        "--final-loss-threshold",
+        type=float,
+        default=defaults.final_loss,
+        metavar="R",
+        help="a run fails when its final loss grew by more than R relative to the old one "
+        "(0.1: by 10%%) (default: %(default)s)",
+    )
+    compare.add_argument(
+        "--steps-threshold",
+        type=float,
+        default=defaults.steps_to_target,
+        metavar="R",
+        help="a run fails when it needs more than (1 + R) times the old number of steps to reach its "
+        "target loss, or never reaches it (default: %(default)s)",
+    )
     compare.add_argument(
         "--slowdown-threshold",
         type=float,
         default=defaults.slowdown,
         metavar="R",
-        help=f"a run is slower when its CPU time per step grew by more than R beyond both sides' "
-        f"spread (default {defaults.slowdown})",
+        help="a run is slower when its CPU time per step grew by more than R (0.25: by 25%%) and beyond "
+        "both sides' spread (default: %(default)s)",
     )
     compare.add_argument(
         "--speed",
         choices=("warn", "fail", "off"),
         default=defaults.speed,
-        help="what a slower run does: warn (default; a 'slower' verdict), fail, or off",
+        help="what a slower run does: warn (a 'slower' verdict that passes), fail, or off "
+        "(default: %(default)s)",
     )
     compare.add_argument(
         "--min-time",
         type=float,
         default=defaults.min_time,
         metavar="S",
-        help=f"runs under S CPU seconds are too short to time: not compared (default {defaults.min_time})",
+        help="runs under S CPU seconds are too short to time: their speed is not compared "
+        "(default: %(default)s)",
     )
     compare.add_argument(
         "--plot",
@@ -71,23 +161,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         metavar=("CASE[DTYPE]", "PNG"),
         help="also draw one case's old and new loss curves overlaid, e.g. 'seed-default[float16]' "
-        "seed.png (repeatable)",
+        "seed.png (repeatable; default: none)",
     )
-    merge = commands.add_parser("merge", help="merge results files of several jobs into one")
-    merge.add_argument("output", type=Path)
-    merge.add_argument("inputs", type=Path, nargs="+")
+    merge = commands.add_parser(
+        "merge",
+        help="OUTPUT INPUT...: merge the results files of several jobs into OUTPUT (the output first)",
+        description="Merge the results files of several jobs of one environment (pytest-xdist "
+        "workers, CI matrix jobs, suites split by hand) into OUTPUT. OUTPUT comes first, then the "
+        "files to merge. Files of different TensorFlow or Keras versions are refused: compare them "
+        "instead. Exit code: 0 written, 2 a file cannot be used.",
+        epilog="example: pytest-convergence merge all.json job1.json job2.json",
+    )
+    merge.add_argument("output", type=Path, metavar="OUTPUT", help="the merged results file to write")
+    merge.add_argument(
+        "inputs",
+        type=Path,
+        nargs="+",
+        metavar="INPUT",
+        help="results files to merge, as --convergence-results wrote them",
+    )
     merge.add_argument(
         "--repeats",
         action="store_true",
         help="the inputs are the same suite trained in separate sessions: check the histories are "
-        "bit-identical and pool the timings (the gate then compares the fastest)",
+        "bit-identical and pool the timings, so the gate compares the fastest (default: off, the "
+        "inputs hold different runs)",
     )
-    from .gate import upgrade
-
     gate = commands.add_parser(
         "gate",
-        help="the upgrade gate end to end: train the suite under two TensorFlow versions, each in "
-        "its own virtual environment, and compare them",
+        help="OLD NEW: the upgrade gate end to end: train the suite under TensorFlow OLD and NEW, each "
+        "in its own virtual environment, and compare them",
         description="Train the suite under TensorFlow OLD and NEW, each in a virtual environment with "
         "pytest-convergence installed from its own metadata, in sessions alternating old and new; "
         "merge each side's sessions and compare them. Exit code: 0 pass, 1 fail, 2 no verdict.",
@@ -161,9 +264,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pytest-convergence's source directory), less its TensorFlow and Keras pins (default: none)",
     )
     gate.add_argument(
-        "--dry-run", action="store_true", help="print every command it would run, one per line; run none"
+        "--dry-run",
+        action="store_true",
+        help="print every command it would run, one per line; run none (default: off)",
     )
-    arguments = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
     handlers = {"explain": _explain, "compare": _compare, "merge": _merge, "gate": _gate}
     try:
         return handlers[arguments.command](arguments)
@@ -198,7 +307,15 @@ def _compare(arguments: argparse.Namespace) -> int:
     from .gate import results
     from .gate.verdict import Thresholds, compare_results, format_table, markdown
 
+    _check_not_the_same_file(arguments.old, arguments.new)
     old, new = results.load(arguments.old), results.load(arguments.new)
+    if arguments.old.read_bytes() == arguments.new.read_bytes():
+        print(
+            f"warning: {arguments.old} and {arguments.new} have the same contents, so every run is "
+            "compared with itself and passes; is one a copy of the other? Give the old framework's "
+            "results first and the new framework's second",
+            file=sys.stderr,
+        )
     thresholds = Thresholds(
         final_loss=arguments.final_loss_threshold,
         steps_to_target=arguments.steps_threshold,
@@ -223,9 +340,45 @@ def _compare(arguments: argparse.Namespace) -> int:
     return 0 if verdict.passed else 1
 
 
+def _check_not_the_same_file(old: Path, new: Path) -> None:
+    """``compare a.json a.json`` would compare every run with itself and pass: a false PASS."""
+    try:
+        same = os.path.samefile(old, new)
+    except OSError:  # one is missing: loading it says so
+        same = old.resolve() == new.resolve()
+    if same:
+        raise ConvergenceError(
+            f"compare {old} {new}: OLD and NEW are the same file, so every run would be compared with "
+            "itself and pass whatever changed\n  fix: give the old framework's results first and the "
+            "new framework's second, e.g. pytest-convergence compare results-old.json results-new.json"
+        )
+
+
+def _check_merge_order(output: Path, inputs: Sequence[Path]) -> None:
+    """merge writes its first argument: ``merge job1.json job2.json all.json`` (output last) would
+    read a missing all.json, or overwrite job1.json; say what the order is instead."""
+    resolved = {path.resolve() for path in inputs}
+    if output.resolve() in resolved:
+        raise ConvergenceError(
+            f"merge: {output} is both the output (the first argument, which merge writes) and an input"
+            f"\n  fix: name a new file first: pytest-convergence merge merged.json "
+            f"{' '.join(map(str, inputs))}"
+        )
+    missing = [path for path in inputs if not path.exists()]
+    if missing and output.is_file():
+        first = missing[-1]
+        rest = [output, *(path for path in inputs if path != first)]
+        raise ConvergenceError(
+            f"merge: {first} does not exist, and {output}, the first argument, is an existing file that "
+            "merge would overwrite: merge takes the output first, then the files to merge"
+            f"\n  fix: pytest-convergence merge {first} {' '.join(map(str, rest))}"
+        )
+
+
 def _merge(arguments: argparse.Namespace) -> int:
     from .gate import results
 
+    _check_merge_order(arguments.output, arguments.inputs)
     parts = [results.load(path) for path in arguments.inputs]
     combine = results.merge_repeats if arguments.repeats else results.merge
     merged = combine(parts, [str(path) for path in arguments.inputs])

@@ -66,7 +66,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     try:
         dtypes = marker_options(marker, settings.default_dtypes, metafunc.definition.name).dtypes
     except CaseError as error:
-        pytest.fail(str(error), pytrace=False)
+        problem = str(error)
+    else:
+        problem = ""
+    if problem:  # failed outside the except block: pytest would print the message twice, chained
+        pytest.fail(problem, pytrace=False)
     metafunc.parametrize(DTYPE_FIXTURE, dtypes, ids=dtypes, scope="function")
 
 

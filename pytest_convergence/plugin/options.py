@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ..dtypes import DEFAULT_DTYPES, DTYPES, parse_dtype_list
+from ..dtypes import DEFAULT_DTYPES, DTYPES, parse_dtype_list, parse_dtype_names
 from ..errors import CaseError
 from ..outcome import DEFAULT_ENGINE, ENGINES, check_engine
 
@@ -64,20 +64,23 @@ def add_options(parser: pytest.Parser) -> None:
         "--convergence",
         action="store_true",
         default=None,
-        help="train the models of convergence tests (they are skipped otherwise).",
+        help="train the models of convergence tests; they are skipped otherwise (default: off, unless "
+        "the ini sets convergence = true).",
     )
     group.addoption(
         "--convergence-dtypes",
         metavar="LIST",
         default=None,
-        help=f"comma-separated dtypes to run, narrowing each test's own list; one of: {', '.join(DTYPES)}.",
+        help=f"comma-separated dtypes to run, narrowing each test's own list; one of: {', '.join(DTYPES)} "
+        "(default: every dtype each test lists).",
     )
     group.addoption(
         "--convergence-engine",
         choices=ENGINES,
         default=None,
-        help="train every run with this engine, over markers and cases: loop (default, bit-identical "
-        "to model.fit), xla (jit_compile, fastest), fit (model.fit itself).",
+        help="train every run with this engine, over markers and cases: loop (bit-identical to "
+        "model.fit), xla (jit_compile, fastest), fit (model.fit itself) (default: the marker's or the "
+        f"case's engine, else the ini's convergence_engine, else {DEFAULT_ENGINE}).",
     )
     group.addoption(
         "--convergence-repeat",
@@ -85,7 +88,7 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="N",
         default=1,
         help="train every run N times and fail, naming the first differing step, unless the "
-        "histories are bit-identical.",
+        "histories are bit-identical (default: 1, train once).",
     )
     group.addoption(
         "--convergence-calibrate",
@@ -95,7 +98,8 @@ def add_options(parser: pytest.Parser) -> None:
         help="train every run N-1 more times as other machines' rounding might (every weight one "
         "ulp away at the start and at a few later steps), print the spread and the tolerance that "
         "accepts it (rtol, event steps, unstable outcomes); with --snapshot-update the snapshots "
-        "carry it ('calibrated:'), and later comparisons widen their tolerance with it.",
+        "carry it ('calibrated:'), and later comparisons widen their tolerance with it "
+        "(default: 0, no calibration; N is at least 2).",
     )
     group.addoption(
         "--convergence-simulate-machine",
@@ -104,7 +108,7 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="train every run as another machine might (one-ulp nudges of the weights at the start "
         "and at a few seeded steps) and check every expectation and snapshot still holds; "
-        "never writes snapshots. CI runs it with two seeds.",
+        "never writes snapshots. CI runs it with two seeds (default: off, train as this machine does).",
     )
     group.addoption(
         "--convergence-platform-snapshots",
@@ -112,78 +116,90 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="also keep a bit-exact snapshot per machine fingerprint (platform-<id>/*.exact.txt): "
         "a machine that has one must match it bit for bit, others fall back to the tolerant snapshot; "
-        "written by --snapshot-update.",
+        "written by --snapshot-update (default: off, unless the ini sets convergence_platform_snapshots).",
     )
     group.addoption(
         "--convergence-speed",
         choices=SPEED_RULES,
         default=None,
-        help="what the gate does with a run that got slower beyond its timings' spread: warn "
-        "(default), fail, or off.",
+        help="what the gate does with a run that got slower beyond its timings' spread: warn, fail, "
+        "or off (default: the ini's convergence_speed, else warn).",
     )
     group.addoption(
         "--convergence-results",
         metavar="PATH",
         default=None,
-        help="write every run of the session to this JSON results file (the upgrade gate's input).",
+        help="write every run of the session to this JSON results file, the upgrade gate's input; "
+        "written only when the session ran to its end (default: none).",
     )
     group.addoption(
         "--convergence-baseline",
         metavar="PATH",
         default=None,
         help="compare this session's runs with a results file of the old framework and fail the "
-        "session if the gate fails (outcome, history, final loss, steps to target, speed).",
+        "session if the gate fails (outcome, history, final loss, steps to target, speed); it must "
+        "not be the --convergence-results file (default: none).",
     )
     group.addoption(
         "--convergence-exact",
         action="store_true",
         default=False,
-        help="compare loss-history snapshots bit for bit (for reruns on the same versions).",
+        help="compare loss-history snapshots bit for bit, for reruns on the same versions and "
+        "machine (default: off, compare within the tolerance).",
     )
-    parser.addini("convergence", type="bool", default=False, help="always run convergence tests.")
+    parser.addini(
+        "convergence",
+        type="bool",
+        default=False,
+        help="always run convergence tests, as --convergence does (default: false).",
+    )
     parser.addini(
         "convergence_spec_patterns",
         type="linelist",
         default=["*.convergence.toml"],
-        help="file name patterns of spec files to collect.",
+        help="file name patterns of spec files to collect (default: *.convergence.toml).",
     )
     parser.addini(
         "convergence_op_determinism",
         type="bool",
         default=False,
-        help="call tf.config.experimental.enable_op_determinism() before training (for GPUs).",
+        help="call tf.config.experimental.enable_op_determinism() before training, for GPUs "
+        "(default: false).",
     )
     parser.addini(
         "convergence_rtol",
         default="",
-        help="snapshot rtol per dtype, e.g. 'float16=0.02 float32=1e-5', or one number for all.",
+        help="snapshot rtol per dtype, e.g. 'float16=0.02 float32=1e-5', or one number for all "
+        "(default: empty, each dtype's built-in rtol).",
     )
     parser.addini(
         "convergence_speed",
         default="warn",
-        help="the gate's speed rule: warn (default), fail or off; --convergence-speed overrides it.",
+        help="the gate's speed rule: warn, fail or off; --convergence-speed overrides it (default: warn).",
     )
     parser.addini(
         "convergence_platform_snapshots",
         type="bool",
         default=False,
-        help="keep bit-exact per-platform snapshots beside the tolerant ones (as the option).",
+        help="keep bit-exact per-platform snapshots beside the tolerant ones, as "
+        "--convergence-platform-snapshots does (default: false).",
     )
     parser.addini(
         "convergence_speed_min_time",
         default="0.5",
         help="runs under this many CPU seconds are too short to time: the gate does not compare their "
-        "speed (default 0.5).",
+        "speed (default: 0.5).",
     )
     parser.addini(
         "convergence_engine",
         default=DEFAULT_ENGINE,
-        help=f"engine for runs that name none ({', '.join(ENGINES)}).",
+        help=f"engine for runs that name none: {', '.join(ENGINES)} (default: {DEFAULT_ENGINE}).",
     )
     parser.addini(
         "convergence_dtypes",
         default=",".join(DEFAULT_DTYPES),
-        help="dtypes of a convergence marker that names none (comma-separated).",
+        help="dtypes of a convergence marker that names none, comma-separated "
+        f"(default: {','.join(DEFAULT_DTYPES)}).",
     )
 
 
@@ -272,7 +288,9 @@ def marker_options(marker: pytest.Mark, defaults: tuple[str, ...], where: str) -
             f"valid keywords are: {', '.join(MARKER_KEYWORDS)}",
             field=where,
         )
-    dtypes = parse_dtype_list(marker.kwargs.get("dtypes", list(defaults)), where=f"{where} dtypes")
+    # a list, as in dtypes=["float16"]: dtypes="float16" is refused, unlike the ini's comma-separated list
+    given = marker.kwargs.get("dtypes", list(defaults))
+    dtypes = parse_dtype_names(given, where=f"{where} dtypes")
     engine = marker.kwargs.get("engine")
     if engine is not None:
         check_engine(engine, field=f"{where} engine")

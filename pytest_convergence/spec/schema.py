@@ -17,6 +17,7 @@ from typing import Any
 
 from ..case import LOSS_DTYPES
 from ..dtypes import DTYPES
+from ..dtypes import suggest as suggest_dtype
 from ..outcome import ENGINES, Outcome
 
 SCHEMA_FILE = Path(__file__).with_name("convergence-spec.schema.json")
@@ -228,7 +229,9 @@ def validate(document: Any, schema: Mapping[str, Any] = SCHEMA, path: str = "") 
         raise SchemaViolation(path, f"expected {_expected(schema)}, got {_describe(document)}")
     kind = schema.get("type")
     if kind is not None and not _type_ok(document, kind):
-        raise SchemaViolation(path, f"expected {_expected(schema)}, got {_describe(document)}")
+        raise SchemaViolation(
+            path, f"expected {_expected(schema)}, got {_describe(document)}{_as_list(path, document, kind)}"
+        )
     if "enum" in schema and document not in schema["enum"]:
         choices = ", ".join(map(str, schema["enum"]))
         raise SchemaViolation(path, f"{document!r} is not one of: {choices}{_hint(document, schema['enum'])}")
@@ -332,9 +335,21 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+def _as_list(path: str, value: Any, kind: Any) -> str:
+    """The fix for one value where a list is expected (``dtypes = "float16"``): the same in brackets."""
+    if kind != "array" or not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        return ""
+    key = path.rsplit(".", 1)[-1] or "the value"
+    parts = value.replace(",", " ").split() if isinstance(value, str) else [value]
+    return f"; write it as a list: {key} = [{', '.join(json.dumps(part) for part in parts)}]"
+
+
 def _hint(word: Any, choices: list[str]) -> str:
     if not isinstance(word, str):
         return ""
+    meant = suggest_dtype(word)  # fp16, half, bf16: aliases no spelling distance finds
+    if meant is not None and meant in choices:
+        return f" (did you mean {meant!r}?)"
     close = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -1,0 +1,259 @@
+"""Messages that name the field at fault and a fix that works, and help that says every default.
+
+No TensorFlow: dtype names, spec files, the marker (collection only), the command line's help,
+``compare`` and ``merge`` on hand-written results files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+from factories import seed_spec
+from test_results import record, write_file
+
+from pytest_convergence.cli import build_parser, main
+from pytest_convergence.dtypes import dtype_info, parse_dtype_list, parse_dtype_names
+from pytest_convergence.errors import CaseError
+from pytest_convergence.spec.loader import SpecError, load_spec
+
+
+# ------------------------------------------------------------------------------ dtype names
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("fp16", "float16"),
+        ("half", "float16"),
+        ("bf16", "bfloat16"),
+        ("f32", "float32"),
+        ("fp32", "float32"),
+        ("double", "float64"),
+        ("mixed16", "mixed_float16"),
+        ("mixed_bf16", "mixed_bfloat16"),
+        ("Float16", "float16"),
+        ("flaot32", "float32"),
+    ],
+)
+def test_a_dtype_alias_gets_did_you_mean_and_a_fix(given: str, meant: str) -> None:
+    with pytest.raises(CaseError) as caught:
+        dtype_info(given, where="dtypes")
+    assert caught.value.field == "dtypes"
+    assert f"unknown dtype {given!r} (did you mean {meant!r}?)" in str(caught.value)
+    assert caught.value.fix == f"write {meant!r} instead of {given!r}"
+
+
+@pytest.mark.parametrize("given", ["float8", "int8", "xyz"])
+def test_a_name_close_to_no_dtype_gets_no_guess(given: str) -> None:
+    with pytest.raises(CaseError) as caught:
+        dtype_info(given)
+    assert "did you mean" not in str(caught.value)
+    assert "valid dtypes are: float16, bfloat16" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "fix"),
+    [("float16", 'write dtypes=["float16"]'), ("float16, float32", 'write dtypes=["float16", "float32"]')],
+)
+def test_a_string_where_a_list_of_dtypes_belongs_is_an_error(given: str, fix: str) -> None:
+    with pytest.raises(CaseError) as caught:
+        parse_dtype_names(given, where="test_x dtypes")
+    assert f"dtypes takes a list of dtype names, got the string {given!r}" in str(caught.value)
+    assert caught.value.fix == fix
+    # the command line's and the ini's comma-separated form is still a list
+    assert parse_dtype_list(given, where="--convergence-dtypes") == [
+        name.strip() for name in given.split(",")
+    ]
+
+
+def test_marker_dtypes_as_a_string_fails_collection_with_the_fix(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.convergence(dtypes="float16")
+        def test_string(convergence_train):
+            pass
+        """
+    )
+    result = pytester.runpytest("--convergence")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        [
+            "field 'test_string dtypes': dtypes takes a list of dtype names, got the string 'float16'",
+            '  fix: write dtypes=["float16"]',
+        ]
+    )
+
+
+def test_marker_dtype_alias_is_reported_once_with_did_you_mean(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.convergence(dtypes=["float32", "fp16"])
+        def test_alias(convergence_train):
+            pass
+        """
+    )
+    result = pytester.runpytest("--convergence")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    out = result.stdout.str()
+    assert "unknown dtype 'fp16' (did you mean 'float16'?)" in out
+    assert "fix: write 'float16' instead of 'fp16'" in out
+    assert "During handling of the above exception" not in out
+    assert out.count("fix: write 'float16' instead of 'fp16'") == 1
+
+
+def test_command_line_dtype_alias_is_a_usage_error_with_did_you_mean(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest("--convergence", "--convergence-dtypes=float32,bf16")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: field '--convergence-dtypes': unknown dtype 'bf16' (did you mean 'bfloat16'?)*"]
+    )
+
+
+# ------------------------------------------------------------------------------ spec files
+@pytest.mark.parametrize(
+    ("header", "field", "message"),
+    [
+        ('dtypes = "float16"', "dtypes", 'write it as a list: dtypes = ["float16"]'),
+        ('dtypes = "float16,float32"', "dtypes", 'write it as a list: dtypes = ["float16", "float32"]'),
+        ('dtypes = ["fp16"]', "dtypes[0]", "(did you mean 'float16'?)"),
+        ('dtypes = ["float32"]\nloss_dtype = "fp32"', "loss_dtype", "(did you mean 'float32'?)"),
+        ('metrics = "accuracy"', "metrics", 'write it as a list: metrics = ["accuracy"]'),
+    ],
+)
+def test_spec_file_messages_name_the_field_and_the_fix(
+    tmp_path: Path, header: str, field: str, message: str
+) -> None:
+    path = tmp_path / "bad.convergence.toml"
+    path.write_text(seed_spec(f"{header}\nsteps = 5"))
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert caught.value.field == field
+    assert message in str(caught.value)
+
+
+def test_spec_expectation_under_a_dtype_alias_gets_did_you_mean(tmp_path: Path) -> None:
+    path = tmp_path / "bad.convergence.toml"
+    path.write_text(seed_spec('dtypes = ["float16"]\nsteps = 5', "\n[expect.half]\nconverged = true\n"))
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert caught.value.field == "expect.half"
+    assert "(did you mean 'float16'?)" in str(caught.value)
+
+
+# ------------------------------------------------------------------------------ help
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_top_level_help_describes_every_command_without_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out
+    assert "explain one run of a spec file" not in out  # the old description, of one command only
+    for usage in ("explain", "SPEC:", "compare", "OLD NEW:", "merge", "OUTPUT INPUT...:", "gate"):
+        assert usage in out
+    assert "pytest --convergence" in out
+
+
+@pytest.mark.parametrize("command", ["explain", "compare", "merge", "gate"])
+def test_every_option_of_every_command_has_help_with_its_default(command: str) -> None:
+    parser = _subparsers(build_parser())[command]
+    assert parser.description, f"{command} has no description"
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        assert action.help, f"{command} {name} has no help"
+        if action.option_strings:
+            assert "default" in action.help, f"{command} {name} does not say its default"
+
+
+def test_compare_help_explains_the_thresholds(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a run fails when its final loss grew by more than R relative to the old one" in out
+    assert "(1 + R) times the old number of steps to reach its target loss" in out
+    assert "(default: 0.1)" in out
+
+
+def test_merge_help_says_the_output_comes_first(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["merge", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "usage: pytest-convergence merge [-h] [--repeats] OUTPUT INPUT [INPUT ...]" in out
+    assert "OUTPUT comes first, then the files to merge" in out
+    assert "example: pytest-convergence merge all.json job1.json job2.json" in out
+
+
+def test_every_pytest_option_and_ini_key_says_its_default(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    text = result.stdout.str()
+    section = text[text.index("training convergence (pytest-convergence):") :]
+    section = section[: section.index("\n\n")]
+    options = re.split(r"\n  (?=--convergence)", section)[1:]
+    assert len(options) >= 11
+    for block in options:
+        assert "(default:" in " ".join(block.split()), block
+    ini = re.findall(r"^  (convergence\w*) \(\w+\):(.*\n(?: {20,}.*\n)*)", text, re.MULTILINE)
+    assert {name for name, _ in ini} >= {"convergence", "convergence_dtypes", "convergence_engine"}
+    for name, help_text in ini:
+        assert "(default:" in " ".join(help_text.split()), name
+    calibrate = next(block for block in options if block.startswith("--convergence-calibrate"))
+    assert "one ulp" in calibrate and "permuted" not in calibrate
+
+
+# ------------------------------------------------------------------------------ compare and merge
+def test_compare_of_a_file_with_itself_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_file(tmp_path / "a.json", record("a"))
+    assert main(["compare", str(path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: compare {path} {path}: OLD and NEW are the same file")
+    assert "fix: give the old framework's results first and the new framework's second" in err
+
+
+def test_compare_of_two_identical_files_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_file(tmp_path / "a.json", record("a"))
+    b = tmp_path / "b.json"
+    b.write_bytes(a.read_bytes())
+    assert main(["compare", str(a), str(b)]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {a} and {b} have the same contents" in captured.err
+    assert "PASS" in captured.out
+
+
+def test_merge_with_the_output_last_says_the_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job1 = write_file(tmp_path / "job1.json", record("a"))
+    job2 = write_file(tmp_path / "job2.json", record("b"))
+    before = job1.read_bytes()
+    output = tmp_path / "all.json"
+    assert main(["merge", str(job1), str(job2), str(output)]) == 2
+    err = capsys.readouterr().err
+    assert f"merge: {output} does not exist, and {job1}, the first argument, is an existing file" in err
+    assert f"fix: pytest-convergence merge {output} {job1} {job2}" in err
+    assert job1.read_bytes() == before and not output.exists()
+    assert main(["merge", str(output), str(job1), str(job2)]) == 0  # the suggested order works
+
+
+def test_merge_into_one_of_its_inputs_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job1 = write_file(tmp_path / "job1.json", record("a"))
+    job2 = write_file(tmp_path / "job2.json", record("b"))
+    assert main(["merge", str(job1), str(job1), str(job2)]) == 2
+    assert (
+        "is both the output (the first argument, which merge writes) and an input" in capsys.readouterr().err
+    )
