@@ -53,6 +53,10 @@ class Tolerance:
     outcomes: tuple[str, ...] = ()
     """Outcomes calibration saw this run take under one-ulp perturbations: when there are several,
     the outcome is unstable, and a change among them is reported as such, not as a change."""
+    divergence_unstable: bool = False
+    """Calibration saw this run end in NaN under one perturbation and finite under another: whether
+    (and where) it diverges is chaotic, so only the history before the first non-finite loss of
+    either side is compared, and events and final values are shown, not compared."""
 
     def __post_init__(self) -> None:
         for name in ("rtol", "event_rtol", "miss_fraction"):
@@ -99,6 +103,7 @@ class Tolerance:
             if self.weight_rtol is None and other.weight_rtol is None
             else max(self.weights_rtol, other.weights_rtol),
             outcomes=tuple(sorted({*self.outcomes, *other.outcomes})),
+            divergence_unstable=self.divergence_unstable or other.divergence_unstable,
         )
 
     def describe(self) -> str:
@@ -111,6 +116,8 @@ class Tolerance:
         )
         if self.unstable:
             text += f", outcome unstable ({' or '.join(self.outcomes)})"
+        if self.divergence_unstable:
+            text += ", divergence unstable (compared before the first NaN only)"
         return text
 
     def to_text(self) -> str:
@@ -120,6 +127,7 @@ class Tolerance:
             f"miss_fraction={self.miss_fraction!r} exact={str(self.exact).lower()}"
             + (f" weight_rtol={self.weight_rtol!r}" if self.weight_rtol is not None else "")
             + (f" outcomes={'|'.join(self.outcomes)}" if self.outcomes else "")
+            + (" divergence_unstable=true" if self.divergence_unstable else "")
         )
 
     @classmethod
@@ -127,7 +135,7 @@ class Tolerance:
         values: dict[str, Any] = {}
         for part in text.split():
             key, _, raw = part.partition("=")
-            if key == "exact":
+            if key in ("exact", "divergence_unstable"):
                 values[key] = raw == "true"
             elif key == "outcomes":
                 values[key] = tuple(raw.split("|"))
@@ -138,8 +146,9 @@ class Tolerance:
         return cls(**values)
 
 
-KEYS = tuple(f.name for f in fields(Tolerance) if f.name not in ("outcomes", "weight_rtol"))
-"""What a user sets; ``outcomes`` and ``weight_rtol`` come from calibration only."""
+CALIBRATED_ONLY = ("outcomes", "weight_rtol", "divergence_unstable")
+KEYS = tuple(f.name for f in fields(Tolerance) if f.name not in CALIBRATED_ONLY)
+"""What a user sets; ``outcomes``, ``weight_rtol`` and ``divergence_unstable`` come from calibration only."""
 
 
 def parse_overrides(value: Any, *, where: str, dtype: str) -> dict[str, Any]:

@@ -123,14 +123,21 @@ def _compare_pair(
             )
         else:
             row.reasons.append(f"outcome {old.outcome} -> {new.outcome}")
+    chaotic = tolerance.divergence_unstable and math.isfinite(old.final_loss) != math.isfinite(new.final_loss)
+    if chaotic:
+        row.notes.append(
+            "divergence unstable: calibration saw this run end in NaN and finite under one-ulp "
+            "perturbations; judged before the first NaN only"
+        )
     row.parting_step, history = _history(old, new, tolerance)
     if history:
         row.reasons.append(history)
-    row.reasons += _weights(old, new, tolerance)
+    if not chaotic:
+        row.reasons += _weights(old, new, tolerance)
     if new.snapshot_problems and new.snapshot_problems != old.snapshot_problems:
         row.reasons.append("snapshot: " + _snapshot_reason(new.snapshot_problems))
     row.notes += _what_ran(old, new)
-    if _worse(old.final_loss, new.final_loss, thresholds.final_loss):
+    if not chaotic and _worse(old.final_loss, new.final_loss, thresholds.final_loss):
         row.reasons.append(f"final loss {old.final_loss:.4g} -> {new.final_loss:.4g}")
     if old.steps_to_target is not None and (
         new.steps_to_target is None
@@ -270,10 +277,14 @@ def _history(old: RunRecord, new: RunRecord, tolerance: Tolerance) -> tuple[int 
     )
     if not common.size:
         return None, "no checkpoint in common"
-    errors = relative_error(
-        np.asarray(old.checkpoint_losses, np.float64)[old_index],
-        np.asarray(new.checkpoint_losses, np.float64)[new_index],
-    )
+    before = np.asarray(old.checkpoint_losses, np.float64)[old_index]
+    after = np.asarray(new.checkpoint_losses, np.float64)[new_index]
+    if tolerance.divergence_unstable:  # what follows the first NaN of either side is chaotic
+        keep = np.cumprod(np.isfinite(before) & np.isfinite(after)).astype(bool)
+        common, before, after = common[keep], before[keep], after[keep]
+        if not common.size:
+            return None, None
+    errors = relative_error(before, after)
     parted = np.flatnonzero(errors > 0)
     parting = int(common[parted[0]]) if parted.size else None
     missed = errors > tolerance.rtol

@@ -26,6 +26,9 @@ from .format import Trajectory, checkpoint_steps
 MARGIN = 2.0
 MAX_MISS_FRACTION = 0.5
 """Beyond half the checkpoints unmatched, a snapshot would compare nothing: the rtol must say it."""
+CHAOTIC_EVENT_SHARE = 0.1
+"""An event one ulp moves by a tenth of the run (seed-rmsprop-2.55 bfloat16 stalls at step 423 or
+16,698 under calibration, 61,164 on a simulated machine) has no timing to compare: any step passes."""
 UNBOUNDED_RTOL = 1.0
 """What an unmeasurable spread (a final loss NaN in one rerun only) records: any change of a
 finite number passes, a number against NaN still fails."""
@@ -48,16 +51,24 @@ class Calibration:
     """The share of checkpoints that may miss, when reruns diverge at other steps (else 0)."""
     recommended_weight_rtol: float = 0.0
     """The final weights' rtol, measured apart from the losses'."""
-    """The share of checkpoints that may miss, when reruns diverge at other steps (else 0)."""
+    divergence_unstable: bool = False
+    """Some reruns ended in NaN and others finite: where the run diverges is chaotic."""
 
     @property
     def accepted_by_current(self) -> bool:
         return self.recommended_rtol <= self.current_rtol
 
+    steps: int = 0
+    """The run's length in steps: an event that moves by a large share of it is chaotic."""
+
     @property
     def recommended_event_atol(self) -> int:
-        """Steps an event may move: the margin times the largest move seen (0 if none moved)."""
-        return math.ceil(MARGIN * max(self.event_spread.values(), default=0))
+        """Steps an event may move: the margin times the largest move seen (0 if none moved); any
+        step when one ulp moved an event by more than :data:`CHAOTIC_EVENT_SHARE` of the run."""
+        largest = max(self.event_spread.values(), default=0)
+        if self.steps and largest > CHAOTIC_EVENT_SHARE * self.steps:
+            return self.steps
+        return math.ceil(MARGIN * largest)
 
     def tolerance(self) -> Tolerance:
         """What the calibration measured, as a tolerance a snapshot carries (``calibrated:``) and
@@ -74,6 +85,7 @@ class Calibration:
             if math.isfinite(self.recommended_weight_rtol)
             else UNBOUNDED_RTOL,
             outcomes=seen if len(seen) > 1 else (),
+            divergence_unstable=self.divergence_unstable,
         )
 
     def row(self) -> tuple[str, ...]:
@@ -88,7 +100,7 @@ class Calibration:
             "yes" if self.accepted_by_current else "NO",
             f"{self.recommended_weight_rtol:.2e}",
             f"±{self.recommended_event_atol}",
-            ",".join(sorted(set(self.outcomes))),
+            ",".join(sorted(set(self.outcomes))) + (" (NaN or not)" if self.divergence_unstable else ""),
         )
 
 
@@ -117,22 +129,31 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
     # What compare would need to accept each rerun (final loss, checkpoints, weights), so the
     # recommendation is exactly what the snapshot comparison accepts, times the margin.
     stored = _as_stored(base, current_rtol)
+    reruns = [_as_stored(run, current_rtol) for run in others]
+    # A rerun that ends finite where the base ends NaN (or the reverse): whether the run diverges
+    # is chaotic, and compare then judges the history before the first NaN only (tfkeras-token
+    # float16 diverges at step 5 or never, by one ulp).
+    divergence_unstable = any(
+        bool(np.isfinite(stored.final_loss)) != bool(np.isfinite(rerun.final_loss)) for rerun in reruns
+    )
     # A run that diverges (NaN) a few steps earlier or later has checkpoints no rtol can match (a
     # number against NaN): those may miss, twice the share seen, so the rtol measures the rest.
-    unmatched = max(
-        (_unmatchable_share(stored, _as_stored(run, current_rtol)) for run in others), default=0.0
+    unmatched = (
+        0.0
+        if divergence_unstable
+        else max((_unmatchable_share(stored, rerun) for rerun in reruns), default=0.0)
     )
     allowed_miss = min(max(miss_fraction, MARGIN * unmatched), MAX_MISS_FRACTION)
     needed = max(
-        (required_rtol(stored, _as_stored(run, current_rtol), allowed_miss) for run in others), default=0.0
+        (required_rtol(stored, rerun, allowed_miss, divergence_unstable) for rerun in reruns), default=0.0
     )
     weights_needed = max(
-        (required_weight_rtol(stored, _as_stored(run, current_rtol)) for run in others), default=0.0
+        (required_weight_rtol(stored, rerun, divergence_unstable) for rerun in reruns), default=0.0
     )
     events: dict[str, int] = {}
     base_events = stored.events
-    for run in others:
-        for key, value in _as_stored(run, current_rtol).events.items():
+    for rerun in reruns:
+        for key, value in rerun.events.items():
             if key in base_events and (value == -1) == (base_events[key] == -1):
                 events[key] = max(events.get(key, 0), abs(value - base_events[key]))
     return Calibration(
@@ -147,6 +168,8 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
         event_spread=events,
         recommended_miss_fraction=allowed_miss if allowed_miss > miss_fraction else 0.0,
         recommended_weight_rtol=weights_needed * MARGIN,
+        divergence_unstable=divergence_unstable,
+        steps=base.steps,
     )
 
 

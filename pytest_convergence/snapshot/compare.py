@@ -64,16 +64,32 @@ def compare(old: Trajectory, new: Trajectory, tolerance: Tolerance) -> Compariso
         )
     elif old.outcome != new.outcome:
         result.problems.append(f"OUTCOME CHANGED: {old.outcome} -> {new.outcome}")
-    _compare_events(old, new, tolerance, result, outcome_flipped=unstable)
-    final_error = float(relative_error(old.final_loss, new.final_loss))
+    diverging = tolerance.divergence_unstable and _finiteness_differs(old, new)
+    if diverging:
+        result.details.append(
+            "divergence unstable: calibration saw this run end in NaN under one one-ulp perturbation "
+            "and finite under another; compared before the first non-finite loss only"
+        )
+    else:
+        _compare_events(old, new, tolerance, result, outcome_flipped=unstable)
+    final_error = 0.0 if diverging else float(relative_error(old.final_loss, new.final_loss))
     if final_error > tolerance.rtol:
         result.problems.append(
             f"final loss: {_num(old.final_loss, old.loss_dtype)} -> {_num(new.final_loss, new.loss_dtype)} "
             f"(relative error {_pct(final_error)})"
         )
     _compare_checkpoints(old, new, tolerance, result)
-    _compare_weights(old, new, tolerance, result)
+    if not diverging:
+        _compare_weights(old, new, tolerance, result)
     return result
+
+
+def _finiteness_differs(old: Trajectory, new: Trajectory) -> bool:
+    """Whether one side went non-finite where the other did not (at another step, or never)."""
+    return bool(
+        np.isfinite(old.final_loss) != np.isfinite(new.final_loss)
+        or old.events.get("first_nonfinite_step") != new.events.get("first_nonfinite_step")
+    )
 
 
 def _compare_exact(old: Trajectory, new: Trajectory, result: Comparison) -> None:
@@ -104,12 +120,15 @@ def allowed_misses(miss_fraction: float, points: int) -> int:
     return math.floor(miss_fraction * points + 1e-9)
 
 
-def required_rtol(old: Trajectory, new: Trajectory, miss_fraction: float) -> float:
+def required_rtol(
+    old: Trajectory, new: Trajectory, miss_fraction: float, divergence_unstable: bool = False
+) -> float:
     """The smallest rtol under which ``new``'s losses would match ``old``'s: final loss and the
     checkpoints (all but the allowed share). Used by calibration, so what it recommends is what
     compare accepts."""
-    needed = float(relative_error(old.final_loss, new.final_loss))
-    _, before, after = _aligned(old, new)
+    diverging = divergence_unstable and _finiteness_differs(old, new)
+    needed = 0.0 if diverging else float(relative_error(old.final_loss, new.final_loss))
+    _, before, after = _aligned(old, new, divergence_unstable)
     if before.size:
         errors = np.sort(relative_error(before, after))
         allowed = allowed_misses(miss_fraction, errors.size)
@@ -117,10 +136,12 @@ def required_rtol(old: Trajectory, new: Trajectory, miss_fraction: float) -> flo
     return needed
 
 
-def required_weight_rtol(old: Trajectory, new: Trajectory) -> float:
+def required_weight_rtol(old: Trajectory, new: Trajectory, divergence_unstable: bool = False) -> float:
     """The smallest rtol under which ``new``'s final weights would match ``old``'s. Apart from the
     losses': a big tensor's mean near 0 moves by 100% under one ulp while the loss moves by 1e-6."""
     needed = 0.0
+    if divergence_unstable and _finiteness_differs(old, new):
+        return needed  # compare does not judge them
     floor = _weight_floor(old, new)
     for name, (_, values) in old.weights.items():
         if name in new.weights and new.weights[name][1].shape == values.shape:
@@ -157,9 +178,18 @@ def _compare_events(
             )
 
 
-def _aligned(old: Trajectory, new: Trajectory) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _aligned(
+    old: Trajectory, new: Trajectory, before_divergence: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The checkpoints both sides have; with ``before_divergence``, only those before the first
+    non-finite loss of either side (a chaotic divergence: what follows it is not comparable)."""
     common, old_index, new_index = np.intersect1d(old.steps, new.steps, return_indices=True)
-    return common, old.losses[old_index], new.losses[new_index]
+    before, after = old.losses[old_index], new.losses[new_index]
+    if before_divergence:
+        finite = np.isfinite(before) & np.isfinite(after)
+        keep = np.cumprod(finite).astype(bool)
+        return common[keep], before[keep], after[keep]
+    return common, before, after
 
 
 def _compare_checkpoints(old: Trajectory, new: Trajectory, tolerance: Tolerance, result: Comparison) -> None:
@@ -167,8 +197,10 @@ def _compare_checkpoints(old: Trajectory, new: Trajectory, tolerance: Tolerance,
         result.problems.append(
             f"steps: {old.total_steps} -> {new.total_steps}; comparing the common checkpoints"
         )
-    steps, before, after = _aligned(old, new)
+    steps, before, after = _aligned(old, new, tolerance.divergence_unstable)
     if not steps.size:
+        if tolerance.divergence_unstable:
+            return  # diverged before the first checkpoint: nothing comparable
         result.problems.append("no checkpoint in common")
         return
     errors = relative_error(before, after)

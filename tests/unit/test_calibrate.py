@@ -70,3 +70,40 @@ def test_reruns_that_diverge_at_other_steps_get_a_miss_share_and_a_finite_rtol()
     configured = Tolerance(rtol=1e-2).widened(tolerance)
     assert compare(_stored(base, 1e-2), _stored(other, 1e-2), configured).ok
     assert not compare(_stored(base, 1e-2), _stored(other, 1e-2), Tolerance(rtol=1e-2)).ok
+
+
+def test_a_rerun_that_stays_finite_where_the_base_diverged_makes_the_divergence_unstable() -> None:
+    steps = np.arange(1, 301, dtype=np.float64)
+    diverged = 1.0 / steps
+    diverged[5:] = np.nan
+    finite = (1.0 / steps) * (1 + 1e-6)
+    nan_weights = {
+        "dense/kernel": np.array([[np.nan]], np.float32),
+        "dense/bias": np.array([np.nan], np.float32),
+    }
+    base = make_run(diverged, update_size=np.full(300, 1e-3), final_weights=nan_weights)
+    other = make_run(finite, update_size=np.full(300, 1e-3))
+    calibration = calibrate(base, [other], current_rtol=1e-2, miss_fraction=0.01)
+    tolerance = calibration.tolerance()
+    assert tolerance.divergence_unstable
+    assert Tolerance.from_text(tolerance.to_text()) == tolerance
+    # the history before the first NaN is still compared with a measured, finite rtol
+    assert tolerance.rtol < 1e-3
+    configured = Tolerance(rtol=1e-2).widened(tolerance)
+    assert compare(_stored(base, 1e-2), _stored(other, 1e-2), configured).ok
+    assert not compare(_stored(base, 1e-2), _stored(other, 1e-2), Tolerance(rtol=1e-2)).ok
+    # ... so a run that parts before the NaN still fails
+    early = (1.0 / steps) * (1 + 0.5)
+    assert not compare(_stored(base, 1e-2), _stored(make_run(early), 1e-2), configured).ok
+
+
+def test_an_event_one_ulp_moves_by_a_tenth_of_the_run_may_move_anywhere() -> None:
+    steps = np.arange(1, 1001, dtype=np.float64)
+    base = make_run(1.0 / steps, update_size=np.full(1000, 1e-3))
+    other = make_run(1.0 / steps, update_size=np.full(1000, 1e-3))
+    near = calibrate(base, [other], current_rtol=1e-2, miss_fraction=0.01)
+    moved = {**near.event_spread, "stall_step": 30}
+    from dataclasses import replace
+
+    assert replace(near, event_spread=moved).recommended_event_atol == 60
+    assert replace(near, event_spread={"stall_step": 101}).recommended_event_atol == 1000
