@@ -653,3 +653,18 @@ def test_machines_with_other_fingerprints_are_named_by_what_differs() -> None:
     # the same fingerprint on two runners of one type is one machine: speed is compared
     same = gate(record(), new_record(), old_machine=intel, new_machine={**intel, "node": "runner-2"})
     assert same.warnings == [] and only_row(same).speed_note == ""
+
+
+def test_a_divergence_calibration_saw_come_and_go_is_judged_before_the_first_nan_only() -> None:
+    tolerance = Tolerance(rtol=1e-4, divergence_unstable=True).to_text()
+    diverged = [*LOSSES[:3], *[float("nan")] * (len(LOSSES) - 3)]
+    old = record(final_loss=float("nan"), checkpoint_losses=diverged, tolerance=tolerance)
+    row = only_row(gate(old, new_record(tolerance=tolerance)))
+    assert row.verdict == PASS, row.reasons
+    assert row.notes[0].startswith("divergence unstable")
+    # without the calibration's word, a NaN against a number is a change
+    plain = record(final_loss=float("nan"), checkpoint_losses=diverged)
+    assert only_row(gate(plain, new_record())).verdict == FAIL
+    # and a history that parts before the NaN still fails
+    early = [LOSSES[0] * 2, *LOSSES[1:]]
+    assert only_row(gate(old, new_record(tolerance=tolerance, checkpoint_losses=early))).verdict == FAIL
