@@ -289,6 +289,14 @@ def _explain(arguments: argparse.Namespace) -> int:
     spec = load_spec(arguments.spec)
     dtype = arguments.dtype or spec.dtypes[0]
     dtype_info(dtype, where="--dtype")
+    if arguments.plot is not None:  # before training: a bad path costs seconds, not the training
+        _check_plot_path(arguments.plot)
+    if dtype not in spec.dtypes:  # explain explores: train it anyway, and say so
+        print(
+            f"note: {arguments.spec} lists dtypes {', '.join(spec.dtypes)}, not {dtype}; training "
+            f"{dtype} anyway, as asked (no expectation of the spec applies to it)",
+            file=sys.stderr,
+        )
     case = spec.case.with_(steps=arguments.steps, epochs=None) if arguments.steps is not None else spec.case
     run = train(
         case, dtype, arguments.engine, trace_weights=TRACED_WEIGHTS if arguments.engine != "fit" else 0
@@ -301,6 +309,20 @@ def _explain(arguments: argparse.Namespace) -> int:
         plot_run(run, arguments.plot)
         print(f"plot: {arguments.plot}")
     return 0
+
+
+def _check_plot_path(path: Path) -> None:
+    """``explain --plot``: matplotlib installed and the picture writable, checked before training."""
+    from .files import unwritable
+    from .gate.plot import _pyplot
+
+    problem = unwritable(path)
+    if problem is not None:
+        raise ConvergenceError(
+            f"--plot {path}: cannot write the picture: {problem}; "
+            "fix: give a .png file path in a directory you can write to"
+        )
+    _pyplot()  # the clear "pip install 'pytest-convergence[plot]'" error, before training
 
 
 def _compare(arguments: argparse.Namespace) -> int:

@@ -33,3 +33,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` could not be written by :func:`atomic_write_bytes`, or None if it could.
+
+    Checked before any training, so a typo in an output path costs seconds, not the suite. A
+    missing directory is fine (the write makes it); what matters is the nearest existing ancestor:
+    it must be a directory, and a file must be creatable in it. That is tried for real (a
+    temporary file made and removed), because ``os.access`` answers yes to root even where a
+    read-only mount or an immutable directory refuses the write.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a directory"
+    parent = path.parent
+    while not parent.exists():
+        if parent.is_symlink():  # a dangling link: mkdir would fail on it
+            return f"{parent} is a link to nowhere"
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a directory, so nothing can be written under it"
+    try:
+        handle, probe = tempfile.mkstemp(dir=parent, prefix=".write-check.", suffix=".tmp")
+    except OSError as error:
+        return f"cannot write in {parent}: {error.strerror or error}"
+    os.close(handle)
+    Path(probe).unlink(missing_ok=True)
+    return None

@@ -249,6 +249,42 @@ def load(path: Path) -> Results:
     )
 
 
+def check_baseline(path: Path) -> Results:
+    """The baseline results file, read and checked as the gate will read it, before any training.
+
+    A baseline that is missing, empty, truncated or of another schema would otherwise be found
+    only after the whole suite trained; here it costs the user seconds. Raises
+    :class:`ResultsError` naming the file and the fix.
+    """
+    path = Path(path)
+    how = f"pytest --convergence --convergence-results={path} on the old framework"
+    if not path.exists():
+        raise ResultsError(
+            f"{path}: no such file; the baseline is the results file of a session on the old "
+            f"framework: make it with {how}, or fix the path"
+        )
+    if path.is_dir():
+        raise ResultsError(f"{path} is a directory; give the results file (a .json) inside it")
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False  # load() says why it cannot read it
+    if empty:
+        raise ResultsError(f"{path}: the file is empty, not a results file; regenerate it with {how}")
+    return load(path)
+
+
+def same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file (through links and ``..`` too), existing or not."""
+    first, second = Path(first), Path(second)
+    try:
+        if first.exists() and second.exists():
+            return first.samefile(second)
+    except OSError:
+        pass
+    return first.resolve() == second.resolve()
+
+
 def merge(parts: list[Results], names: list[str] | None = None) -> Results:
     """One results file from several jobs of the same environment.
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..errors import CaseError
+from ..errors import CaseError, ConvergenceError
 from .options import (
     DTYPE_FIXTURE,
     MARKER,
@@ -44,11 +44,17 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(dtypes=[...], engine=None): a convergence test, run once per dtype "
         "with --convergence; engine: loop, xla or fit.",
     )
-    config.stash[SESSION_KEY] = ConvergenceSession(
+    convergence = ConvergenceSession(
         settings=read_settings(config),
         results_path=config.getoption("--convergence-results"),
         baseline_path=config.getoption("--convergence-baseline"),
     )
+    config.stash[SESSION_KEY] = convergence
+    if getattr(config, "workerinput", None) is None:  # the controller checks, once
+        try:
+            convergence.check_inputs(config.rootpath)
+        except ConvergenceError as error:
+            raise pytest.UsageError(str(error)) from None
     config.pluginmanager.register(DtypeSelection(), DTYPE_SELECTION)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistSummary(config), "convergence-xdist")
@@ -88,6 +94,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     from ..snapshot import syrupy_compat
 
     syrupy_compat.register_selected(session.config, [item for item in session.items if _is_spec_item(item)])
+    config = session.config
+    if getattr(config, "workerinput", None) is not None or config.option.collectonly:
+        return  # xdist workers meet it at the write, with the same message
+    try:  # before the first test trains, not as a PermissionError inside an assertion
+        session_of(config).check_snapshot_directories(session.items, syrupy_compat.updating(config))
+    except ConvergenceError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def _is_spec_item(item: pytest.Item) -> bool:

@@ -53,6 +53,64 @@ class ConvergenceSession:
     def wants_results(self) -> bool:
         return bool(self.results_path or self.baseline_path)
 
+    # ------------------------------------------------------------------------ before training
+    def check_inputs(self, rootpath: Path) -> None:
+        """What can be checked before any test trains: the baseline is a readable results file,
+        the results file can be written and is not the baseline (written first, it would be
+        compared with itself: every change a PASS). Raises :class:`ConvergenceError` naming the
+        option, the file and the fix."""
+        from ..files import unwritable
+        from ..gate import results
+
+        both = self.results_path and self.baseline_path
+        if both and results.same_file(rootpath / str(self.results_path), rootpath / str(self.baseline_path)):
+            raise ConvergenceError(
+                f"--convergence-results and --convergence-baseline name the same file "
+                f"({self.baseline_path}): the results would overwrite the baseline before the gate "
+                "reads it, and every run would be compared with itself\n  fix: write the results "
+                "elsewhere, e.g. --convergence-results=new.json, and keep the baseline as it is"
+            )
+        if self.baseline_path:
+            try:
+                results.check_baseline(rootpath / self.baseline_path)
+            except ConvergenceError as error:
+                raise ConvergenceError(f"--convergence-baseline: {error}") from None
+        if self.results_path:
+            problem = unwritable(rootpath / self.results_path)
+            if problem is not None:
+                raise ConvergenceError(
+                    f"--convergence-results={self.results_path}: cannot write the results file: "
+                    f"{problem}\n  fix: give a file path in a directory you can write to, e.g. "
+                    "--convergence-results=results.json"
+                )
+
+    def check_snapshot_directories(self, items: list[pytest.Item], updating: bool) -> None:
+        """Under ``--snapshot-update``, every selected convergence test's snapshot directory can be
+        written, before the first test trains (not a PermissionError inside an assertion minutes
+        later). Raises :class:`ConvergenceError` naming the directory and the fix."""
+        if not (updating and self.settings.enabled):
+            return
+        from ..files import unwritable
+        from ..snapshot import syrupy_compat
+
+        checked: set[Path] = set()
+        for item in items:
+            snapshots = getattr(item, "spec", None) is not None or "convergence_snapshot" in getattr(
+                item, "fixturenames", ()
+            )
+            if not snapshots or item.get_closest_marker("convergence") is None:
+                continue
+            directory = syrupy_compat.snapshot_directory(item)
+            if directory in checked:
+                continue
+            checked.add(directory)
+            problem = unwritable(directory / ".convergence.txt")
+            if problem is not None:
+                raise ConvergenceError(
+                    f"--snapshot-update: cannot write the snapshots of {item.nodeid}: {problem}\n"
+                    f"  fix: make {directory} writable (or run without --snapshot-update to compare only)"
+                )
+
     # ------------------------------------------------------------------------------ training
     def engine_for(self, case: Case, marker: MarkerOptions, requested: str | None = None) -> str:
         settings = self.settings

@@ -93,6 +93,19 @@ class ConvergenceSnapshotExtension(SingleFileSnapshotExtension):
         atomic_write_text(Path(snapshot_collection.location), str(data))
 
 
+def _write_problem(location: Path) -> str | None:
+    """Why ``--snapshot-update`` could not write this snapshot (a read-only directory...), if so."""
+    from ..files import unwritable
+
+    problem = unwritable(location)
+    if problem is None:
+        return None
+    return (
+        f"{location}: cannot write the snapshot: {problem}\n"
+        f"  fix: make {location.parent} writable (or run without --snapshot-update to compare only)"
+    )
+
+
 class ConvergenceSnapshot:
     """What the ``convergence_snapshot`` fixture returns: ``assert run == convergence_snapshot``.
 
@@ -149,7 +162,7 @@ class ConvergenceSnapshot:
         location = self._location()  # before the assertion, which moves syrupy's index on
         stored, problem = self._read_stored()
         if self._updating:
-            problem = None
+            problem = _write_problem(location)  # clear, instead of syrupy's PermissionError traceback
         if not run.calibrated_tolerance and stored is not None and "calibrated" in stored.header:
             run.calibrated_tolerance = stored.header["calibrated"]  # measured once, kept on updates
         text = SnapshotText(render_run(run, self._tolerance_for(run), self._test_name))

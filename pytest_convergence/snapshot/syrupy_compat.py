@@ -12,6 +12,7 @@ reported a ``pytest.skip()``-ped test's snapshot unused; it is not supported.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,3 +74,13 @@ def register_selected(config: pytest.Config, items: Iterable[pytest.Item]) -> in
     for item in chosen:
         selected[item.nodeid] = ItemStatus.NOT_RUN
     return len(chosen)
+
+
+def snapshot_directory(item: pytest.Item) -> Path:
+    """The directory a convergence test's snapshots live in, as syrupy's single-file extensions
+    place them (``__snapshots__/<module>/``, or ``--snapshot-dirname``), for a write check."""
+    from syrupy.location import PyTestLocation
+
+    from .extension import ConvergenceSnapshotExtension
+
+    return Path(ConvergenceSnapshotExtension.dirname(test_location=PyTestLocation(item)))

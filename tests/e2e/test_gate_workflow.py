@@ -94,8 +94,8 @@ def test_a_broken_baseline_is_a_clear_usage_error(user_suite: pytest.Pytester) -
     user_suite.makepyfile(test_user=suite(2.55))
     (user_suite.path / "old.json").write_text('{"schema": 1, "runs": [')
     result = user_suite.runpytest("--convergence", "--convergence-baseline=old.json")
-    result.stdout.fnmatch_lines(
-        ["error: *old.json: not valid JSON at line 1*truncated or not a results file*"]
+    result.stderr.fnmatch_lines(  # before any test trains (tests/e2e/test_early_checks.py)
+        ["ERROR: --convergence-baseline: *old.json: not valid JSON at line 1*truncated or not a results*"]
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
