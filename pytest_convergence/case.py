@@ -194,6 +194,12 @@ class Case:
     """Overrides of the snapshot tolerance: a number (rtol) or a dict of Tolerance fields, where
     rtol may be a dict per dtype; see :mod:`pytest_convergence.tolerance`."""
 
+    allow_dtype_mismatch: bool = False
+    """Train a model whose layers do not all follow the requested dtype (a layer built with
+    ``dtype="float32"`` on purpose) and record what trained on the run, instead of failing: by
+    default a builder that ignores its dtype fails, so no summary or snapshot names a dtype that
+    did not train."""
+
     def __post_init__(self) -> None:
         name = self.name
         if not isinstance(name, str) or not name.strip():
@@ -235,6 +241,12 @@ class Case:
         if not isinstance(self.shuffle, bool):
             raise CaseError(
                 f"shuffle must be true or false, got {self.shuffle!r}", case=name, field="shuffle"
+            )
+        if not isinstance(self.allow_dtype_mismatch, bool):
+            raise CaseError(
+                f"allow_dtype_mismatch must be true or false, got {self.allow_dtype_mismatch!r}",
+                case=name,
+                field="allow_dtype_mismatch",
             )
         if self.target_loss is not None:
             _check_number(self.target_loss, "target_loss", case=name, allow_zero=True)

@@ -443,6 +443,7 @@ def describe_run(run: object) -> list[str]:
         f"({run.steps_per_second:,.0f} steps/s)",
         f"weights in {run.variable_dtype}, loss computed in {run.loss_dtype}; optimizer {run.optimizer}",
         f"final loss {run.final_loss:.6g}{_target(run)}",
+        *([f"dtype mismatch (allowed by the case): {run.dtype_mismatch}"] if run.dtype_mismatch else []),
         "",
         diagnosis.describe(run.dtype),
         "",

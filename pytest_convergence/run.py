@@ -74,9 +74,26 @@ class Run:
     calibrated_tolerance: str = ""
     """The tolerance calibration measured (this session's ``--convergence-calibrate``, or the one
     the run's snapshot carries), as :meth:`Tolerance.to_text`; widens the configured one."""
+    dtype_mismatch: str = ""
+    """Where the model did not train in ``dtype`` (a case with ``allow_dtype_mismatch``): which
+    layers trained in what, in words; ``variable_dtype`` and ``compute_dtype`` then say what
+    trained. Empty when every layer followed the dtype."""
     model: Any = field(default=None, repr=False)
     """The trained Keras model, in this process only (never stored in snapshots or results):
     ``run.model.evaluate(x, y)`` or ``run.model.predict(x)`` without rebuilding it by hand."""
+
+    @property
+    def trained_dtype(self) -> str:
+        """The dtype as it trained: ``dtype`` itself, or for a mismatch what the variables and
+        computation really were (``float32``, ``mixed_float16``, ``float32/float16``)."""
+        if not self.dtype_mismatch:
+            return self.dtype
+        from .dtypes import DTYPES
+
+        for name, info in DTYPES.items():
+            if (info.variable_dtype, info.compute_dtype) == (self.variable_dtype, self.compute_dtype):
+                return name
+        return f"{self.variable_dtype}/{self.compute_dtype}"
 
     @property
     def steps(self) -> int:

@@ -7,7 +7,7 @@ user's ``fit``. Every failure is reported as the user's case error, naming the f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -232,3 +232,93 @@ def _keras_object(case: Case, dtype: str, getter: Callable[[Any], Any], spec: An
             else 'use a name or config that keras.optimizers.get accepts, e.g. "sgd" or '
             '{"class_name": "RMSprop", "config": {"learning_rate": 0.01}}',
         ) from None
+
+
+@dataclass(frozen=True)
+class TrainedDtypes:
+    """The dtypes a built model really trains in, against the dtype it was asked for.
+
+    ``mismatch`` is empty when every layer that holds weights follows the requested policy;
+    otherwise it says which layers do not, in words, for the run, its summary and its snapshot.
+    """
+
+    variable_dtype: str
+    compute_dtype: str
+    mismatch: str = ""
+    checked_layers: int = 0
+
+
+_WIDTH = {"bfloat16": 0, "float16": 1, "float32": 2, "float64": 3}
+
+
+def check_dtypes(case: Case, dtype: str, flavour: Flavour, model: Any) -> TrainedDtypes:
+    """What the built model trains in; a :class:`CaseError` if that is not ``dtype`` (unless the
+    case allows it, ``allow_dtype_mismatch``, which records it instead).
+
+    A builder that ignores the dtype it is given (a model built outside the policy, or layers
+    with ``dtype="float32"``) would train float32 while the summary and snapshot say float16.
+    Checked on each layer that holds weights: its compute dtype and variable dtype (its policy).
+    Layers without weights may cast on purpose (Keras's mixed-precision guide keeps the final
+    softmax in float32), and a layer under the right policy may keep some variables wider by
+    design (Keras 2's BatchNormalization in float16): neither is the builder's doing. Cheap: no
+    tensor is touched, only the layers' attributes.
+    """
+    wanted = dtype_info(dtype)
+    layers = list(_layers_with_weights(flavour, model))
+    if not layers:  # not built yet (older Keras builds while tracing): nothing to check now
+        return TrainedDtypes(wanted.variable_dtype, wanted.compute_dtype)
+    differing: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for name, layer in layers:
+        pair = (str(layer.variable_dtype), str(layer.compute_dtype))
+        if pair != (wanted.variable_dtype, wanted.compute_dtype):
+            differing.setdefault(pair, []).append((name, flavour.weight_name(model, layer.weights[0])))
+    if not differing:
+        return TrainedDtypes(wanted.variable_dtype, wanted.compute_dtype, checked_layers=len(layers))
+    asked = f"{dtype} means {_policy_words(wanted.variable_dtype, wanted.compute_dtype)}"
+    mismatch = "; ".join(
+        f"{len(named)} of {len(layers)} layers with weights ({_names(named)}) trained with "
+        f"{_policy_words(*pair)}, where {asked}"
+        for pair, named in differing.items()
+    )
+    if not case.allow_dtype_mismatch:
+        (variable, compute), named = next(iter(differing.items()))
+        layer, weight = named[0]
+        count = sum(len(named) for named in differing.values())
+        raise case_error(
+            case,
+            dtype,
+            f"layer '{layer}' has {variable} variables ({weight}) and {compute} computation, but "
+            f"{asked} ({count} of {len(layers)} layers with weights differ): the model builder did not "
+            "build it under the dtype policy it was called with, so the summary and the snapshot "
+            f"would say {dtype} of a model that trained otherwise",
+            "model",
+            fix="build every layer under the policy the builder is called with (no dtype= on its "
+            "layers, the model made inside the builder); or, where this is on purpose, set "
+            "allow_dtype_mismatch=True on the Case (allow_dtype_mismatch = true in a spec file) to "
+            "train it and record what trained",
+        )
+    # recorded as what trained: the widest dtype present, so weights print with all their digits
+    pairs = {(str(layer.variable_dtype), str(layer.compute_dtype)) for _, layer in layers}
+    variable = max((v for v, _ in pairs), key=lambda d: _WIDTH.get(d, -1))
+    compute = max((c for _, c in pairs), key=lambda d: _WIDTH.get(d, -1))
+    return TrainedDtypes(variable, compute, mismatch=mismatch, checked_layers=len(layers))
+
+
+def _names(named: list[tuple[str, str]]) -> str:
+    shown = ", ".join(f"'{layer}'" for layer, _ in named[:3])
+    return shown + (f" and {len(named) - 3} more" if len(named) > 3 else "")
+
+
+def _policy_words(variable: str, compute: str) -> str:
+    return f"{variable} variables and {compute} computation"
+
+
+def _layers_with_weights(flavour: Flavour, model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every layer that holds weights, nested models opened (``base/dense``), in model order."""
+    for layer in getattr(model, "layers", []):
+        name = f"{prefix}{layer.name}"
+        if isinstance(layer, flavour.keras.Model):
+            yield from _layers_with_weights(flavour, layer, f"{name}/")
+        elif layer.weights:
+            yield name, layer
+

@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
-from ..dtypes import dtype_info
+from ..dtypes import DtypeInfo, dtype_info
 from ..errors import CaseError, ConvergenceError, KerasVersionError, first_line
 from ..outcome import check_engine
 from ..perturb import Perturbation, nudge_dtype, one_ulp_away
 from ..run import Run
 from . import probes
 from .batches import plan_batches
-from .build import build_model, case_error, pin_initial_weights
+from .build import build_model, case_error, check_dtypes, pin_initial_weights
 from .capture import LossCapture
 from .fit import execute_fit
 from .frameworks import framework_versions, import_keras
@@ -120,6 +120,9 @@ class Training:
                 fix="check the input shape of the model against x, and the output against y",
             ) from None
         pin_initial_weights(case, dtype, self.model)
+        # what trains is what the label says (or, where the case allows otherwise, what is recorded)
+        self.trained = check_dtypes(case, dtype, flavour, self.model)
+        self.info = DtypeInfo(dtype, self.trained.variable_dtype, self.trained.compute_dtype)
         self.initial_weights = self._weights()
         self.loop = (
             None
@@ -247,6 +250,9 @@ class Training:
 
     def to_run(self, record: StepRecord, *, wall_time: float, trace_time: float) -> Run:
         """The run: the record, the final weights and the probes' evidence, with versions."""
+        if not self.trained.checked_layers:  # built while tracing (older Keras): check it now
+            self.trained = check_dtypes(self.case, self.dtype, self.flavour, self.model)
+            self.info = DtypeInfo(self.dtype, self.trained.variable_dtype, self.trained.compute_dtype)
         final_weights = self._weights()
         gradients = probes.final_gradients(self.flavour, self.model, self._first_batch())
         return Run(
@@ -282,5 +288,6 @@ class Training:
             ),
             weight_trace=record.weight_trace,
             weight_trace_names=self._flat_names()[: record.weight_trace.shape[1]],
+            dtype_mismatch=self.trained.mismatch,
             model=self.model,
         )

@@ -80,6 +80,8 @@ class RunRecord:
     fingerprint: str = ""
     """The id of the machine's fingerprint (:mod:`..fingerprint`)."""
     perturbation: str = ""
+    dtype_mismatch: str = ""
+    """Which layers did not train in ``dtype`` (a case with ``allow_dtype_mismatch``); empty if all did."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -148,6 +150,7 @@ class RunRecord:
             loss_ran=run.loss_ran,
             fingerprint=run.versions.get("fingerprint", ""),
             perturbation=run.perturbation,
+            dtype_mismatch=run.dtype_mismatch,
         )
 
 

@@ -34,7 +34,8 @@ class SummaryRow:
         assert isinstance(run, Run)
         return cls(
             case=run.case,
-            dtype=run.dtype,
+            # a case that allows a dtype mismatch says what really trained
+            dtype=run.dtype if not run.dtype_mismatch else f"{run.dtype} (trained {run.trained_dtype})",
             engine=run.engine,
             outcome=run.outcome,
             final_loss=run.final_loss,

@@ -106,6 +106,7 @@ class Trajectory:
             **({"loss ran": run.loss_ran} if run.loss_ran else {}),
             "loss dtype": run.loss_dtype,
             "weights dtype": run.variable_dtype,
+            **({"dtype mismatch": run.dtype_mismatch} if run.dtype_mismatch else {}),
             "final loss of": "the last epoch (History's mean of its batches)"
             if run.judged_on_epochs
             else "the last step",

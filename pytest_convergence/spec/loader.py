@@ -89,6 +89,7 @@ def load_spec(path: Path) -> Spec:
             "engine",
             "loss_dtype",
             "validation_split",
+            "allow_dtype_mismatch",
         )
         if key in document
     }

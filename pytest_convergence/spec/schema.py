@@ -143,6 +143,11 @@ SCHEMA: dict[str, Any] = {
             "Unset, Keras 3 computes losses in float32 and Keras 2 in the model output's dtype.",
         },
         "metrics": {"type": "array", "items": _KERAS_OBJECT},
+        "allow_dtype_mismatch": {
+            "type": "boolean",
+            "description": "Train even where a layer does not follow the dtype (a layer with its own "
+            "dtype, on purpose) and record what trained, instead of failing.",
+        },
         "initial_weights": {
             "type": "string",
             "description": "An .npz beside the spec with the starting weights, in model.get_weights() order.",
