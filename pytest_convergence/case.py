@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .dtypes import DTYPES, dtype_info
+from .dtypes import suggest as suggest_dtype
 from .errors import CaseError
 from .outcome import Outcome, check_engine
 
@@ -256,7 +257,7 @@ class Case:
             _check_keras_spec(getattr(self, key), key, case=name)
         if self.loss_dtype is not None and self.loss_dtype not in LOSS_DTYPES:
             raise CaseError(
-                f"unknown loss dtype {self.loss_dtype!r}",
+                f"unknown loss dtype {self.loss_dtype!r}{_did_you_mean(suggest_dtype(self.loss_dtype))}",
                 case=name,
                 field="loss_dtype",
                 fix=f"use one of: {', '.join(LOSS_DTYPES)}",
@@ -297,6 +298,7 @@ class Case:
                     case=name,
                     field=f"layers[{index}]",
                 )
+        _check_fields(name, kwargs)
         return cls(name=name, model=sequential_config(_keras_name(name), layers, input_shape), **kwargs)
 
     def _check_validation(self, name: str, samples: int) -> None:
@@ -420,6 +422,36 @@ def _expectation_for(case: str, dtype: str, value: Any) -> Expectation:
             f"expected an Expectation or a dict, got {type(value).__name__}", case=case, field=where
         )
     return value
+
+
+def _check_fields(name: str, given: Mapping[str, Any]) -> None:
+    """An unknown keyword names the field a user most likely meant, instead of a bare TypeError;
+    ``dtypes`` gets where dtypes belong, since a case has none."""
+    import difflib
+
+    known = [f for f in Case.__dataclass_fields__ if f not in ("name", "model")]
+    for key in given:
+        if key in known:
+            continue
+        if key in ("dtype", "dtypes"):
+            raise CaseError(
+                "a case has no dtype: the same case trains in every dtype its test or spec file lists",
+                case=name,
+                field=key,
+                fix='list them in @pytest.mark.convergence(dtypes=["float16", "float32"]), or dtypes = [...] '
+                "in a spec file",
+            )
+        close = difflib.get_close_matches(key, known, n=1)
+        raise CaseError(
+            f"a case has no field {key!r}{_did_you_mean(close[0] if close else None)}",
+            case=name,
+            field=key,
+            fix=f"use one of: {', '.join(known)}",
+        )
+
+
+def _did_you_mean(word: str | None) -> str:
+    return f" (did you mean {word!r}?)" if word else ""
 
 
 def _keras_name(name: str) -> str:

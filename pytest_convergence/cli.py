@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--final-loss-threshold",
-        type=float,
+        type=_non_negative,
         default=defaults.final_loss,
         metavar="R",
         help="a run fails when its final loss grew by more than R relative to the old one "
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--steps-threshold",
-        type=float,
+        type=_non_negative,
         default=defaults.steps_to_target,
         metavar="R",
         help="a run fails when it needs more than (1 + R) times the old number of steps to reach its "
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--slowdown-threshold",
-        type=float,
+        type=_non_negative,
         default=defaults.slowdown,
         metavar="R",
         help="a run is slower when its CPU time per step grew by more than R (0.25: by 25%%) and beyond "
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--min-time",
-        type=float,
+        type=_non_negative,
         default=defaults.min_time,
         metavar="S",
         help="runs under S CPU seconds are too short to time: their speed is not compared "
@@ -269,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="print every command it would run, one per line; run none (default: off)",
     )
     return parser
+
+
+def _non_negative(text: str) -> float:
+    """A threshold or a time: a negative one would fail every run, or none, without a word."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

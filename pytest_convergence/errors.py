@@ -93,6 +93,9 @@ def first_line(error: BaseException, limit: int = 300) -> str:
             named = re.search(r"layer '([^']+)'", line) or re.search(r"calling (\w+)\.call\(\)", line)
             if named and not where:
                 where = f"in layer {named.group(1)!r}: "
+            cause = re.match(r"Exception encountered: (.+)", line)  # a deserialisation's cause
+            if cause:
+                kept.append(cause.group(1))
             continue
         if line:
             kept.append(line)

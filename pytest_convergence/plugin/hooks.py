@@ -9,6 +9,7 @@ test actually trains. ``python -X importtime -m pytest --co`` shows it. The logi
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -154,6 +155,21 @@ def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Coll
         from .collect import SpecFile
 
         return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
+SNAPSHOT_FOLDERS = ("__snapshots__", "__snapshots_platform__")
+
+
+def pytest_ignore_collect(collection_path: Path) -> bool | None:
+    """Snapshot files are data, not tests. Their names match pytest's default ``--doctest-glob``
+    (``test*.txt``), so its doctest plugin would read every one of them on every run, and a
+    damaged one (not UTF-8) would stop even a plain ``pytest`` with a ``UnicodeDecodeError``
+    from inside pathlib; the snapshot's own comparison reports it with its fix instead."""
+    if collection_path.name.endswith((".convergence.txt", ".exact.txt")) and any(
+        part in SNAPSHOT_FOLDERS for part in collection_path.parts
+    ):
+        return True
     return None
 
 

@@ -212,8 +212,13 @@ class ConvergenceSnapshot:
         try:
             return Trajectory.parse(path.read_text(encoding="utf-8")), None
         except (SnapshotFormatError, UnicodeDecodeError) as error:
+            problem = (
+                f"not a pytest-convergence snapshot: not UTF-8 text (byte {error.start}: {error.reason})"
+                if isinstance(error, UnicodeDecodeError)
+                else str(error)
+            )
             return None, (
-                f"{path}: {error}\n  fix: {UPDATE_HINT} rewrites it from this run "
+                f"{path}: {problem}\n  fix: {UPDATE_HINT} rewrites it from this run "
                 "(review the new file before committing it)"
             )
 

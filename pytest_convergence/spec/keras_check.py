@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import first_line
-from .loader import Spec, SpecError
+from .loader import Spec, SpecError, resolve_builder
 
 
 def check_with_keras(spec: Spec) -> None:
@@ -27,6 +27,9 @@ def check_with_keras(spec: Spec) -> None:
     _, flavour = import_keras()
     keras = flavour.keras
     path = spec.path
+    builder = getattr(spec.case.model, "target", None)
+    if builder is not None:  # a builder that cannot be imported: the file's error, at collection
+        resolve_builder(path, builder)
     for index, layer in enumerate(spec.layer_configs):
         where = f"model.layers[{index}]"
         try:

@@ -59,6 +59,16 @@ def load_spec(path: Path) -> Spec:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise SpecError(path, None, f"TOML syntax error: {error}") from None
+    except FileNotFoundError:
+        raise SpecError(
+            path,
+            None,
+            "cannot read the file: no such file; give the path of a spec file (*.convergence.toml)",
+        ) from None
+    except IsADirectoryError:
+        raise SpecError(
+            path, None, "cannot read the file: a directory; give the path of one *.convergence.toml in it"
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(path, None, f"cannot read the file: {error}") from None
     try:

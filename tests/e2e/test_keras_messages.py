@@ -66,3 +66,45 @@ def test_keras_errors_name_the_field_at_fault_and_a_working_fix(user_suite: pyte
     )
     assert "field 'metrics'" not in out
     assert "drop float32" not in out
+
+
+def test_a_spec_builder_that_cannot_be_imported_is_a_collection_error(user_suite: pytest.Pytester) -> None:
+    """Found when the session collects (it will train), naming the file and field, not at the
+    first run as 'the model builder raised SpecError: ...'."""
+    user_suite.makefile(
+        ".convergence.toml",
+        **{
+            "lost-builder": 'dtypes = ["float32"]\nsteps = 5\nloss = "mse"\n\n[model]\n'
+            'builder = "no_such_module_xyz:build"\n\n[data]\nx = [[1.0], [2.0]]\ny = [1.0, 0.0]\n'
+        },
+    )
+    result = user_suite.runpytest("--convergence")
+    out = result.stdout.str()
+    assert "ERROR collecting lost-builder.convergence.toml" in out
+    assert "lost-builder.convergence.toml: model.builder: cannot import 'no_such_module_xyz'" in out
+    assert "the model builder raised" not in out
+
+
+def test_a_binary_snapshot_file_is_named_with_its_fix(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(
+        test_user=USER_TESTS
+        + """
+
+@pytest.mark.convergence(dtypes=["float32"])
+def test_binary(convergence_train, convergence_snapshot):
+    assert convergence_train(case()) == convergence_snapshot
+"""
+    )
+    folder = user_suite.path / "__snapshots__" / "test_user"
+    folder.mkdir(parents=True)
+    (folder / "test_binary[float32].convergence.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    result = user_suite.runpytest("--convergence", "-k", "binary")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_binary[[]float32[]].convergence.txt: not a pytest-convergence snapshot: not UTF-8 text "
+            "(byte 0: invalid start byte)",
+            "  fix: pytest --convergence --snapshot-update rewrites it from this run*",
+        ]
+    )
+    assert "UnicodeDecodeError" not in result.stdout.str()

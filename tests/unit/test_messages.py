@@ -14,10 +14,13 @@ import pytest
 from factories import seed_spec
 from test_results import record, write_file
 
+from pytest_convergence import Case
 from pytest_convergence.cli import build_parser, main
 from pytest_convergence.dtypes import dtype_info, parse_dtype_list, parse_dtype_names
-from pytest_convergence.errors import CaseError
+from pytest_convergence.errors import CaseError, first_line
 from pytest_convergence.spec.loader import SpecError, load_spec
+
+DENSE = [{"class_name": "Dense", "config": {"units": 1}}]
 
 
 # ------------------------------------------------------------------------------ dtype names
@@ -257,3 +260,66 @@ def test_merge_into_one_of_its_inputs_is_an_error(tmp_path: Path, capsys: pytest
     assert (
         "is both the output (the first argument, which merge writes) and an input" in capsys.readouterr().err
     )
+
+
+def test_compare_refuses_a_negative_threshold(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["compare", "a.json", "b.json", "--final-loss-threshold", "-0.1"])
+    assert exited.value.code == 2
+    assert "argument --final-loss-threshold: must be a number >= 0, got -0.1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ Case and Keras's words
+def test_a_case_given_dtypes_says_where_dtypes_belong() -> None:
+    with pytest.raises(CaseError) as caught:
+        Case.sequential(
+            "c", layers=DENSE, input_shape=(1,), x=[[1.0]], y=[1.0], loss="mse", steps=3, dtypes=["float16"]
+        )
+    assert caught.value.field == "dtypes"
+    assert "a case has no dtype" in str(caught.value)
+    assert (
+        caught.value.fix is not None
+        and '@pytest.mark.convergence(dtypes=["float16", "float32"])' in caught.value.fix
+    )
+
+
+def test_a_misspelt_case_field_gets_did_you_mean() -> None:
+    with pytest.raises(CaseError) as caught:
+        Case.sequential("c", layers=DENSE, input_shape=(1,), x=[[1.0]], y=[1.0], loss="mse", step=3)
+    assert caught.value.field == "step"
+    assert "a case has no field 'step' (did you mean 'steps'?)" in str(caught.value)
+
+
+def test_a_loss_dtype_alias_gets_did_you_mean() -> None:
+    with pytest.raises(CaseError) as caught:
+        Case.sequential(
+            "c", layers=DENSE, input_shape=(1,), x=[[1.0]], y=[1.0], loss="mse", steps=3, loss_dtype="fp32"
+        )
+    assert "unknown loss dtype 'fp32' (did you mean 'float32'?)" in str(caught.value)
+
+
+def test_first_line_keeps_the_cause_keras_gives_after_exception_encountered() -> None:
+    error = ValueError(
+        "Error when deserializing class 'Dense' using config={'units': 0}.\n\n"
+        "Exception encountered: Received an invalid value for `units`, expected a positive integer."
+    )
+    assert first_line(error) == (
+        "Error when deserializing class 'Dense' using config={'units': 0}. "
+        "Received an invalid value for `units`, expected a positive integer."
+    )
+
+
+def test_snapshot_files_are_not_collected_as_doctests(pytester: pytest.Pytester) -> None:
+    """pytest's default --doctest-glob (test*.txt) matches snapshot files: a damaged one used to
+    stop even a plain pytest with a UnicodeDecodeError from inside pathlib."""
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_user="def test_nothing():\n    pass\n")
+    folder = pytester.path / "__snapshots__" / "test_user"
+    folder.mkdir(parents=True)
+    (folder / "test_seed[float32].convergence.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    platform = pytester.path / "__snapshots_platform__" / "platform-abc" / "test_user"
+    platform.mkdir(parents=True)
+    (platform / "test_seed[float32].exact.txt").write_bytes(b"\xff\xfe")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert "UnicodeDecodeError" not in result.stdout.str()
