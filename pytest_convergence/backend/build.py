@@ -140,7 +140,11 @@ def check_input_shape(case: Case, dtype: str, model: Any) -> None:
 
 def _metric(case: Case, dtype: str, flavour: Flavour, item: Any, index: int) -> Any:
     """A metric as ``compile`` takes it: names and objects as given, a ``{"class_name", "config"}``
-    dict deserialised by ``keras.metrics.get`` (which ``compile`` itself does not do)."""
+    dict deserialised by ``keras.metrics.get`` (which ``compile`` itself does not do). A name is
+    checked here, as ``compile`` would only fail on it while tracing the first step."""
+    if isinstance(item, str):
+        _check_metric_name(case, dtype, flavour, item, index)
+        return item
     if not isinstance(item, Mapping):
         return item
     try:
@@ -153,6 +157,29 @@ def _metric(case: Case, dtype: str, flavour: Flavour, item: Any, index: int) -> 
             f"metrics[{index}]",
             fix='use a name ("accuracy") or a config keras.metrics.get accepts, e.g. '
             '{"class_name": "BinaryAccuracy", "config": {"threshold": 0.0}}',
+        ) from None
+
+
+COMPILE_METRIC_NAMES = ("accuracy", "acc", "crossentropy", "ce")
+"""Names ``compile`` resolves itself from the loss and the output (not ``keras.metrics.get``)."""
+
+
+def _check_metric_name(case: Case, dtype: str, flavour: Flavour, name: str, index: int) -> None:
+    if name in COMPILE_METRIC_NAMES:
+        return
+    try:
+        flavour.keras.metrics.get(name)
+    except (ValueError, TypeError):
+        import difflib
+
+        known = [n for n in dir(flavour.keras.metrics) if not n.startswith("_")] + list(COMPILE_METRIC_NAMES)
+        close = difflib.get_close_matches(name, known, n=1)
+        raise case_error(
+            case,
+            dtype,
+            f"Keras does not know the metric {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+            f"metrics[{index}]",
+            fix='use a name keras.metrics.get accepts ("accuracy", "mae", "auc"...) or a metric object',
         ) from None
 
 
@@ -321,4 +348,3 @@ def _layers_with_weights(flavour: Flavour, model: Any, prefix: str = "") -> Iter
             yield from _layers_with_weights(flavour, layer, f"{name}/")
         elif layer.weights:
             yield name, layer
-

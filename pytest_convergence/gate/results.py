@@ -214,6 +214,12 @@ def load(path: Path) -> Results:
     fix = f"regenerate it with pytest --convergence --convergence-results={path}"
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsError(
+            f"{path}: cannot read the results file: no such file; make it with pytest --convergence "
+            f"--convergence-results={path}, "
+            "or fix the path"
+        ) from None
     except OSError as error:
         raise ResultsError(f"{path}: cannot read the results file: {error.strerror or error}") from None
     except UnicodeDecodeError:

@@ -43,6 +43,11 @@ def test_x_does_not_fit_the_input(convergence_train):
 
 
 @pytest.mark.convergence(dtypes=["float32"])
+def test_metric_misspelt(convergence_train):
+    convergence_train(case(metrics=["acuracy"]))
+
+
+@pytest.mark.convergence(dtypes=["float32"])
 def test_x_fits(convergence_train):
     convergence_train(case())
 """
@@ -51,7 +56,7 @@ def test_x_fits(convergence_train):
 def test_keras_errors_name_the_field_at_fault_and_a_working_fix(user_suite: pytest.Pytester) -> None:
     user_suite.makepyfile(test_user=USER_TESTS)
     result = user_suite.runpytest("--convergence")
-    result.assert_outcomes(failed=3, passed=1)
+    result.assert_outcomes(failed=4, passed=1)
     out = result.stdout.str()
     assert (
         "case 'messages', dtype float32, field 'optimizer': expected an optimizer, got a MeanSquaredError"
@@ -63,6 +68,10 @@ def test_keras_errors_name_the_field_at_fault_and_a_working_fix(user_suite: pyte
     assert (
         "case 'messages', dtype float32, field 'x': x has samples of shape [3], but the model's input "
         "takes samples of shape [1]\n  fix: declare input_shape=[3]" in out
+    )
+    assert (
+        "case 'messages', dtype float32, field 'metrics[0]': Keras does not know the metric 'acuracy' "
+        "(did you mean 'accuracy'?)" in out
     )
     assert "field 'metrics'" not in out
     assert "drop float32" not in out

@@ -323,3 +323,14 @@ def test_snapshot_files_are_not_collected_as_doctests(pytester: pytest.Pytester)
     result = pytester.runpytest()
     result.assert_outcomes(passed=1)
     assert "UnicodeDecodeError" not in result.stdout.str()
+
+
+def test_compare_of_a_missing_file_says_how_to_make_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = write_file(tmp_path / "new.json", record("a"))
+    missing = tmp_path / "old.json"
+    assert main(["compare", str(missing), str(new)]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: cannot read the results file: no such file; make it with pytest --convergence " in err
+    assert f"--convergence-results={missing}, or fix the path" in err
