@@ -81,12 +81,8 @@ def dtype_info(name: str, *, where: str = "dtype") -> DtypeInfo:
     except (KeyError, TypeError):
         valid = ", ".join(DTYPES)
         meant = suggest(name)
-        hint = f" (did you mean {meant!r}?)" if meant else ""
-        raise CaseError(
-            f"unknown dtype {name!r}{hint}; valid dtypes are: {valid}",
-            field=where,
-            fix=f"write {meant!r} instead of {name!r}" if meant else None,
-        ) from None
+        hint = f"; did you mean {meant!r}?" if meant else ""
+        raise CaseError(f"unknown dtype {name!r}; valid dtypes are: {valid}{hint}", field=where) from None
 
 
 def parse_dtype_list(value: object, *, where: str) -> list[str]:

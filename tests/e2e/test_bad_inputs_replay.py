@@ -23,7 +23,7 @@ SUBSET = {
     "marker-dtypes-string": "field 'test_it dtypes': dtypes takes a list of dtype names, got the string",
     "case-unknown-field": "field 'dtypes': a case has no dtype",
     "spec-dtype-alias": "spec-dtype-alias.convergence.toml: dtypes[0]: 'bf16' is not one of:",
-    "option-dtypes-alias": "field '--convergence-dtypes': unknown dtype 'fp16' (did you mean 'float16'?)",
+    "option-dtypes-alias": "mixed_bfloat16; did you mean 'float16'?",
     "cli-compare-same-file": "error: compare a.json a.json: OLD and NEW are the same file",
     "cli-merge-output-last": "error: merge: all.json does not exist, and job1.json, the first argument",
 }
