@@ -10,7 +10,11 @@ XLA fuses and reorders arithmetic, so its numbers are near, not equal).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType, TracebackType
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,17 @@ from .record import StepRecord, epoch_metrics
 MAX_VALIDATION_BATCHES_IN_GRAPH = 32
 """Validation is unrolled into the loop's graph up to this many batches; larger sets are
 evaluated with Keras's ``evaluate`` between epochs (exact too, slower by its per-call cost)."""
+
+SECONDS_PER_CALL = 0.5
+"""About how long one call of the compiled loop runs: a Ctrl-C is acted on between two calls, so
+this bounds how long it waits. Per call the loop costs about a millisecond, so the split is free."""
+FIRST_CALL_STEPS = 32
+"""Steps of the first call, before the time of a step is known; each later call grows by at most
+:data:`MAX_GROWTH` times towards :data:`SECONDS_PER_CALL`."""
+MAX_GROWTH = 8
+XLA_CALL_STEPS = 1 << 17
+"""Under XLA the loop's arrays need a size known when compiling: this many rows, the most steps one
+call runs. A call costs the size of its arrays (about 40 ns a row), so they are not the run's length."""
 
 
 class TrainingLoop:
@@ -52,14 +67,17 @@ class TrainingLoop:
         self.trace_weights = trace_weights
         self.log_names: list[str] = []
         self.validates_in_graph = False
+        self.call_steps = case.total_steps
+        """The most steps one call of the loop can run."""
         self._loop: Callable[..., Any] | None = None
 
     def compile(self, plan: BatchPlan) -> None:
         """Trace (and for ``xla`` compile) the loop, so execution can be timed alone."""
         try:
-            self._loop = self._make_loop(plan)
-            zero = self.tf.constant(0, self.tf.int32)
-            self._loop(zero, zero)
+            with HeldInterrupt():
+                self._loop = self._make_loop(plan)
+                zero = self.tf.constant(0, self.tf.int32)
+                self._loop(zero, zero)
         except (CaseError, KerasVersionError):
             raise
         except Exception as error:
@@ -202,13 +220,19 @@ class TrainingLoop:
         def flat_weights(now: list[Any]) -> Any:
             return tf.concat([tf.reshape(tf.cast(v, tf.float64), [-1]) for v in now], 0)[:traced]
 
-        @tf.function(jit_compile=self.jit, autograph=False)
+        jit = self.jit
+        self.call_steps = min(steps, XLA_CALL_STEPS) if jit else steps
+
+        @tf.function(jit_compile=jit, autograph=False)
         def loop(first_step: Any, stop: Any) -> tuple[Any, ...]:
-            """Steps ``first_step`` to ``stop - 1``, written at their own indices of full-length arrays."""
-            losses = tf.TensorArray(tf.float64, size=steps, element_shape=[])
-            updates = tf.TensorArray(tf.float64, size=steps, element_shape=[])
-            step_logs = tf.TensorArray(tf.float64, size=steps, element_shape=[len(log_names)])
-            weights = tf.TensorArray(tf.float64, size=steps if traced else 0, element_shape=[traced])
+            """Steps ``first_step`` to ``stop - 1``, recorded in rows 0 to ``stop - first_step - 1``
+            of arrays that size (under XLA, of :data:`XLA_CALL_STEPS` rows: a size known when
+            compiling)."""
+            size = self.call_steps if jit else stop - first_step
+            losses = tf.TensorArray(tf.float64, size=size, element_shape=[])
+            updates = tf.TensorArray(tf.float64, size=size, element_shape=[])
+            step_logs = tf.TensorArray(tf.float64, size=size, element_shape=[len(log_names)])
+            weights = tf.TensorArray(tf.float64, size=size if traced else 0, element_shape=[traced])
             val_logs = tf.TensorArray(
                 tf.float64, size=epochs if validation else 0, element_shape=[len(log_names)]
             )
@@ -249,12 +273,13 @@ class TrainingLoop:
                             lambda: val_logs.write(step // batches_per_epoch, validate()),
                             lambda: val_logs,
                         )
+                row = step - first_step
                 return (
                     step + 1,
-                    losses.write(step, loss),
-                    updates.write(step, largest_update(now, list(before))),
-                    step_logs.write(step, values),
-                    weights.write(step, flat_weights(now)) if traced else weights,
+                    losses.write(row, loss),
+                    updates.write(row, largest_update(now, list(before))),
+                    step_logs.write(row, values),
+                    weights.write(row, flat_weights(now)) if traced else weights,
                     val_logs,
                     *now,
                 )
@@ -291,6 +316,8 @@ class TrainingLoop:
 
         ``on_pause(step)`` is called before each step in ``pauses``, between two calls of the
         compiled loop (the perturbation's nudges); a stretch gives the same history as one call.
+        The loop is called in stretches of about :data:`SECONDS_PER_CALL` each, and a Ctrl-C is
+        raised as ``KeyboardInterrupt`` at the end of the stretch it came in (:class:`HeldInterrupt`).
 
         With validation data, the loop runs one epoch at a time and the model is evaluated after
         each, with Keras's own ``evaluate`` as ``fit`` calls it, so History's ``val_*`` metrics
@@ -311,30 +338,30 @@ class TrainingLoop:
         validation_logs: dict[str, list[float]] = {}
         pending = sorted(p for p in pauses if 0 < p < steps)
         validated_rows: dict[int, np.ndarray] = {}
-        for start, stop in bounds:
-            for first, last in _stretches(start, stop, pending):
-                if first in pending and on_pause is not None:
-                    on_pause(first)
-                loss, update, logs, trace, validated = self._loop(
-                    tf.constant(first, tf.int32), tf.constant(last, tf.int32)
-                )
-                losses.append(loss.numpy()[first:last])
-                updates.append(update.numpy()[first:last])
-                step_logs.append(logs.numpy()[first:last])
-                traces.append(trace.numpy()[first:last] if trace.shape[0] else trace.numpy())
+        pace = Pace(self.call_steps)
+        with HeldInterrupt() as interrupt:
+            for start, stop in bounds:
+                for first, last in _stretches(start, stop, pending):
+                    if first in pending and on_pause is not None:
+                        on_pause(first)
+                    for part_first, part_last in pace.parts(first, last, interrupt):
+                        kept = slice(0, part_last - part_first)
+                        loss, update, logs, trace, validated = self._loop(
+                            tf.constant(part_first, tf.int32), tf.constant(part_last, tf.int32)
+                        )
+                        losses.append(loss.numpy()[kept])
+                        updates.append(update.numpy()[kept])
+                        step_logs.append(logs.numpy()[kept])
+                        traces.append(trace.numpy()[kept] if trace.shape[0] else trace.numpy())
+                        if validation is not None and self.validates_in_graph:
+                            validated_rows.update(_epochs_ended(validated, part_first, part_last, case))
                 if validation is not None and self.validates_in_graph:
-                    # rows of the epochs that ended in this stretch (the others are unwritten)
-                    per_epoch = case.batches_per_epoch
-                    for epoch in range(first // per_epoch, (last - 1) // per_epoch + 1):
-                        if first <= min((epoch + 1) * per_epoch, steps) - 1 < last:
-                            validated_rows[epoch] = validated.numpy()[epoch]
-            if validation is not None and self.validates_in_graph:
-                rows = [validated_rows[e] for e in sorted(validated_rows)]
-                for column, name in enumerate(self.log_names):
-                    validation_logs[f"val_{name}"] = [float(row[column]) for row in rows]
-            elif validation is not None:
-                for name, value in self._evaluate(validation).items():
-                    validation_logs.setdefault(f"val_{name}", []).append(value)
+                    rows = [validated_rows[e] for e in sorted(validated_rows)]
+                    for column, name in enumerate(self.log_names):
+                        validation_logs[f"val_{name}"] = [float(row[column]) for row in rows]
+                elif validation is not None:
+                    for name, value in self._evaluate(validation).items():
+                        validation_logs.setdefault(f"val_{name}", []).append(value)
         update_size = np.concatenate(updates)
         record = StepRecord(
             loss=np.concatenate(losses),
@@ -372,6 +399,86 @@ class TrainingLoop:
             x, y, batch_size=self.case.effective_batch_size, verbose=0, return_dict=True
         )
         return {name: float(value) for name, value in logs.items()}
+
+
+def _epochs_ended(validated: Any, first: int, last: int, case: Case) -> dict[int, np.ndarray]:
+    """The validation rows of the epochs that ended in steps ``first`` to ``last - 1`` (the
+    others are unwritten in this call's array)."""
+    per_epoch, steps = case.batches_per_epoch, case.total_steps
+    rows = validated.numpy()
+    return {
+        epoch: rows[epoch]
+        for epoch in range(first // per_epoch, (last - 1) // per_epoch + 1)
+        if first <= min((epoch + 1) * per_epoch, steps) - 1 < last
+    }
+
+
+class Pace:
+    """Cuts a stretch of steps into calls of about :data:`SECONDS_PER_CALL`, measured as they run."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.steps = min(FIRST_CALL_STEPS, most)
+
+    def parts(self, first: int, last: int, interrupt: HeldInterrupt) -> Iterator[tuple[int, int]]:
+        """``[first, last)`` in parts; before each, a held Ctrl-C is raised."""
+        while first < last:
+            interrupt.raise_if_received()
+            end = min(first + self.steps, last)
+            started = time.perf_counter()
+            yield first, end
+            self.took(end - first, time.perf_counter() - started)
+            first = end
+        interrupt.raise_if_received()
+
+    def took(self, steps: int, seconds: float) -> None:
+        """Size the next call from this one: ``steps`` ran in ``seconds``."""
+        if steps < self.steps:
+            return  # the end of a stretch (a pause, an epoch): too short to say much
+        wanted = steps * SECONDS_PER_CALL / seconds if seconds > 0 else float("inf")
+        self.steps = max(1, int(min(wanted, steps * MAX_GROWTH, self.most)))
+
+
+class HeldInterrupt:
+    """Ctrl-C (SIGINT) held while TensorFlow runs, raised as ``KeyboardInterrupt`` between calls.
+
+    Python runs a signal handler at the next bytecode of the main thread. While a compiled loop
+    runs, that bytecode is often a weakref callback TensorFlow's C++ calls back into, or the
+    release of the call's tensors; a ``KeyboardInterrupt`` raised there cannot propagate (pytest
+    reports a ``PytestUnraisableExceptionWarning``) and the session trained on to its end. Held
+    here, the signal is raised in plain code at the end of the call it came in, which ends the
+    run and (pytest's own handling) the session. Only the default handler is replaced, in the
+    main thread: a handler someone installed, or an ignored SIGINT (an xdist worker), is kept.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
+
+    def __enter__(self) -> HeldInterrupt:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+
+    def raise_if_received(self) -> None:
+        if self.received:
+            self.received = False
+            raise KeyboardInterrupt
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        if kind is not KeyboardInterrupt:
+            self.raise_if_received()  # also over an error of the last call: the user asked to stop
 
 
 def _stretches(start: int, stop: int, pauses: list[int]) -> list[tuple[int, int]]:
