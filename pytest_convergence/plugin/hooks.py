@@ -8,7 +8,7 @@ test actually trains. ``python -X importtime -m pytest --co`` shows it. The logi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -272,6 +272,73 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.pluginmanager.register(SessionEnd(session.config), SESSION_END)
+
+
+SESSION_END = "convergence-session-end"
+
+
+class SessionEnd:
+    """A session that did not run to its end deletes nothing and replaces nothing.
+
+    Its wrappers run around every plain implementation: the test loop's tells whether the tests ran
+    to their end (a Ctrl-C, ``-x`` or ``pytest.exit`` comes through it as an exception); the
+    session end's decides before syrupy's ``pytest_sessionfinish``, which would delete the
+    snapshots of the tests that did not run as unused, and before ours, which writes the results.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self) -> Generator[None, object, object]:
+        convergence = session_of(self.config)
+        try:
+            result = yield
+        except BaseException as error:
+            convergence.unfinished = convergence.unfinished or _stopped_by(error)
+            raise
+        convergence.ran_to_end = True
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        convergence = session_of(self.config)
+        if not convergence.ran_to_end or convergence.unfinished is not None:
+            from ..snapshot import syrupy_compat
+
+            kept = convergence.settings.enabled and syrupy_compat.keep_unused_snapshots(self.config)
+            how = "was interrupted" if session.exitstatus == pytest.ExitCode.INTERRUPTED else "stopped"
+            reason = convergence.unfinished or f"{how} before its tests ran"
+            convergence.keep_files(reason, snapshots_kept=kept)
+            if session.exitstatus == pytest.ExitCode.INTERRUPTED:
+                _forget_the_handled_interrupt()
+        return (yield)
+
+
+def _forget_the_handled_interrupt() -> None:
+    """Let the process end with pytest's exit code 2 after a Ctrl-C, not killed by SIGINT.
+
+    CPython (3.11 to 3.13 at least) remembers a ``KeyboardInterrupt`` that left an ``exec`` of a
+    string, as making a dataclass does while a module is first imported, and at exit kills the
+    process with SIGINT although pytest handled the interrupt (exit -2, 130 in a shell). The next
+    ``exec`` of a string resets what it remembers; measured: 2 of 4 interrupts right after a test
+    wrote its snapshot landed there.
+    """
+    exec("")
+
+
+def _stopped_by(error: BaseException) -> str:
+    if isinstance(error, (pytest.Session.Interrupted, pytest.Session.Failed)):
+        return f"stopped early ({error})"
+    if isinstance(error, pytest.exit.Exception):
+        return f"was ended by pytest.exit ({error})"
+    if isinstance(error, KeyboardInterrupt):
+        return "was interrupted (KeyboardInterrupt)"
+    return f"was ended by {type(error).__name__}"
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the results file and run the gate, on the controller only (workers send theirs)."""
@@ -301,6 +368,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_sep("=", title)
         for line in format_table(convergence.rows):
             terminalreporter.write_line(line)
+    if convergence.kept_line:
+        terminalreporter.write_line(convergence.kept_line)
     if convergence.gate_lines:
         terminalreporter.write_sep("=", "convergence gate")
         for line in convergence.gate_lines:

@@ -48,6 +48,13 @@ class ConvergenceSession:
     gate_failures: int = 0
     machine: dict[str, Any] = field(default_factory=dict)
     """A worker's fingerprint, where the controller itself trained nothing (pytest-xdist)."""
+    ran_to_end: bool = False
+    """The test loop returned (every selected test ran), set by the plugin."""
+    unfinished: str | None = None
+    """Why the session did not run to its end (Ctrl-C, ``pytest.exit``, ``-x``), if so: then it
+    deletes nothing and replaces nothing (:meth:`keep_files`)."""
+    kept_line: str | None = None
+    """What an unfinished session kept, and why: one terminal line."""
 
     @property
     def wants_results(self) -> bool:
@@ -260,9 +267,26 @@ class ConvergenceSession:
                     )
                 )
 
+    def keep_files(self, reason: str, *, snapshots_kept: bool) -> None:
+        """The session stopped early (``reason``): :meth:`finish` writes no results file and runs no
+        gate, a half-run session's results would replace a whole one's, and the gate would call
+        every run it did not reach missing. ``snapshots_kept``: syrupy was kept from deleting the
+        snapshots of the tests that did not run (``syrupy_compat.keep_unused_snapshots``)."""
+        self.unfinished = self.unfinished or reason
+        kept = []
+        if snapshots_kept:
+            kept.append("deleted no snapshot (those of tests that did not run are kept)")
+        if self.results_path:
+            kept.append(f"did not write {self.results_path} (the file there is unchanged)")
+        if self.baseline_path:
+            kept.append("ran no gate")
+        if kept:
+            self.kept_line = f"convergence: the session {self.unfinished}, so it " + ", ".join(kept)
+
     def finish(self, rootpath: Path) -> pytest.ExitCode | None:
-        """Write the results file and run the gate; the exit code the gate asks for, if any."""
-        if not self.wants_results:
+        """Write the results file and run the gate; the exit code the gate asks for, if any.
+        A session that did not run to its end does neither (:meth:`keep_files`)."""
+        if not self.wants_results or self.unfinished is not None:
             return None
         from ..gate import results
 
@@ -297,6 +321,7 @@ class ConvergenceSession:
             "convergence_records": [asdict(record) for record in self.records],
             "convergence_calibrations": [asdict(calibration) for calibration in self.calibrations],
             "convergence_machine": _trained_machine(),
+            "convergence_unfinished": self.unfinished,
         }
 
     def merge_worker_output(self, output: dict[str, Any]) -> None:
@@ -308,6 +333,8 @@ class ConvergenceSession:
         self.rows.extend(SummaryRow(**row) for row in output.get("convergence_rows", []))
         if output.get("convergence_machine"):
             self.machine = output["convergence_machine"]
+        if output.get("convergence_unfinished"):
+            self.unfinished = self.unfinished or f"{output['convergence_unfinished']} on a worker"
         self.records.extend(RunRecord(**r) for r in output.get("convergence_records", []))
         self.calibrations.extend(
             Calibration(**{**c, "outcomes": tuple(c["outcomes"])})

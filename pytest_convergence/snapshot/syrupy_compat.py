@@ -84,3 +84,24 @@ def snapshot_directory(item: pytest.Item) -> Path:
     from .extension import ConvergenceSnapshotExtension
 
     return Path(ConvergenceSnapshotExtension.dirname(test_location=PyTestLocation(item)))
+
+
+def keep_unused_snapshots(config: pytest.Config) -> bool:
+    """Keep syrupy from looking for unused snapshots at this session's end, and so from deleting them.
+
+    A session that stopped early (Ctrl-C, ``-x``) never used the snapshots of the tests it did not
+    reach; syrupy counts every selected test, run or not, and under ``--snapshot-update`` deletes
+    their snapshots as unused (without it, it fails the session for them). Called before syrupy's
+    ``pytest_sessionfinish``, this sets what ``--snapshot-disable-unused`` sets: syrupy 6.0-7.0 read
+    ``config.option.disable_unused_snapshots`` in ``SnapshotSession.finish``, which then still writes
+    what finished tests queued and reports them, and skips the unused check. Returns whether syrupy
+    would have deleted unused snapshots (it was updating, with cleanup on), so the caller can say so.
+    """
+    if snapshot_session(config) is None:
+        return False
+    option = config.option
+    would_delete = updating(config) and not (
+        getattr(option, "no_cleanup", False) or getattr(option, "disable_unused_snapshots", False)
+    )
+    option.disable_unused_snapshots = True
+    return would_delete
