@@ -385,7 +385,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(line)
         terminalreporter.write_line(
             "spread: relative difference of each checkpoint from the first run (median, largest); "
-            "recommended rtol: 2x the smallest rtol under which every rerun matches its snapshot "
+            "recommended rtol: 3x the smallest rtol under which every rerun matches its snapshot "
             "(final loss, all but miss_fraction of the checkpoints, weights). Set it per case "
             "(snapshot_tolerance), per marker (tolerance=...) or in the ini (convergence_rtol)."
         )
