@@ -182,8 +182,9 @@ def test_unknown_keras_names_are_reported_with_the_fix(field: str, change: dict[
 
 def test_data_the_model_cannot_take_is_reported_before_training() -> None:
     error = _raises(seed_case(steps=5, x=[[1.0, 2.0], [3.0, 4.0]]))
-    assert error.field == "model"
-    assert "cannot train on this data in float32" in str(error)
+    assert error.field == "x"
+    assert "x has samples of shape [2], but the model's input takes samples of shape [1]" in str(error)
+    assert "drop float32" not in str(error)  # the dtype is not what is wrong
 
 
 def test_a_dtype_the_model_cannot_run_in_names_the_dtype() -> None:
