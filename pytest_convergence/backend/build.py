@@ -168,7 +168,9 @@ def _check_metric_name(case: Case, dtype: str, flavour: Flavour, name: str, inde
     if name in COMPILE_METRIC_NAMES:
         return
     try:
-        flavour.keras.metrics.get(name)
+        found = flavour.keras.metrics.get(name)
+        if not callable(found):  # Keras 2.15 hands an unknown name back unchanged
+            raise ValueError(name)
     except (ValueError, TypeError):
         import difflib
 
