@@ -378,6 +378,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         # pytest's last line counts what is in ``stats``: "6 passed, 1 failing in the convergence gate"
         terminalreporter.stats.setdefault(GATE_FAILED, []).extend([GATE_FAILED] * convergence.gate_failures)
     if convergence.calibrations:
+        from ..snapshot.calibrate import MARGIN
         from ..snapshot.calibrate import format_table as calibration_table
 
         terminalreporter.write_sep("=", "convergence calibration (tolerance from data)")
@@ -385,7 +386,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(line)
         terminalreporter.write_line(
             "spread: relative difference of each checkpoint from the first run (median, largest); "
-            "recommended rtol: 3x the smallest rtol under which every rerun matches its snapshot "
+            f"recommended rtol: {MARGIN:g}x the smallest rtol under which every rerun matches its snapshot "
             "(final loss, all but miss_fraction of the checkpoints, weights). Set it per case "
             "(snapshot_tolerance), per marker (tolerance=...) or in the ini (convergence_rtol)."
         )
