@@ -104,7 +104,8 @@ def test_marker_dtype_alias_is_reported_once_with_did_you_mean(pytester: pytest.
             pass
         """
     )
-    result = pytester.runpytest("--convergence")
+    # -rN: no short summary, whose copy of the message is cut or whole by the terminal's width.
+    result = pytester.runpytest("--convergence", "-rN")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     out = result.stdout.str()
     assert "field 'test_alias dtypes': unknown dtype 'fp16'; valid dtypes are: float16," in out
