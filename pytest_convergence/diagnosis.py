@@ -1,13 +1,18 @@
-"""What a training run did, read from its history: the outcome and the evidence for it.
+"""What a training run did, read from its history: the outcome, the evidence for it, and the story.
 
 Pure numpy, so it is cheap to test on synthetic histories and costs the fast engines nothing: it
-reads what the engine records anyway (the loss of every step, the largest weight update of every
-step, the final weights and gradients, and the update the optimizer wanted to make at the end).
+reads what the engine records anyway (the loss of every step, each weight's largest change and
+whether its gradient was 0 at every step, the final weights and gradients, the update the
+optimizer wanted to make at the end, and facts about the final outputs).
 
 The outcomes are checked in an order that puts the most specific explanation first:
-``diverged`` (a NaN or Inf), ``reached-zero`` (the loss is exactly 0), ``stalled`` (the weights
-stopped changing), ``oscillating`` (an exact short cycle), then the trend of the last stretch of the
-run: ``plateau`` (flat) or ``descending`` (still falling).
+``diverged`` (a NaN or Inf), ``reached-zero`` (the loss is exactly 0), ``stalled`` (no weight
+changes any more), ``oscillating`` (an exact cycle of the loss, of any period), ``plateau`` (the
+loss exactly constant while weights move, or flat over the last tenth), else ``descending``.
+A cause is named only after it is checked on the run's own numbers; where the evidence does not
+decide, the explanation says less. Per-weight events (a kernel frozen while the bias moves) are
+part of the explanation and of ``evidence["weights"]``, not outcomes of their own: the outcome is
+what the loss did, which is what an expectation is about (docs/diagnosis.md).
 """
 
 from __future__ import annotations
@@ -18,16 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .cycles import find_cycle
+from .numerics import fmt as _fmt
+from .numerics import fmt_relative, spacing, tiny
 from .outcome import Outcome
+from .weight_events import FREEZE_CAUSES, WeightEvents, min_frozen_steps, weight_events
 
 if TYPE_CHECKING:
     from .run import Run
 
-MAX_CYCLE = 64
-"""Longest loss cycle (in steps) recognised as oscillation."""
-
 PLATEAU_RELATIVE_CHANGE = 1e-3
-"""Relative change of the loss over the last tenth of a run below which it counts as flat."""
+"""Relative change (first to last value) of the loss over the last tenth of a run at or below
+which it counts as flat."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,10 @@ class Diagnosis:
     loss: float | None
     explanation: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    remedy: str = ""
+    """What would change the outcome, where the cause suggests it (empty when nothing does)."""
+    weights_story: str = ""
+    """What the weights did, one clause per weight that did something notable."""
 
     def describe(self, dtype: str) -> str:
         """One line a person reads: ``float16: stalled from step 12 at loss 0.018: ...``."""
@@ -56,25 +67,53 @@ class Diagnosis:
         )
         return f"{dtype}: {self.outcome.value}{where}{at_loss}: {self.explanation}"
 
+    def story_parts(self) -> list[tuple[str, str]]:
+        """The story of the run, part by part: what happened and why, what the weights did, and
+        what would change it (``--convergence-explain`` prints these)."""
+        parts = [("what happened", self.explanation)]
+        if self.weights_story:
+            parts.append(("the weights", self.weights_story))
+        if self.remedy:
+            parts.append(("what would change it", self.remedy))
+        return parts
+
 
 def diagnose(run: Run) -> Diagnosis:
     """Classify a run's history; see the module docstring for the order of the checks."""
     loss = np.asarray(run.loss, np.float64)
-    for check in (_diverged, _reached_zero, _stalled, _oscillating):
-        found = check(run, loss)
+    weights = weight_events(run)
+    for check in (_diverged, _reached_zero, _stalled, _oscillating, _flat):
+        found = check(run, loss, weights)
         if found is not None:
-            return found
-    return _trend(run, loss)
+            return _with_weights(found, run, weights)
+    return _with_weights(_trend(run, loss, weights), run, weights)
+
+
+def _with_weights(found: Diagnosis, run: Run, weights: list[WeightEvents]) -> Diagnosis:
+    """The diagnosis with every weight's events in its evidence and story."""
+    evidence = dict(found.evidence)
+    if weights:
+        evidence["weights"] = [w.as_evidence() for w in weights]
+    return Diagnosis(
+        found.outcome,
+        found.step,
+        found.loss,
+        found.explanation,
+        evidence,
+        remedy=found.remedy,
+        weights_story=found.weights_story or _weights_story(run, weights),
+    )
 
 
 # ------------------------------------------------------------------------------------ checks
-def _diverged(run: Run, loss: np.ndarray) -> Diagnosis | None:
+def _diverged(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
     bad = np.flatnonzero(~np.isfinite(loss))
     bad_weights = [
         name for name, w in run.final_weights.items() if not np.all(np.isfinite(w.astype(np.float64)))
     ]
     if not bad.size and not bad_weights:
         return None
+    remedy = "a smaller learning rate, gradient clipping (clipnorm), or a dtype with a wider range"
     if not bad.size:
         return Diagnosis(
             Outcome.DIVERGED,
@@ -82,6 +121,7 @@ def _diverged(run: Run, loss: np.ndarray) -> Diagnosis | None:
             float(loss[-1]),
             f"the loss stayed finite but weights became NaN or Inf: {', '.join(bad_weights)}",
             {"nonfinite_weights": bad_weights},
+            remedy=remedy,
         )
     first = int(bad[0])
     last_finite = float(loss[first - 1]) if first > 0 else None
@@ -102,38 +142,87 @@ def _diverged(run: Run, loss: np.ndarray) -> Diagnosis | None:
         last_finite,
         text,
         {"first_nonfinite_step": first + 1, "last_finite_loss": last_finite, "value": kind},
+        remedy=remedy,
     )
 
 
-def _reached_zero(run: Run, loss: np.ndarray) -> Diagnosis | None:
+def _reached_zero(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
     if loss[-1] != 0.0:
         return None
+    zeros = np.flatnonzero(loss == 0.0)
     nonzero = np.flatnonzero(loss != 0.0)
-    first_zero = int(nonzero[-1]) + 1 if nonzero.size else 0
-    last_nonzero = float(loss[first_zero - 1]) if first_zero > 0 else None
-    tiny = _tiny(run.loss_dtype)
-    text = (
-        f"the loss, computed in {run.loss_dtype}, is exactly 0 from step {first_zero + 1}"
-        + (f" (the step before: {_fmt(last_nonzero)})" if last_nonzero is not None else "")
-        + f"; it rounded to zero (the smallest positive {run.loss_dtype} is {_fmt(tiny)}),"
-        " so the gradients are zero and training stops moving"
-    )
-    return Diagnosis(
-        Outcome.REACHED_ZERO,
-        first_zero + 1,
-        0.0,
-        text,
-        {"first_zero_step": first_zero + 1, "last_nonzero_loss": last_nonzero, "loss_dtype": run.loss_dtype},
-    )
+    first_zero = int(zeros[0]) + 1
+    zero_since = int(nonzero[-1]) + 2 if nonzero.size else 1
+    last_nonzero = float(loss[zero_since - 2]) if zero_since > 1 else None
+    dtype = run.loss_dtype
+    evidence: dict[str, Any] = {
+        "first_zero_step": first_zero,
+        "zero_since_step": zero_since,
+        "last_nonzero_loss": last_nonzero,
+        "loss_dtype": dtype,
+    }
+    text = f"the loss, computed in {dtype}, is exactly 0 from step {zero_since} to the end"
+    if last_nonzero is not None:
+        text += f" (the step before: {_fmt(last_nonzero)})"
+    if first_zero < zero_since:
+        text += f"; it first touched 0 at step {first_zero} and left it again"
+    probe = run.output_evidence or {}
+    exact = probe.get("float64_loss")
+    remedy = ""
+    if exact is not None:
+        evidence["float64_loss"] = exact
+        evidence["exact_fit"] = exact == 0.0
+        if exact == 0.0:
+            text += (
+                "; in float64 the same outputs give a loss of exactly 0 too: an exact fit "
+                "(the outputs equal the targets), not a rounding"
+            )
+        else:
+            text += (
+                f"; in float64 the final outputs give a loss of {_fmt(exact)}: the {dtype} loss "
+                f"rounded to 0 (the smallest positive {dtype} is {_fmt(tiny(dtype))})"
+            )
+            remedy = (
+                "pinning the loss's dtype to float32 or float64 (the case's loss_dtype) "
+                "keeps it from rounding to 0"
+            )
+    text += _after_zero(run, zero_since, evidence)
+    return Diagnosis(Outcome.REACHED_ZERO, zero_since, 0.0, text, evidence, remedy=remedy)
 
 
-def _stalled(run: Run, loss: np.ndarray) -> Diagnosis | None:
+def _after_zero(run: Run, zero_since: int, evidence: dict[str, Any]) -> str:
+    """What the gradients and weights did once the loss was 0, each checked, not assumed."""
+    gradients = run.final_gradients
+    text = ""
+    if gradients:
+        all_zero = all(not np.any(np.asarray(g, np.float64)) for g in gradients.values())
+        evidence["final_gradients_zero"] = all_zero
+        text += "; the final gradients are exactly 0" if all_zero else "; the final gradients are not all 0"
+    changed = np.flatnonzero(np.asarray(run.weights_changed, bool))
+    last_change = int(changed[-1]) + 1 if changed.size else None
+    evidence["last_weight_change_step"] = last_change
+    if last_change is None or last_change < zero_since:
+        return text + ", and no weight moved after the loss reached 0"
+    carried = last_change - zero_since + 1
+    evidence["steps_moved_after_zero"] = carried
+    zero_flags = np.asarray(run.gradient_zero, bool)
+    window = zero_flags[zero_since - 1 : last_change] if zero_flags.ndim == 2 else np.zeros((0, 0))
+    if window.size and window.all():
+        evidence["moved_without_gradient"] = True
+        return text + (
+            f"; the weights still moved for {carried} steps after it (last at step {last_change}) with "
+            "every gradient exactly 0: the optimizer's own state (momentum, moving averages) carried them"
+        )
+    return text + f"; the weights still moved for {carried} steps after it (last at step {last_change})"
+
+
+def _stalled(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
     changed = np.asarray(run.weights_changed, bool)
     steps = changed.size
     moved = np.flatnonzero(changed)
     last_change = int(moved[-1]) + 1 if moved.size else 0  # steps 1..last_change moved something
     still = steps - last_change
-    if still < _min_stall(steps):
+    if still < min_frozen_steps(steps):
         return None
     stall_step = last_change + 1
     at_loss = float(loss[last_change]) if last_change < steps else float(loss[-1])
@@ -148,22 +237,11 @@ def _stalled(run: Run, loss: np.ndarray) -> Diagnosis | None:
     gradients = run.final_gradients
     all_zero = bool(gradients) and all(not np.any(g.astype(np.float64)) for g in gradients.values())
     if all_zero:
-        evidence["cause"] = "gradient-underflow"
-        text = (
-            f"the gradients of every weight are exactly 0 in {run.variable_dtype} although the loss "
-            f"({_fmt(at_loss)}, computed in {run.loss_dtype}) is not"
-        )
-        if run.loss_dtype != run.variable_dtype:
-            text += (
-                f": the loss's tiny gradient underflowed when cast to the {run.variable_dtype} weights "
-                f"(smallest positive {run.variable_dtype}: {_fmt(_tiny(run.variable_dtype))})"
-            )
-        else:
-            tiny = _fmt(_tiny(run.variable_dtype))
-            text += f": they underflowed (smallest positive {run.variable_dtype}: {tiny})"
-        return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence)
+        text, remedy = _zero_gradient_cause(run, at_loss, evidence)
+        return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence, remedy=remedy)
     intended = run.intended_update or {}
     expressible = run.update_in_variable_dtype or {}
+    finer = "float32" if run.variable_dtype in ("float16", "bfloat16") else "float64"
     if intended and expressible and _all_zero(expressible) and not _all_zero(intended):
         largest = max(float(np.max(np.abs(u))) for u in intended.values() if np.size(u))
         evidence.update({"cause": "update-underflow", "update": largest})
@@ -173,26 +251,30 @@ def _stalled(run: Run, loss: np.ndarray) -> Diagnosis | None:
             f"weights, e.g. a constant like Adam's beta_2=0.999 rounds to 1.0 in bfloat16; "
             f"no weight has changed for the last {still} steps"
         )
-        return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence)
+        remedy = (
+            f"{finer} weights (a mixed policy keeps them so), "
+            f"or an optimizer whose constants survive {run.variable_dtype}"
+        )
+        return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence, remedy=remedy)
     evidence["cause"] = "update-below-half-spacing"
     closest = _closest_to_moving(run)
+    remedy = ""
     if closest is None:
+        evidence["cause"] = "weights-unchanged"
         text = f"no weight has changed for the last {still} steps"
-    else:
-        name, value, spacing, update, kind = closest
-        evidence.update(
-            {"weight": name, "weight_value": value, "spacing": spacing, "update": update, "update_kind": kind}
-        )
-        short = name.rsplit("/", 1)[-1]
-        where = f"{run.variable_dtype} spacing of the {short} (value {_fmt(value)}, spacing {_fmt(spacing)})"
-        if kind != "optimizer":
-            evidence["cause"] = "weights-unchanged"
-            text = (
-                f"no weight has changed for the last {still} steps although the gradients are not zero "
-                f"(the largest against its weight's spacing: {_fmt(update)} against the {where}): "
-                "the optimizer's updates round away or are zero"
+        if gradients:
+            largest = max(float(np.max(np.abs(g.astype(np.float64)), initial=0.0)) for g in gradients.values())
+            evidence["largest_gradient"] = largest
+            text += (
+                f" although the gradients are not zero (largest {_fmt(largest)}); without the "
+                "optimizer's own next update, whether it rounds away cannot be told"
             )
-        elif update >= spacing / 2:
+    else:
+        name, value, gap, update = closest
+        evidence.update({"weight": name, "weight_value": value, "spacing": gap, "update": update})
+        short = name.rsplit("/", 1)[-1]
+        where = f"{run.variable_dtype} spacing of the {short} (value {_fmt(value)}, spacing {_fmt(gap)})"
+        if update >= gap / 2:
             evidence["cause"] = "weights-unchanged"
             text = (
                 f"no weight has changed for the last {still} steps although the optimizer's next update "
@@ -204,87 +286,259 @@ def _stalled(run: Run, loss: np.ndarray) -> Diagnosis | None:
                 f"the last updates (about {_fmt(update)}) are below half the {where}, so every update "
                 f"rounds away; no weight has changed for the last {still} steps"
             )
-    return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence)
+            remedy = (
+                f"{finer} weights (finer spacing; mixed precision keeps weights in float32) "
+                "or a larger learning rate"
+            )
+    return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence, remedy=remedy)
 
 
-def _oscillating(run: Run, loss: np.ndarray) -> Diagnosis | None:
-    steps = loss.size
-    for period in range(2, MAX_CYCLE + 1):
-        window = max(8 * period, 64)
-        if steps < window + period:
-            break
-        tail = loss[-window:]
-        if not np.array_equal(tail, loss[-window - period : -period]):
-            continue
-        cycle = loss[-period:]
-        if np.all(cycle == cycle[0]):
-            return None  # constant: not a cycle; the trend check calls it a plateau
-        start = steps - window - period
-        while start > 0 and loss[start - 1] == loss[start - 1 + period]:
-            start -= 1
-        return Diagnosis(
-            Outcome.OSCILLATING,
-            start + 1,
-            float(np.min(cycle)),
-            (
-                f"the loss repeats exactly every {period} steps between {_fmt(float(np.min(cycle)))} and "
-                f"{_fmt(float(np.max(cycle)))} while the weights keep moving (largest update "
-                f"{_fmt(float(np.max(run.update_size[-period:])))}): the updates overshoot back and forth"
-            ),
-            {
-                "period": period,
-                "cycle_start_step": start + 1,
-                "loss_min": float(np.min(cycle)),
-                "loss_max": float(np.max(cycle)),
-            },
+def _zero_gradient_cause(run: Run, at_loss: float, evidence: dict[str, Any]) -> tuple[str, str]:
+    """Why every gradient is 0, from the probe of the final outputs: a saturated output (the loss
+    itself is flat there), a cast underflow (the loss's gradient is not 0 but is in the outputs'
+    dtype), or a gradient lost inside the layers. Without the probe, no cause is named."""
+    probe = run.output_evidence or {}
+    loss_dtype = probe.get("loss_dtype") or run.loss_dtype
+    outputs_dtype = probe.get("outputs_dtype") or run.compute_dtype
+    text = (
+        f"the gradients of every weight are exactly 0 in {run.variable_dtype} although the loss "
+        f"({_fmt(at_loss)}, computed in {loss_dtype}) is not"
+    )
+    flat_loss = probe.get("loss_gradient_zero")
+    cast_zero = probe.get("output_gradient_zero")
+    saturated = probe.get("saturated_share")
+    if flat_loss is True:
+        if saturated:
+            evidence["cause"] = "saturated-outputs"
+            evidence["saturated_share"] = saturated
+            text += (
+                f": {saturated:.0%} of the outputs are exactly 0 or 1 in {outputs_dtype} (saturated), "
+                "where the loss is flat: its own gradient with respect to the outputs is exactly 0 "
+                f"in {loss_dtype}, "
+                "so the zero comes from the loss itself, not from a cast to a narrower dtype"
+            )
+            return text, (
+                "a smaller learning rate, or logits out of the model with from_logits=True "
+                "(the loss then never sees a probability rounded to exactly 0 or 1)"
+            )
+        evidence["cause"] = "loss-gradient-zero"
+        text += f": the loss's own gradient with respect to the outputs is exactly 0 in {loss_dtype}"
+        return text, ""
+    if flat_loss is False and cast_zero is True:
+        evidence["cause"] = "gradient-underflow"
+        evidence["largest_loss_gradient"] = probe.get("largest_loss_gradient")
+        text += (
+            f": the loss's gradient (largest {_fmt(probe.get('largest_loss_gradient'))} in {loss_dtype}) "
+            f"underflowed to 0 when cast to the {outputs_dtype} outputs "
+            f"(smallest positive {outputs_dtype}: {_fmt(tiny(outputs_dtype))})"
         )
-    return None
+        return text, "loss scaling (mixed_float16 scales the loss for you) or a wider compute dtype"
+    if flat_loss is False and cast_zero is False:
+        evidence["cause"] = "gradient-vanished-in-layers"
+        text += (
+            f": the loss's gradient reaches the outputs (largest {_fmt(probe.get('largest_loss_gradient'))} "
+            f"in {outputs_dtype}) but is 0 at every weight: it vanished in the backward pass through the "
+            "layers (dead activations, or an underflow inside them)"
+        )
+        return text, ""
+    evidence["cause"] = "gradient-zero"
+    return text, ""
 
 
-def _trend(run: Run, loss: np.ndarray) -> Diagnosis:
+def _oscillating(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
+    cycle = find_cycle(loss)
+    if cycle is None or cycle.period < 2:
+        return None
+    period, start = cycle.period, cycle.start
+    values = loss[-period:]
+    low, high = float(np.min(values)), float(np.max(values))
+    moving = [w for w in weights if w.frozen_since_step is None]
+    frozen = [w for w in weights if w.frozen_since_step is not None]
+    evidence: dict[str, Any] = {
+        "period": period,
+        "cycle_start_step": start + 1,
+        "loss_min": low,
+        "loss_max": high,
+    }
+    text = (
+        f"the loss repeats exactly every {period} steps between {_fmt(low)} and {_fmt(high)} "
+        f"from step {start + 1} to the end"
+    )
+    cycling = [w for w in moving if w.cycle_period is not None]
+    if frozen and moving:
+        text += "; " + _frozen_clause(frozen, run) + f", only the {_names(moving)} still move"
+        if cycling:
+            text += (
+                " ("
+                + ", ".join(f"the {w.short_name} in a cycle of {w.cycle_period} steps" for w in cycling)
+                + ")"
+            )
+    elif cycling:
+        text += (
+            "; the weights return to the same values ("
+            + ", ".join(f"the {w.short_name} every {w.cycle_period} steps" for w in cycling)
+            + ")"
+        )
+    else:
+        largest = float(np.max(run.update_size[-period:]))
+        text += f" while the weights keep moving (largest update {_fmt(largest)})"
+    remedy = "a smaller learning rate, or a dtype with finer spacing"
+    return Diagnosis(Outcome.OSCILLATING, start + 1, low, text, evidence, remedy=remedy)
+
+
+def _flat(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
+    """The loss has been one exact value for a long stretch while some weight still moves."""
+    cycle = find_cycle(loss)
+    if cycle is None or cycle.period != 1 or cycle.span(loss.size) < min_frozen_steps(loss.size):
+        return None
+    since = cycle.start + 1
+    value = float(loss[-1])
+    moves = np.asarray(run.update_size, np.float64)[cycle.start :]
+    largest = float(np.nanmax(moves)) if moves.size else 0.0
+    evidence: dict[str, Any] = {
+        "flat_since_step": since,
+        "flat_steps": loss.size - cycle.start,
+        "flat_loss": value,
+        "largest_recent_update": largest,
+    }
+    text = (
+        f"the loss has been exactly {_fmt(value)} (in {run.loss_dtype}) from step {since} to the end, "
+        f"{loss.size - cycle.start} steps, while weights still move (largest change {_fmt(largest)})"
+    )
+    frozen = [w for w in weights if w.frozen_since_step is not None]
+    moving = [w for w in weights if w.frozen_since_step is None]
+    if frozen and moving:
+        text += (
+            "; "
+            + _frozen_clause(frozen, run)
+            + f", only the {_names(moving)} still move, too little to change the loss"
+        )
+    return Diagnosis(
+        Outcome.PLATEAU,
+        since,
+        value,
+        text,
+        evidence,
+        remedy="a dtype with finer spacing for the frozen weights, or a larger learning rate"
+        if frozen
+        else "",
+    )
+
+
+def _trend(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis:
     series, unit = _smoothed(loss, run.steps_per_epoch)
+    per = run.steps_per_epoch if unit == "epoch" else 1
     n = series.size
     window = max(2, n // 10)
     tail = series[-window:]
-    head_mean = float(np.mean(tail[: max(1, window // 5)]))
-    end_mean = float(np.mean(tail[-max(1, window // 5) :]))
-    scale = max(abs(head_mean), abs(end_mean), np.finfo(np.float64).tiny)
-    change = (end_mean - head_mean) / scale
-    start_step = (n - window) * (run.steps_per_epoch if unit == "epoch" else 1) + 1
+    first, last = float(tail[0]), float(tail[-1])
+    low, high = float(np.min(tail)), float(np.max(tail))
+    scale = max(abs(first), np.finfo(np.float64).tiny)
+    change = (last - first) / scale
+    start_step = (n - window) * per + 1
+    end_step = min(n * per, loss.size)
+    swing = (
+        high - low > 2 * abs(last - first) and (high - low) / max(abs(high), scale) > PLATEAU_RELATIVE_CHANGE
+    )
+    what = "step" if unit == "step" else "epoch's mean"
     evidence: dict[str, Any] = {
         "window_start_step": start_step,
-        "relative_change": change,
+        "window_end_step": end_step,
         "window_unit": unit,
+        "window_first_loss": first,
+        "window_last_loss": last,
+        "window_min_loss": low,
+        "window_max_loss": high,
+        "relative_change": change,
     }
-    if abs(change) <= PLATEAU_RELATIVE_CHANGE or change > 0:
-        window_steps = window * (run.steps_per_epoch if unit == "epoch" else 1)
-        moving = float(np.max(run.update_size[-window_steps:])) if run.update_size.size else 0.0
-        direction = "rose" if change > PLATEAU_RELATIVE_CHANGE else "changed"
+    where = f"over the last {window} {unit}s (steps {start_step} to {end_step})"
+    if change == 0:
+        moved = f"the loss ({what}) is {_fmt(first)} at both ends"
+    else:
+        moved = f"the loss ({what}) went from {_fmt(first)} to {_fmt(last)} ({fmt_relative(change)})"
+    if swing:
+        moved += f", swinging between {_fmt(low)} and {_fmt(high)} on the way"
+    if swing or abs(change) <= PLATEAU_RELATIVE_CHANGE or change > 0:
+        recent = np.asarray(run.update_size, np.float64)[start_step - 1 :]
+        moving = float(np.nanmax(recent)) if recent.size else 0.0
         evidence["largest_recent_update"] = moving
+        judged = "it is not falling" if swing or change > 0 else "it is flat"
         return Diagnosis(
             Outcome.PLATEAU,
             start_step,
-            end_mean,
-            (
-                f"over the last {window} {unit}s the loss {direction} by only {abs(change):.2g} "
-                f"(relative) while the weights still move (largest update {_fmt(moving)})"
-                if direction == "changed"
-                else f"over the last {window} {unit}s the loss rose by {change:.2g} (relative) "
-                f"while the weights still move (largest update {_fmt(moving)})"
-            ),
+            last,
+            f"{where} {moved}: {judged} while the weights still move (largest change {_fmt(moving)})",
             evidence,
         )
     exponent = _power_law_exponent(series)
     evidence["power_law_exponent"] = exponent
-    text = f"still falling when the budget ran out: {-change:.2g} lower over the last {window} {unit}s"
+    text = f"still falling when the budget ran out: {where} {moved}"
     if exponent is not None:
         text += f"; loss ~ {unit}s^{exponent:.2f} over the second half"
         if -1.25 <= exponent <= -0.75:
-            text += (
-                " (loss x steps roughly constant: the logistic-loss signature on separable data, "
-                "where the weights grow without bound and the loss only approaches 0)"
-            )
-    return Diagnosis(Outcome.DESCENDING, start_step, float(loss[-1]), text, evidence)
+            text += " (loss x steps roughly constant"
+            accuracy = _training_accuracy(run)
+            if accuracy == 1.0:
+                evidence["training_accuracy"] = accuracy
+                text += (
+                    ", with every training sample classified correctly: the logistic-loss signature "
+                    "on separable data, where the weights grow without bound and the loss only approaches 0"
+                )
+            text += ")"
+    return Diagnosis(Outcome.DESCENDING, start_step, float(loss[-1]), text, evidence, remedy="more steps")
+
+
+# ------------------------------------------------------------------------------ weight words
+def _weights_story(run: Run, weights: list[WeightEvents]) -> str:
+    """One clause per weight that froze, lost its gradient or cycles (the others just moved)."""
+    clauses = []
+    for w in weights:
+        parts = []
+        if w.frozen_since_step is not None:
+            cause = FREEZE_CAUSES.get(w.freeze_cause or "unknown", "")
+            if w.frozen_since_step == 1:
+                parts.append(f"never changed ({cause})")
+            else:
+                parts.append(f"frozen since step {w.frozen_since_step} ({cause})")
+        if w.first_zero_gradient_step is not None:
+            if (
+                w.zero_gradient_since_step is not None
+                and w.zero_gradient_since_step == w.first_zero_gradient_step
+            ):
+                parts.append(f"its gradient is exactly 0 from step {w.first_zero_gradient_step} on")
+            elif w.zero_gradient_since_step is not None:
+                parts.append(
+                    f"its gradient was first exactly 0 at step {w.first_zero_gradient_step}, "
+                    f"and at every step from {w.zero_gradient_since_step} on"
+                )
+            else:
+                parts.append(
+                    f"its gradient was exactly 0 at some steps (first at step {w.first_zero_gradient_step})"
+                )
+        if w.cycle_period is not None:
+            parts.append(f"its values repeat every {w.cycle_period} steps from step {w.cycle_start_step}")
+        if parts:
+            clauses.append(f"{w.name}: " + "; ".join(parts))
+    return ". ".join(clauses)
+
+
+def _frozen_clause(frozen: list[WeightEvents], run: Run) -> str:
+    texts = []
+    for w in frozen:
+        cause = {
+            "update-below-half-spacing": f"its updates round away at {run.variable_dtype}'s spacing",
+            "gradient-zero": "its gradient is exactly 0",
+            "update-arithmetic-zero": f"its update computes to 0 in {run.variable_dtype}",
+        }.get(w.freeze_cause or "", "")
+        since = (
+            "never moved" if w.frozen_since_step == 1 else f"has been frozen since step {w.frozen_since_step}"
+        )
+        texts.append(f"the {w.short_name} {since}" + (f" ({cause})" if cause else ""))
+    return "; ".join(texts)
+
+
+def _names(weights: list[WeightEvents]) -> str:
+    return " and ".join(w.short_name for w in weights)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -292,58 +546,36 @@ def _all_zero(arrays: dict[str, np.ndarray]) -> bool:
     return all(not np.any(np.asarray(a, np.float64)) for a in arrays.values())
 
 
-def _min_stall(steps: int) -> int:
-    """Unchanged trailing steps that make a stall: 10% of the run, at least 3, at most 100."""
-    return max(3, min(100, steps // 10))
+def _training_accuracy(run: Run) -> float | None:
+    """The final epoch's training accuracy, when an accuracy metric was recorded."""
+    for name, values in run.epoch_metrics.items():
+        if "accuracy" in name and not name.startswith("val_") and values:
+            return float(values[-1])
+    return None
 
 
-def _closest_to_moving(run: Run) -> tuple[str, float, float, float, str] | None:
-    """The weight whose update comes nearest its spacing: if even that rounds away, all do."""
+def _closest_to_moving(run: Run) -> tuple[str, float, float, float] | None:
+    """The weight whose intended update comes nearest its spacing: if even that rounds away, all
+    do. None without the optimizer's intended update (a gradient says nothing about rounding)."""
     intended = run.intended_update or {}
-    kind = "optimizer" if intended else "gradient"
-    sources = intended or run.final_gradients
-    best: tuple[float, tuple[str, float, float, float, str]] | None = None
-    for name, update in sources.items():
+    best: tuple[float, tuple[str, float, float, float]] | None = None
+    for name, update in intended.items():
         if name not in run.final_weights:
             continue
         weights = np.asarray(run.final_weights[name])
-        spacing = _spacing(weights, run.variable_dtype)
+        gaps = spacing(weights, run.variable_dtype).reshape(-1)
         size = np.abs(np.asarray(update, np.float64)).reshape(-1)
-        ratio = size / spacing.reshape(-1)
-        index = int(np.nanargmax(ratio)) if ratio.size else 0
-        if not ratio.size:
+        if not size.size:
             continue
+        ratio = size / gaps
+        index = int(np.nanargmax(ratio))
         candidate = (
             float(ratio[index]),
-            (
-                name,
-                float(weights.reshape(-1)[index]),
-                float(spacing.reshape(-1)[index]),
-                float(size[index]),
-                kind,
-            ),
+            (name, float(weights.reshape(-1)[index]), float(gaps[index]), float(size[index])),
         )
         if best is None or candidate[0] > best[0]:
             best = candidate
     return None if best is None else best[1]
-
-
-def _spacing(weights: np.ndarray, dtype: str) -> np.ndarray:
-    """Distance to the next representable number away from zero, in the weights' dtype."""
-    if dtype == "bfloat16":
-        values = np.abs(weights.astype(np.float32))
-        exponent = np.floor(np.log2(np.maximum(values, 2.0**-126)))
-        return (2.0 ** (exponent - 7)).astype(np.float64)
-    typed = np.asarray(weights).astype(np.dtype(dtype))
-    return np.abs(np.spacing(np.abs(typed))).astype(np.float64)
-
-
-def _tiny(dtype: str) -> float:
-    """Smallest positive (subnormal) number of a dtype."""
-    if dtype == "bfloat16":
-        return 2.0**-133
-    info = np.finfo(np.dtype(dtype))
-    return float(info.smallest_subnormal)
 
 
 def _smoothed(loss: np.ndarray, steps_per_epoch: int) -> tuple[np.ndarray, str]:
@@ -365,9 +597,3 @@ def _power_law_exponent(series: np.ndarray) -> float | None:
         return None
     slope = np.polyfit(np.log(steps), np.log(values), 1)[0]
     return float(slope)
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4g}"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .diagnosis import _spacing
+from .numerics import spacing as _spacing
 
 STREAMS = {"calibrate": 1, "simulate": 2}
 PRECISION_BITS = {"bfloat16": 8, "float16": 11, "float32": 24, "float64": 53}

@@ -64,6 +64,21 @@ class Run:
     weight_trace: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     """The first few flattened weights after every step, for ``explain``'s plot (else empty)."""
     weight_trace_names: list[str] = field(default_factory=list)
+    tensor_names: list[str] = field(default_factory=list)
+    """The trainable weights, in the order of the columns of the per-weight arrays below."""
+    tensor_update: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Per step (rows) and trainable weight (columns): its largest change that step, in its own
+    dtype. What tells "the kernel froze at step N, the bias still moves". Empty for ``fit``."""
+    tensor_checksum: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Per step and trainable weight: the sum of its values in float64; a weight's cycle
+    (its values repeating) shows as a cycle of its column. Empty for ``fit``."""
+    gradient_zero: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
+    """Per step and trainable weight: whether the gradient the optimizer received was exactly 0
+    everywhere. Empty for ``fit`` (and where the optimizer's variables could not be matched)."""
+    output_evidence: dict[str, Any] = field(default_factory=dict)
+    """Facts about the final model's outputs, probed after training (:func:`probes.output_evidence`):
+    whether the loss's own gradient is 0 there (saturation), whether it underflows when cast to the
+    outputs' dtype, the loss recomputed in float64 (an exact fit or a rounding)."""
     wall_times: list[float] = field(default_factory=list)
     """Every timing of this run when it was trained more than once; the gate uses the fastest."""
     cpu_time: float = math.nan

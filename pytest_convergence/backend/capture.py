@@ -43,3 +43,54 @@ class LossCapture:
     def loss_dtype(self, default: str = "float32") -> str:
         """The dtype the loss was computed in, read from what the tracker received."""
         return str(self.tensors[-1].dtype.name) if self.tensors else default
+
+
+class GradientCapture:
+    """Whether each trainable weight's gradient was exactly 0, read where the optimizer receives it.
+
+    The loop records it every step, so the diagnosis can say when a weight's gradient first
+    became 0 (a weight frozen by a vanished gradient) rather than guess from the last step.
+    The optimizer's ``apply_gradients`` is wrapped on the instance (Keras 3's ``train_step`` and
+    Keras 2's ``minimize`` both call it on the model's optimizer); the wrapper only reads the
+    gradients, so the step's arithmetic is unchanged. A loss-scaling optimizer receives scaled
+    gradients: a zero there is a zero the scale did not save.
+    """
+
+    def __init__(self, flavour: Flavour, model: Any) -> None:
+        self._tf = flavour.tf
+        self.tensors: list[Any] = []
+        """Per traced step, one boolean tensor per trainable weight (the model's order)."""
+        weights = list(model.trainable_weights)
+        variables = flavour.trainable_variables(model)
+        index: dict[int, int] = {}
+        for position, (weight, variable) in enumerate(zip(weights, variables)):
+            index[id(weight)] = index[id(variable)] = position
+        self._index = index
+        self._count = len(weights)
+        optimizer = model.optimizer
+        original = optimizer.apply_gradients
+
+        def apply_gradients(grads_and_vars: Any, *args: Any, **kwargs: Any) -> Any:
+            pairs = list(grads_and_vars)
+            self.tensors.append(self._zero_flags(pairs))
+            return original(pairs, *args, **kwargs)
+
+        optimizer.apply_gradients = apply_gradients
+
+    def _zero_flags(self, pairs: list[tuple[Any, Any]]) -> Any:
+        """One flag per trainable weight; None when the optimizer's variables could not be
+        matched to the model's (then no flags are recorded rather than wrong ones)."""
+        tf = self._tf
+        flags: list[Any] = [None] * self._count
+        for gradient, variable in pairs:
+            position = self._index.get(id(variable))
+            if position is None:
+                continue
+            if gradient is None:  # no gradient at all: the weight cannot move
+                flags[position] = tf.constant(True)
+                continue
+            values = gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
+            flags[position] = tf.reduce_all(tf.equal(values, tf.zeros([], values.dtype)))
+        if not flags or any(flag is None for flag in flags):
+            return None
+        return tf.stack(flags)

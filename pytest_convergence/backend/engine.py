@@ -287,6 +287,10 @@ class Training:
                 self.flavour, self.model, gradients, self.info.variable_dtype
             ),
             weight_trace=record.weight_trace,
+            tensor_names=[self._name(w) for w in self.model.trainable_weights],
+            tensor_update=record.tensor_update,
+            tensor_checksum=record.tensor_checksum,
+            gradient_zero=record.gradient_zero,
             weight_trace_names=self._flat_names()[: record.weight_trace.shape[1]],
             dtype_mismatch=self.trained.mismatch,
             model=self.model,

@@ -23,7 +23,7 @@ from ..case import Case
 from ..errors import CaseError, KerasVersionError, first_line
 from .batches import BatchPlan
 from .build import case_error
-from .capture import LossCapture
+from .capture import GradientCapture, LossCapture
 from .keras_adapter import Flavour
 from .record import StepRecord, epoch_metrics
 
@@ -65,6 +65,7 @@ class TrainingLoop:
         self.capture = capture
         self.jit = jit
         self.trace_weights = trace_weights
+        self.gradients = GradientCapture(flavour, model)
         self.log_names: list[str] = []
         self.validates_in_graph = False
         self.call_steps = case.total_steps
@@ -171,7 +172,10 @@ class TrainingLoop:
                 return tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked)
             return None  # the caller branches between full and partial batches
 
-        def one_step(batch: Any) -> tuple[Any, Any]:
+        gradient_flags = self.gradients.tensors
+        tensor_count = len(trainables)
+
+        def one_step(batch: Any) -> tuple[Any, Any, Any]:
             logs = model.train_step(batch)
             if sorted(logs) != log_names:
                 raise self.flavour.unsupported(
@@ -180,20 +184,26 @@ class TrainingLoop:
                 )
             loss = tf.cast(captured[-1], tf.float64)
             values = tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
-            return loss, values
+            flags = gradient_flags[-1] if gradient_flags else None
+            zero = (
+                tf.cast(flags, tf.float64)
+                if flags is not None
+                else tf.fill([tensor_count], tf.constant(-1.0, tf.float64))
+            )
+            return loss, values, zero
 
-        def step_on(step: Any) -> tuple[Any, Any]:
+        def step_on(step: Any) -> tuple[Any, Any, Any]:
             if not has_partial or single_batch:
                 return one_step(batch_for(step))
             epoch = step // batches_per_epoch
             within = step % batches_per_epoch
             variant = epoch % num_variants
 
-            def on_full() -> tuple[Any, Any]:
+            def on_full() -> tuple[Any, Any, Any]:
                 index = variant * n_full + within
                 return one_step(tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked))
 
-            def on_partial() -> tuple[Any, Any]:
+            def on_partial() -> tuple[Any, Any, Any]:
                 return one_step(tf.nest.map_structure(lambda t: tf.gather(t, variant), partial_stacked))
 
             if n_full == 0:
@@ -202,18 +212,26 @@ class TrainingLoop:
 
         same_dtype = len({v.dtype for v in trainables}) == 1
 
-        def largest_update(now: list[Any], before: list[Any]) -> Any:
-            """Largest change of any weight this step, in the variables' own dtype.
+        def tensor_updates(now: list[Any], before: list[Any]) -> Any:
+            """Each weight's largest change this step, in the variables' own dtype.
 
             A difference of two neighbouring floats is exact in their dtype, and doing it there
             (one cast at the end, not one per weight) keeps the bookkeeping cheap beside the step.
+            Per weight, so the diagnosis can say which weight froze when.
             """
             if not now:
-                return tf.constant(0.0, tf.float64)
+                return tf.zeros([0], tf.float64)
             deltas = [tf.reduce_max(tf.abs(a - b)) for a, b in zip(now, before)]
             if same_dtype:
-                return tf.cast(tf.reduce_max(tf.stack(deltas)), tf.float64)
-            return tf.reduce_max(tf.stack([tf.cast(d, tf.float64) for d in deltas]))
+                return tf.cast(tf.stack(deltas), tf.float64)
+            return tf.stack([tf.cast(d, tf.float64) for d in deltas])
+
+        def checksums(now: list[Any]) -> Any:
+            """Each weight's sum in float64: equal weights give equal sums, so a weight's cycle
+            shows in its column (a cheap stand-in for storing every weight of every step)."""
+            if not now:
+                return tf.zeros([0], tf.float64)
+            return tf.stack([tf.reduce_sum(tf.cast(v, tf.float64)) for v in now])
 
         traced = min(self.trace_weights, sum(int(np.prod(v.shape)) for v in trainables))
 
@@ -233,6 +251,9 @@ class TrainingLoop:
             updates = tf.TensorArray(tf.float64, size=size, element_shape=[])
             step_logs = tf.TensorArray(tf.float64, size=size, element_shape=[len(log_names)])
             weights = tf.TensorArray(tf.float64, size=size if traced else 0, element_shape=[traced])
+            per_tensor = [
+                tf.TensorArray(tf.float64, size=size, element_shape=[tensor_count]) for _ in range(3)
+            ]
             val_logs = tf.TensorArray(
                 tf.float64, size=epochs if validation else 0, element_shape=[len(log_names)]
             )
@@ -244,6 +265,9 @@ class TrainingLoop:
                 step_logs: Any,
                 weights: Any,
                 val_logs: Any,
+                tensor_deltas: Any,
+                tensor_sums: Any,
+                zero_gradients: Any,
                 *before: Any,
             ) -> tuple[Any, ...]:
                 if batches_per_epoch == 1:
@@ -258,7 +282,7 @@ class TrainingLoop:
                         )
                     ]
                 with tf.control_dependencies(reset):
-                    loss, values = step_on(step)
+                    loss, values, zero = step_on(step)
                 # Reads after the step (automatic control dependencies order them after the
                 # optimizer's assignments); carried to the next iteration as plain tensors.
                 now = [v.read_value() for v in trainables]
@@ -274,13 +298,18 @@ class TrainingLoop:
                             lambda: val_logs,
                         )
                 row = step - first_step
+                deltas = tensor_updates(now, list(before))
+                largest = tf.reduce_max(deltas) if tensor_count else tf.constant(0.0, tf.float64)
                 return (
                     step + 1,
                     losses.write(row, loss),
-                    updates.write(row, largest_update(now, list(before))),
+                    updates.write(row, largest),
                     step_logs.write(row, values),
                     weights.write(row, flat_weights(now)) if traced else weights,
                     val_logs,
+                    tensor_deltas.write(row, deltas),
+                    tensor_sums.write(row, checksums(now)),
+                    zero_gradients.write(row, zero),
                     *now,
                 )
 
@@ -294,13 +323,15 @@ class TrainingLoop:
                     step_logs,
                     weights,
                     val_logs,
+                    *per_tensor,
                     *[v.read_value() for v in trainables],
                 ),
                 maximum_iterations=steps,
             )
             trace = results[4].stack() if traced else tf.zeros([0, 0], tf.float64)
             validated = results[5].stack() if validation else tf.zeros([0, len(log_names)], tf.float64)
-            return results[1].stack(), results[2].stack(), results[3].stack(), trace, validated
+            per_step = (results[6].stack(), results[7].stack(), results[8].stack())
+            return results[1].stack(), results[2].stack(), results[3].stack(), trace, validated, *per_step
 
         model.reset_metrics()
         return loop
@@ -335,6 +366,7 @@ class TrainingLoop:
             per_epoch = case.batches_per_epoch
             bounds = [(start, min(start + per_epoch, steps)) for start in range(0, steps, per_epoch)]
         losses, updates, step_logs, traces = [], [], [], []
+        per_tensor: list[list[np.ndarray]] = [[], [], []]
         validation_logs: dict[str, list[float]] = {}
         pending = sorted(p for p in pauses if 0 < p < steps)
         validated_rows: dict[int, np.ndarray] = {}
@@ -346,9 +378,11 @@ class TrainingLoop:
                         on_pause(first)
                     for part_first, part_last in pace.parts(first, last, interrupt):
                         kept = slice(0, part_last - part_first)
-                        loss, update, logs, trace, validated = self._loop(
+                        loss, update, logs, trace, validated, *tensors = self._loop(
                             tf.constant(part_first, tf.int32), tf.constant(part_last, tf.int32)
                         )
+                        for kept_rows, values in zip(per_tensor, tensors):
+                            kept_rows.append(values.numpy()[kept])
                         losses.append(loss.numpy()[kept])
                         updates.append(update.numpy()[kept])
                         step_logs.append(logs.numpy()[kept])
@@ -371,6 +405,9 @@ class TrainingLoop:
             log_names=list(self.log_names),
             loss_dtype=pinned_loss_dtype or self.capture.loss_dtype(),
             weight_trace=np.concatenate(traces) if traces[0].shape[0] else traces[0],
+            tensor_update=np.concatenate(per_tensor[0]),
+            tensor_checksum=np.concatenate(per_tensor[1]),
+            gradient_zero=_flags(np.concatenate(per_tensor[2])),
         )
         record.epoch_metrics = {**epoch_metrics(record, case.batches_per_epoch), **validation_logs}
         return record
@@ -485,6 +522,14 @@ def _stretches(start: int, stop: int, pauses: list[int]) -> list[tuple[int, int]
     """``[start, stop)`` cut before every pause step inside it."""
     cuts = [start, *(p for p in pauses if start < p < stop), stop]
     return list(itertools.pairwise(cuts))
+
+
+def _flags(recorded: np.ndarray) -> np.ndarray:
+    """The recorded gradient flags as booleans; an empty array where they could not be read
+    (recorded as -1: the optimizer's variables did not match the model's)."""
+    if recorded.size and np.any(recorded < 0):
+        return np.zeros((0, 0), bool)
+    return recorded.astype(bool)
 
 
 def _reset(model: Any, tf: Any) -> Any:

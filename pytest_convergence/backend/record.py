@@ -20,6 +20,12 @@ class StepRecord:
     epoch_metrics: dict[str, list[float]] = field(default_factory=dict)
     weight_trace: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     """The first few flattened weights after every step (``explain``'s plot), or empty."""
+    tensor_update: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Per step (rows) and trainable weight (columns): its largest change. Empty for ``fit``."""
+    tensor_checksum: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Per step and trainable weight: the sum of its values in float64 (its cycles show here)."""
+    gradient_zero: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
+    """Per step and trainable weight: whether its gradient was exactly 0 everywhere."""
 
 
 def epoch_metrics(record: StepRecord, batches_per_epoch: int) -> dict[str, list[float]]:
