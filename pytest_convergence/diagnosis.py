@@ -247,9 +247,13 @@ def _stalled(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnos
         evidence.update({"cause": "update-underflow", "update": largest})
         text = (
             f"the optimizer's update computes to exactly 0 in {run.variable_dtype} (in float64 it "
-            f"would be about {_fmt(largest)}): its arithmetic loses the update before it reaches the "
-            f"weights, e.g. a constant like Adam's beta_2=0.999 rounds to 1.0 in bfloat16; "
-            f"no weight has changed for the last {still} steps"
+            f"would be about {_fmt(largest)}): its arithmetic loses the update before it reaches the weights"
+            + (
+                " (Adam's beta_2=0.999, for one, rounds to 1.0 in bfloat16)"
+                if run.variable_dtype == "bfloat16"
+                else ""
+            )
+            + f"; no weight has changed for the last {still} steps"
         )
         remedy = (
             f"{finer} weights (a mixed policy keeps them so), "
@@ -263,7 +267,9 @@ def _stalled(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnos
         evidence["cause"] = "weights-unchanged"
         text = f"no weight has changed for the last {still} steps"
         if gradients:
-            largest = max(float(np.max(np.abs(g.astype(np.float64)), initial=0.0)) for g in gradients.values())
+            largest = max(
+                float(np.max(np.abs(g.astype(np.float64)), initial=0.0)) for g in gradients.values()
+            )
             evidence["largest_gradient"] = largest
             text += (
                 f" although the gradients are not zero (largest {_fmt(largest)}); without the "
@@ -366,7 +372,7 @@ def _oscillating(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Dia
     )
     cycling = [w for w in moving if w.cycle_period is not None]
     if frozen and moving:
-        text += "; " + _frozen_clause(frozen, run) + f", only the {_names(moving)} still move"
+        text += "; " + _frozen_clause(frozen, run) + f", only the {_names(moving)} still {_verb(moving)}"
         if cycling:
             text += (
                 " ("
@@ -411,7 +417,7 @@ def _flat(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis 
         text += (
             "; "
             + _frozen_clause(frozen, run)
-            + f", only the {_names(moving)} still move, too little to change the loss"
+            + f", only the {_names(moving)} still {_verb(moving)}, too little to change the loss"
         )
     return Diagnosis(
         Outcome.PLATEAU,
@@ -539,6 +545,10 @@ def _frozen_clause(frozen: list[WeightEvents], run: Run) -> str:
 
 def _names(weights: list[WeightEvents]) -> str:
     return " and ".join(w.short_name for w in weights)
+
+
+def _verb(weights: list[WeightEvents]) -> str:
+    return "moves" if len(weights) == 1 else "move"
 
 
 # ----------------------------------------------------------------------------------- helpers

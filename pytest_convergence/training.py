@@ -5,6 +5,7 @@ Kept out of the pytest plugin so it can be used and tested without pytest.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from .case import Case
 from .errors import ConvergenceError
+from .fact_check import DiagnosisFactWarning, check_facts
 from .perturb import Perturbation
 from .run import Run
 from .snapshot.calibrate import Calibration, calibrate, calibration_perturbations
@@ -76,6 +78,15 @@ def train_with_checks(
                 "(tf.config.experimental.enable_op_determinism() makes TensorFlow raise on them)"
             )
     run.wall_times, run.cpu_times = wall_times, cpu_times  # the gate judges speed on their spread
+    problems = check_facts(run)
+    if problems:
+        warnings.warn(
+            DiagnosisFactWarning(
+                f"{case.name} [{dtype}, {engine} engine]: the diagnosis states what its history does not "
+                f"show (a pytest-convergence bug, please report it): {'; '.join(problems)}"
+            ),
+            stacklevel=2,
+        )
     if perturbation is not None:
         run.perturbation = perturbation.describe()
     calibration = None

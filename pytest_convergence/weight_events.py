@@ -127,7 +127,9 @@ def _freeze_cause(run: Run, name: str, frozen_since: int | None, zero_since: int
     ):
         return "update-arithmetic-zero"
     weights = run.final_weights.get(name)
-    if intended is None or weights is None:
+    # the update as the weights' dtype computes it (else as float64 does): what meets the spacing
+    update = expressible if expressible is not None else intended
+    if update is None or weights is None:
         return "unknown"  # without the optimizer's own update, a gradient says nothing about rounding
-    ratio = np.abs(np.asarray(intended, np.float64)) / spacing(np.asarray(weights), run.variable_dtype)
+    ratio = np.abs(np.asarray(update, np.float64)) / spacing(np.asarray(weights), run.variable_dtype)
     return "update-below-half-spacing" if float(np.nanmax(ratio, initial=0.0)) < 0.5 else "unknown"
