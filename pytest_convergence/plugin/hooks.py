@@ -357,7 +357,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if convergence is None:
         return
     if convergence.rows:
-        from .summary import format_table
+        from .summary import format_stories, format_table
 
         simulated = convergence.settings.simulate
         title = "convergence summary" + (
@@ -368,6 +368,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_sep("=", title)
         for line in format_table(convergence.rows):
             terminalreporter.write_line(line)
+        stories = format_stories(convergence.rows) if convergence.settings.explain else []
+        if stories:
+            terminalreporter.write_sep("=", "convergence explanations")
+            for line in stories:
+                terminalreporter.write_line(line)
     if convergence.kept_line:
         terminalreporter.write_line(convergence.kept_line)
     if convergence.gate_lines:

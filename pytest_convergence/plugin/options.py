@@ -43,6 +43,8 @@ class Settings:
     speed: str = "warn"
     speed_min_time: float = 0.5
     platform_snapshots: bool = False
+    explain: bool = False
+    """After the summary, print every trained run's story (``--convergence-explain``)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,14 @@ def add_options(parser: pytest.Parser) -> None:
         default=False,
         help="compare loss-history snapshots bit for bit, for reruns on the same versions and "
         "machine (default: off, compare within the tolerance).",
+    )
+    group.addoption(
+        "--convergence-explain",
+        action="store_true",
+        default=False,
+        help="after the convergence summary, print the story of every run the session trained: "
+        "what the loss and each weight did, which dtype rule caused it and what would change it "
+        "(default: off, the summary table only).",
     )
     parser.addini(
         "convergence",
@@ -263,6 +273,7 @@ def read_settings(config: pytest.Config) -> Settings:
             config.getoption("--convergence-platform-snapshots")
             or config.getini("convergence_platform_snapshots")
         ),
+        explain=config.getoption("--convergence-explain"),
     )
 
 

@@ -194,7 +194,7 @@ class ConvergenceSession:
             problem = f"expected an error containing {text!r}, got another:\n{message}"
         if problem is not None:
             pytest.fail(problem, pytrace=False)
-        self.rows.append(SummaryRow.from_run(run, "failed"))
+        self.rows.append(SummaryRow.from_run(run, "failed", explain=self.settings.explain))
         pytest.fail(
             f"{case.name} [{dtype}]: expected the training to fail with an error containing {text!r} "
             f"(Keras cannot train this dtype), but it trained: final loss {run.final_loss:.6g}, "
@@ -248,7 +248,8 @@ class ConvergenceSession:
         """A finished test's runs: a summary row each, and a results record when asked for."""
         from .summary import SummaryRow
 
-        self.rows.extend(SummaryRow.from_run(run, status) for run in runs)
+        explain = self.settings.explain
+        self.rows.extend(SummaryRow.from_run(run, status, explain=explain) for run in runs)
         if self.wants_results:
             from ..gate.results import RunRecord
             from ..tolerance import Tolerance

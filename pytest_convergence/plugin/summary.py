@@ -26,12 +26,20 @@ class SummaryRow:
     """What the final loss is: ``epoch`` (History's mean of the last epoch) or ``step``."""
     trace_seconds: float = math.nan
     """Time spent tracing and compiling before training (real runs spend most of a short run there)."""
+    story: str = ""
+    """The run's story (:func:`pytest_convergence.story.tell`) under ``--convergence-explain``, else
+    empty; plain text, so it travels from xdist workers with the rest of the row."""
 
     @classmethod
-    def from_run(cls, run: object, status: str) -> SummaryRow:
+    def from_run(cls, run: object, status: str, explain: bool = False) -> SummaryRow:
         from ..run import Run
 
         assert isinstance(run, Run)
+        story = ""
+        if explain:
+            from ..story import tell
+
+            story = tell(run)
         return cls(
             case=run.case,
             # a case that allows a dtype mismatch says what really trained
@@ -45,6 +53,7 @@ class SummaryRow:
             status=status,
             loss_kind="epoch" if run.judged_on_epochs else "step",
             trace_seconds=run.trace_time,
+            story=story,
         )
 
     @classmethod
@@ -107,6 +116,16 @@ def format_table(rows: Iterable[SummaryRow]) -> list[str]:
     if not body:
         return []
     return [*tables.format_table(HEADERS, body, right_aligned=(4, 6, 7, 8), rule=True), LEGEND]
+
+
+def format_stories(rows: Iterable[SummaryRow]) -> list[str]:
+    """The stories of the runs that trained, in the table's order (a row whose training raised has
+    none), a blank line between two."""
+    lines: list[str] = []
+    for row in rows:
+        if row.story:
+            lines.extend([""] * bool(lines) + row.story.splitlines())
+    return lines
 
 
 def _loss(value: float) -> str:
