@@ -254,14 +254,19 @@ class Training:
             self.trained = check_dtypes(self.case, self.dtype, self.flavour, self.model)
             self.info = DtypeInfo(self.dtype, self.trained.variable_dtype, self.trained.compute_dtype)
         final_weights = self._weights()
-        gradients = probes.final_gradients(self.flavour, self.model, self._first_batch())
+        first_batch = self._first_batch()
+        gradients = probes.final_gradients(self.flavour, self.model, first_batch)
+        # what computed the loss (a loss object's own dtype), not what the tracker was handed
+        loss_dtype = record.loss_dtype
+        if not self.pinned_loss_dtype:
+            loss_dtype = probes.loss_compute_dtype(self.flavour, self.model, record.loss_dtype)
         return Run(
             case=self.case.name,
             dtype=self.dtype,
             engine=self.engine,
             seed=self.case.seed,
             loss=record.loss,
-            loss_dtype=record.loss_dtype,
+            loss_dtype=loss_dtype,
             variable_dtype=self.info.variable_dtype,
             compute_dtype=self.info.compute_dtype,
             weights_changed=record.weights_changed,
@@ -287,6 +292,7 @@ class Training:
                 self.flavour, self.model, gradients, self.info.variable_dtype
             ),
             weight_trace=record.weight_trace,
+            output_evidence=probes.output_evidence(self.flavour, self.model, first_batch),
             tensor_names=[self._name(w) for w in self.model.trainable_weights],
             tensor_update=record.tensor_update,
             tensor_checksum=record.tensor_checksum,

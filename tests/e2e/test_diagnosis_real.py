@@ -8,6 +8,7 @@ from factories import HIDDEN_RELU6, keras3_dynamics, seed_case
 
 from pytest_convergence import Case
 from pytest_convergence.backend import train
+from pytest_convergence.fact_check import check_facts
 
 DEFAULT_RMSPROP = "rmsprop"  # learning rate 0.001
 
@@ -26,31 +27,96 @@ def test_bfloat16_stalls_from_the_first_step_because_updates_are_below_half_its_
     assert "below half the bfloat16 spacing of the kernel" in diagnosis.describe("bfloat16")
 
 
-def test_float16_mse_reaches_exactly_zero() -> None:
+def test_float16_mse_reaches_exactly_zero_by_an_exact_fit_not_a_rounding() -> None:
     run = train(seed_case(loss="mean_squared_error", optimizer=DEFAULT_RMSPROP, steps=600), "float16")
     assert run.outcome == "reached-zero"
-    first_zero = run.diagnosis.evidence["first_zero_step"]
+    evidence = run.diagnosis.evidence
+    first_zero = evidence["first_zero_step"]
     assert run.loss[first_zero - 1] == 0.0 and run.loss[first_zero - 2] > 0.0
     assert not run.weights_changed[first_zero:].any()  # nothing moves once the loss is 0
+    # the weights are exactly -0.5 and 0.5: the outputs equal the targets, in float64 too
+    assert run.final_weights["dense/kernel"].item() == -0.5 and run.final_weights["dense/bias"].item() == 0.5
+    assert evidence["exact_fit"] is True and evidence["float64_loss"] == 0.0
+    assert "an exact fit" in run.diagnosis.explanation and "rounded" not in run.diagnosis.explanation
+    assert check_facts(run) == []
 
 
 @keras3_dynamics
-def test_float16_at_a_high_learning_rate_oscillates_in_a_two_step_cycle() -> None:
-    run = train(seed_case(steps=1000), "float16")
+def test_float16_loss_rounding_to_zero_with_adam_carrying_the_weights_on() -> None:
+    # the loss computed in float16 (pinned) rounds to 0, which float64 disproves; Adam's moving
+    # averages then move the weights for dozens of steps with every gradient exactly 0
+    adam = {"class_name": "Adam", "config": {"learning_rate": 1.0}}
+    run = train(seed_case(steps=200, loss_dtype="compute", optimizer=adam), "float16")
+    evidence = run.diagnosis.evidence
+    assert run.outcome == "reached-zero"
+    assert evidence["exact_fit"] is False and evidence["float64_loss"] > 0.0
+    assert "the float16 loss rounded to 0" in run.diagnosis.explanation
+    since, last = evidence["zero_since_step"], evidence["last_weight_change_step"]
+    assert last > since and evidence["moved_without_gradient"] is True
+    assert run.weights_changed[last - 1] and not run.weights_changed[last:].any()
+    assert run.gradient_zero[since - 1 : last].all()
+    assert "momentum" in run.diagnosis.explanation and "stops moving" not in run.diagnosis.explanation
+    assert check_facts(run) == []
+
+
+@keras3_dynamics
+def test_float32_mse_cycles_with_period_92_and_its_weights_with_period_184() -> None:
+    # found beyond the old ceiling of 64: this run used to be called a plateau
+    run = train(seed_case(loss="mean_squared_error", optimizer=DEFAULT_RMSPROP, steps=3000), "float32")
     diagnosis = run.diagnosis
     assert diagnosis.outcome.value == "oscillating"
-    period = diagnosis.evidence["period"]
-    assert period == 2
-    start = diagnosis.evidence["cycle_start_step"] - 1
+    period, start = diagnosis.evidence["period"], diagnosis.evidence["cycle_start_step"] - 1
+    assert period == 92
     assert np.array_equal(run.loss[start + period :], run.loss[start:-period])
-    assert run.weights_changed[start:].all()
+    assert not np.array_equal(run.loss[start - 1 + period], run.loss[start - 1])
+    weights = {w["name"]: w for w in diagnosis.evidence["weights"]}
+    assert weights["dense/kernel"]["cycle_period"] == weights["dense/bias"]["cycle_period"] == 184
+    assert "the kernel every 184 steps" in diagnosis.explanation
+    assert check_facts(run) == []
 
 
-def test_float32_mse_plateaus_while_the_weights_keep_moving() -> None:
-    run = train(seed_case(loss="mean_squared_error", optimizer=DEFAULT_RMSPROP, steps=3000), "float32")
-    assert run.outcome == "plateau"
-    assert run.diagnosis.evidence["largest_recent_update"] > 0
-    assert abs(run.diagnosis.evidence["relative_change"]) < 1e-3
+@keras3_dynamics
+def test_float16_kernel_frozen_while_the_bias_alone_cycles_is_said_so() -> None:
+    run = train(seed_case(steps=1000), "float16")
+    diagnosis = run.diagnosis
+    weights = {w["name"]: w for w in diagnosis.evidence["weights"]}
+    kernel, bias = weights["dense/kernel"], weights["dense/bias"]
+    frozen = kernel["frozen_since_step"]
+    assert frozen is not None and kernel["freeze_cause"] == "update-below-half-spacing"
+    column = run.tensor_names.index("dense/kernel")
+    assert not run.tensor_update[frozen - 1 :, column].any() and run.tensor_update[frozen - 2, column] != 0
+    assert bias["frozen_since_step"] is None and bias["cycle_period"] == 2
+    assert f"the kernel has been frozen since step {frozen}" in diagnosis.explanation
+    assert "only the bias still moves (the bias in a cycle of 2 steps)" in diagnosis.explanation
+    assert check_facts(run) == []
+
+
+def test_saturated_float16_classifier_is_not_called_an_underflow() -> None:
+    # softmax outputs exactly 0 or 1 in float16: the float32 loss's own gradient is 0 (Keras clips
+    # probabilities), so a cast underflow would be a cause that did not happen
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    case = Case.sequential(
+        "saturated",
+        layers=[
+            {"class_name": "Dense", "config": {"units": 16, "activation": "relu"}},
+            {"class_name": "Dense", "config": {"units": 2, "activation": "softmax"}},
+        ],
+        input_shape=(4,),
+        x=x,
+        y=(x[:, 0] + 0.5 * rng.normal(size=64) > 0).astype("int64"),
+        loss="sparse_categorical_crossentropy",
+        optimizer={"class_name": "SGD", "config": {"learning_rate": 50.0}},
+        steps=60,
+    )
+    run = train(case, "float16")
+    diagnosis = run.diagnosis
+    assert diagnosis.outcome.value == "stalled"
+    assert diagnosis.evidence["cause"] == "saturated-outputs"
+    assert run.output_evidence["loss_gradient_zero"] is True
+    assert diagnosis.evidence["saturated_share"] > 0.5
+    assert "underflowed" not in diagnosis.explanation
+    assert check_facts(run) == []
 
 
 def test_float32_default_rmsprop_is_still_descending_after_300_steps() -> None:
@@ -71,6 +137,10 @@ def test_the_hidden_relu_variant_stalls_with_underflowed_gradients(dtype: str) -
     assert run.diagnosis.evidence["cause"] == "gradient-underflow"
     assert all(not np.any(g) for g in run.final_gradients.values())
     assert run.final_loss > 0
+    # checked, not assumed: the float32 loss's gradient is not 0 but is 0 once cast to float16
+    assert run.output_evidence["loss_gradient_zero"] is False
+    assert run.output_evidence["output_gradient_zero"] is True
+    assert check_facts(run) == []
 
 
 def test_adam_in_bfloat16_never_moves_because_its_update_computes_to_zero() -> None:

@@ -99,7 +99,11 @@ def test_reached_zero_names_a_rounding_only_when_float64_says_the_loss_is_not_ze
     loss = np.concatenate([falling(30, 1.0, 0.01), np.zeros(10)])
     update = np.concatenate([np.full(30, 0.01), np.zeros(10)])
     rounded = make_run(
-        loss, update, loss_dtype="float16", variable_dtype="float16", extra={"output_evidence": {"float64_loss": 3e-9}}
+        loss,
+        update,
+        loss_dtype="float16",
+        variable_dtype="float16",
+        extra={"output_evidence": {"float64_loss": 3e-9}},
     )
     d = diagnose(rounded)
     assert d.evidence["exact_fit"] is False and d.evidence["float64_loss"] == 3e-9
@@ -221,7 +225,9 @@ def test_zero_gradients_name_only_the_cause_the_probe_shows(
 ) -> None:
     loss, update = stalled_history()
     grads = {"dense/kernel": np.zeros((1, 1), np.float16)}
-    run = make_run(loss, update, variable_dtype="float16", final_gradients=grads, extra={"output_evidence": probe})
+    run = make_run(
+        loss, update, variable_dtype="float16", final_gradients=grads, extra={"output_evidence": probe}
+    )
     d = diagnose(run)
     assert d.evidence["cause"] == cause
     assert said in d.explanation and not_said not in d.explanation

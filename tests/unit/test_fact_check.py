@@ -24,7 +24,9 @@ def per_weight(loss: np.ndarray, kernel: np.ndarray, bias: np.ndarray, **extra: 
         extra={
             "tensor_names": ["dense/kernel", "dense/bias"],
             "tensor_update": updates,
-            "tensor_checksum": np.cumsum(np.where(np.arange(loss.size)[:, None] % 2 == 0, updates, -updates), 0),
+            "tensor_checksum": np.cumsum(
+                np.where(np.arange(loss.size)[:, None] % 2 == 0, updates, -updates), 0
+            ),
             "gradient_zero": np.zeros((loss.size, 2), bool),
             **extra,
         },
@@ -91,7 +93,8 @@ def test_a_wrong_freeze_step_of_one_weight_is_caught_in_the_evidence_and_in_the_
     records[0]["frozen_since_step"] = 390
     wrong_words = true.explanation.replace("frozen since step 401", "frozen since step 390")
     problems = check_facts(
-        run, dataclasses.replace(true, evidence={**true.evidence, "weights": records}, explanation=wrong_words)
+        run,
+        dataclasses.replace(true, evidence={**true.evidence, "weights": records}, explanation=wrong_words),
     )
     assert any("dense/kernel changed after step 390" in p for p in problems), problems
     # the words' step is checked against the (true) weight it names too
