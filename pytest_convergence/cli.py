@@ -457,10 +457,19 @@ def describe_run(run: object) -> list[str]:
         *([f"dtype mismatch (allowed by the case): {run.dtype_mismatch}"] if run.dtype_mismatch else []),
         "",
         diagnosis.describe(run.dtype),
+        *[f"{title}: {text}" for title, text in diagnosis.story_parts()[1:]],
         "",
         "evidence:",
     ]
-    lines += [f"  {key}: {value}" for key, value in diagnosis.evidence.items()]
+    for key, value in diagnosis.evidence.items():
+        if key == "weights":  # one line per weight, not one long list of dicts
+            lines.append("  weights:")
+            lines += [
+                "    " + ", ".join(f"{name}: {v}" for name, v in weight.items() if v is not None)
+                for weight in value
+            ]
+        else:
+            lines.append(f"  {key}: {value}")
     if run.expectation is not None:
         from .expectations import unmet
 

@@ -357,7 +357,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if convergence is None:
         return
     if convergence.rows:
-        from .summary import format_stories, format_table
+        from .summary import engine_notes, format_stories, format_table
 
         simulated = convergence.settings.simulate
         title = "convergence summary" + (
@@ -367,6 +367,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
         terminalreporter.write_sep("=", title)
         for line in format_table(convergence.rows):
+            terminalreporter.write_line(line)
+        for line in engine_notes(convergence.rows):
             terminalreporter.write_line(line)
         stories = format_stories(convergence.rows) if convergence.settings.explain else []
         if stories:

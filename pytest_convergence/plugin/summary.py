@@ -95,6 +95,25 @@ LEGEND = (
 )
 
 
+PRECISION_EDGE = ("stalled", "oscillating", "reached-zero")
+"""Outcomes decided by single roundings: the ones XLA's reordered arithmetic can change."""
+
+
+def engine_notes(rows: Iterable[SummaryRow]) -> list[str]:
+    """A warning when ``xla`` decided an outcome at the dtype's precision edge: XLA fuses and
+    reorders arithmetic, and on the catalogue that changed such outcomes (docs/engines.md)."""
+    edge = [row for row in rows if row.engine == "xla" and row.outcome in PRECISION_EDGE]
+    if not edge:
+        return []
+    names = ", ".join(f"{row.case}[{row.dtype}] {row.outcome}" for row in edge[:5])
+    more = f" and {len(edge) - 5} more" if len(edge) > 5 else ""
+    return [
+        f"xla: {len(edge)} run(s) ended at their dtype's precision edge ({names}{more}); XLA reorders "
+        "the arithmetic and can give another outcome than loop and fit there (docs/engines.md): "
+        "confirm with --convergence-engine=loop"
+    ]
+
+
 def format_table(rows: Iterable[SummaryRow]) -> list[str]:
     """Aligned text rows, in the order the runs happened, and the legend of the columns."""
     body = [
