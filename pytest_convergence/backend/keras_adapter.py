@@ -13,8 +13,9 @@ per-step loss              ``model._loss_tracker.update_state``    ``compiled_lo
 batches                    ``TFEpochIterator``, re-seeded per      ``DataHandler``: one shuffled stream
                            epoch, so every epoch is the same       over all epochs, each epoch differs
 dtype policy               ``keras.config.set_dtype_policy``       ``mixed_precision.set_global_policy``
-loss computed in           float32 (``floatx``) whatever the       the model output's dtype
-                           model's dtype
+loss computed in           the ``Loss`` object's dtype: float32    the model output's dtype
+                           (``floatx``) unless given, whatever
+                           the model's dtype
 loss scaling               ``optimizer.scale_loss``                ``optimizer.get_scaled_loss``
 weight names (raw)         ``variable.path`` (``model/dense/..``)  ``variable.name`` (``dense/kernel:0``)
 =========================  ======================================  ======================================
@@ -249,7 +250,48 @@ class Flavour:
             def call(self, y_true: Any, y_pred: Any) -> Any:
                 return per_sample(tf.cast(y_true, dtype), tf.cast(y_pred, dtype))
 
-        return PinnedDtypeLoss(**arguments)
+        pinned = PinnedDtypeLoss(**arguments)
+        # what the probes read back: the dtype it computes in, and the user's loss it wraps
+        pinned.pinned_dtype = dtype
+        pinned.unpinned = inner
+        return pinned
+
+    def loss_objects(self, model: Any) -> list[Any]:
+        """The losses the compiled model computes with, one per output that has a loss, in output
+        order: read from the compiled container once a step has built it (``Loss`` objects, a
+        name or function wrapped as ``compile`` wraps it), else resolved from ``model.loss`` with
+        ``keras.losses.get`` (a name may then stay a plain loss function). Empty when unknown."""
+        raise NotImplementedError
+
+    def loss_object_dtype(self, loss: Any) -> str | None:
+        """The dtype ``loss`` computes in when it decides that itself (a pinned loss; in Keras 3
+        every ``Loss``); None where it computes in the dtype of the outputs it is given."""
+        pinned = getattr(loss, "pinned_dtype", None)
+        return str(pinned) if pinned else None
+
+    def match_target_rank(self, y: Any, y_pred: Any) -> Any:
+        """``y`` shaped as the compiled loss container hands it to a loss: Keras 2's container
+        gives rank-1 targets of a rank-2 output a trailing axis; Keras 3's leaves that to the loss."""
+        return y
+
+    def _resolve_losses(self, spec: Any) -> list[Any]:
+        """``compile``'s ``loss`` argument as a list of losses (``Loss`` objects or functions)."""
+        if isinstance(spec, dict) and "class_name" not in spec:
+            specs = list(spec.values())
+        elif isinstance(spec, (list, tuple)):
+            specs = list(spec)
+        else:
+            specs = [spec]
+        losses = self.keras.losses
+        found = []
+        for one in specs:
+            if one is None:
+                continue
+            resolved = losses.get(one) if isinstance(one, (str, dict)) else one
+            if not callable(resolved):
+                return []
+            found.append(resolved)
+        return found
 
 
 class Keras3(Flavour):
@@ -344,6 +386,25 @@ class Keras3(Flavour):
         if "training" in inspect.signature(compute).parameters:  # Keras 3.4+
             arguments["training"] = True
         return compute(**arguments)
+
+    def loss_objects(self, model: Any) -> list[Any]:
+        compiled = getattr(model, "_compile_loss", None)
+        if compiled is None:
+            return []
+        flat = getattr(compiled, "_flat_losses", None)
+        if getattr(compiled, "built", False) and flat is not None:
+            return [entry.loss for entry in flat if entry.loss is not None]
+        return self._resolve_losses(getattr(model, "loss", None))
+
+    def loss_object_dtype(self, loss: Any) -> str | None:
+        # Loss.__call__ converts y_true and y_pred to loss.dtype (floatx unless given) and
+        # computes there; the compiled container then casts the value to float32 for the tracker
+        pinned = super().loss_object_dtype(loss)
+        if pinned is not None:
+            return pinned
+        if isinstance(loss, self.keras.losses.Loss):
+            return str(self.keras.backend.standardize_dtype(loss.dtype))
+        return str(self.keras.config.floatx())
 
     def scale_loss(self, optimizer: Any, loss: Any) -> Any:
         return optimizer.scale_loss(loss) if optimizer is not None else loss
@@ -446,6 +507,20 @@ class Keras2(Flavour):
 
     def compute_loss(self, model: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any) -> Any:
         return model.compute_loss(x, y, y_pred, sample_weight)
+
+    def loss_objects(self, model: Any) -> list[Any]:
+        compiled = getattr(model, "compiled_loss", None)
+        if compiled is None:
+            return []
+        if getattr(compiled, "built", False):
+            return [loss for loss in compiled._losses if loss is not None]
+        return self._resolve_losses(getattr(model, "loss", None))
+
+    def match_target_rank(self, y: Any, y_pred: Any) -> Any:
+        # compile_utils.match_dtype_and_rank
+        if len(y.shape) == 1 and len(y_pred.shape) == 2:
+            return self.tf.expand_dims(y, axis=-1)
+        return y
 
     def scale_loss(self, optimizer: Any, loss: Any) -> Any:
         scaled = getattr(optimizer, "get_scaled_loss", None)
