@@ -244,7 +244,16 @@ def _keras_object(case: Case, dtype: str, getter: Callable[[Any], Any], spec: An
     """A fresh Keras object per run: a shared optimizer instance would carry its state over."""
     if not isinstance(spec, (str, Mapping)) and hasattr(spec, "get_config"):
         try:
-            return type(spec).from_config(spec.get_config())
+            config = spec.get_config()
+            own_dtype = getattr(spec, "_dtype_policy", None)
+            if own_dtype is not None and "dtype" not in config:
+                # Keras 3.15's Loss.get_config leaves out the loss's own dtype: a copy without it
+                # would compute in float32 where the user's loss object computes in float16
+                try:
+                    return type(spec).from_config({**config, "dtype": own_dtype.name})
+                except TypeError:
+                    pass
+            return type(spec).from_config(config)
         except Exception as error:
             raise case_error(case, dtype, f"cannot copy the {field} object: {error}", field) from None
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from factories import HIDDEN_RELU6, keras3_dynamics, seed_case
+from factories import HIDDEN_RELU6, KERAS_MAJOR, keras3_dynamics, seed_case
 
 from pytest_convergence import Case
 from pytest_convergence.backend import train
@@ -165,3 +165,16 @@ def test_adam_in_bfloat16_never_moves_because_its_update_computes_to_zero() -> N
     assert run.diagnosis.evidence["cause"] == "update-underflow"
     assert "exactly 0 in bfloat16" in run.diagnosis.explanation
     assert train(case, "float32").weights_changed.all()  # the same case moves in float32
+
+
+@pytest.mark.skipif(KERAS_MAJOR != 3, reason="Keras 2's loss objects have no dtype of their own")
+def test_a_loss_object_with_its_own_float16_dtype_computes_and_is_reported_in_float16() -> None:
+    import keras
+
+    loss = keras.losses.BinaryCrossentropy(from_logits=True, dtype="float16")
+    run = train(seed_case(loss=loss, steps=20), "float32")
+    # the case's copy of the loss keeps its dtype (Keras 3.15's get_config drops it) ...
+    assert run.loss[0] == np.float16(run.loss[0])
+    assert train(seed_case(steps=20), "float32").loss[0] != run.loss[0]
+    # ... and the run says what computed the loss, not what the tracker was handed (float32)
+    assert run.loss_dtype == "float16"
