@@ -393,9 +393,13 @@ def _oscillating(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Dia
 
 
 def _flat(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
-    """The loss has been one exact value for a long stretch while some weight still moves."""
+    """The loss has been one exact value over the whole last tenth of the run (the trend's
+    window) or longer while some weight still moves. A shorter flat stretch is a tread of a
+    staircase (float16 outputs change only in steps while float32 weights move): the trend
+    over the window judges that."""
     cycle = find_cycle(loss)
-    if cycle is None or cycle.period != 1 or cycle.span(loss.size) < min_frozen_steps(loss.size):
+    shortest = max(min_frozen_steps(loss.size), loss.size // 10)
+    if cycle is None or cycle.period != 1 or cycle.span(loss.size) < shortest:
         return None
     since = cycle.start + 1
     value = float(loss[-1])
