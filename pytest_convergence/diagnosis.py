@@ -25,7 +25,7 @@ import numpy as np
 
 from .cycles import find_cycle
 from .numerics import fmt as _fmt
-from .numerics import fmt_relative, spacing, tiny
+from .numerics import fmt_range, fmt_relative, spacing, tiny
 from .outcome import Outcome
 from .weight_events import FREEZE_CAUSES, WeightEvents, min_frozen_steps, weight_events
 
@@ -366,8 +366,9 @@ def _oscillating(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Dia
         "loss_min": low,
         "loss_max": high,
     }
+    low_text, high_text = fmt_range(low, high)
     text = (
-        f"the loss repeats exactly every {period} steps between {_fmt(low)} and {_fmt(high)} "
+        f"the loss repeats exactly every {period} steps between {low_text} and {high_text} "
         f"from step {start + 1} to the end"
     )
     cycling = [w for w in moving if w.cycle_period is not None]
@@ -467,7 +468,7 @@ def _trend(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis
     else:
         moved = f"the loss ({what}) went from {_fmt(first)} to {_fmt(last)} ({fmt_relative(change)})"
     if swing:
-        moved += f", swinging between {_fmt(low)} and {_fmt(high)} on the way"
+        moved += ", swinging between {} and {} on the way".format(*fmt_range(low, high))
     if swing or abs(change) <= PLATEAU_RELATIVE_CHANGE or change > 0:
         recent = np.asarray(run.update_size, np.float64)[start_step - 1 :]
         moving = float(np.nanmax(recent)) if recent.size else 0.0

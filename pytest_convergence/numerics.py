@@ -37,3 +37,12 @@ def fmt_relative(value: float) -> str:
     percent = 100 * value
     text = f"{percent:+.2g}%"
     return text if float(text[:-1]) != 0 else f"{percent:+.1e}%"
+
+
+def fmt_range(low: float, high: float) -> tuple[str, str]:
+    """Two ends of a range with enough digits to differ where the numbers do."""
+    for digits in (4, 6, 8, 10, 17):
+        a, b = f"{low:.{digits}g}", f"{high:.{digits}g}"
+        if a != b or low == high:
+            return a, b
+    return repr(low), repr(high)
