@@ -50,12 +50,14 @@ def test_explain_prints_the_run_the_diagnosis_and_the_evidence_and_plots_it(
         lines[1] == f"weights in float16, loss computed in {computed}; optimizer RMSprop(learning_rate=2.55)"
     )
     assert lines[2].startswith("final loss ")
-    # the diagnosis line, then its evidence, one "key: value" per line
-    diagnosis = lines[lines.index("evidence:") - 2]
+    # the diagnosis line and the rest of its story, then its evidence, one "key: value" per line
+    # (the weights one line each under "weights:")
+    diagnosis = next(line for line in lines if line.startswith("float16: "))
     assert re.match(r"float16: descending from step \d+ at loss [\d.e+-]+: still falling", diagnosis)
+    assert "what would change it: more steps" in lines
     evidence = lines[lines.index("evidence:") + 1 : lines.index("expectation: NOT met") - 1]
     assert evidence, "the evidence is listed"
-    assert all(re.fullmatch(r"  \w+: .+", line) for line in evidence)
+    assert all(re.fullmatch(r"  \w+: .+|  weights:|    name: .+", line) for line in evidence), evidence
     assert "  window_start_step: " + diagnosis.split("from step ")[1].split()[0] in evidence
     # the spec's expectation for the dtype is judged, without failing the command
     assert "  - expected outcome stalled, got descending" in lines
