@@ -7,6 +7,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from factories import keras3_dynamics
 
 USER_TESTS = textwrap.dedent(
     """
@@ -26,6 +27,7 @@ USER_TESTS = textwrap.dedent(
 )
 
 
+@keras3_dynamics
 @pytest.mark.parametrize("engine", ["xla", "loop"])
 def test_an_xla_outcome_at_the_precision_edge_is_flagged(pytester: pytest.Pytester, engine: str) -> None:
     pytester.makeini("[pytest]\n")
