@@ -163,6 +163,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw one case's old and new loss curves overlaid, e.g. 'seed-default[float16]' "
         "seed.png (repeatable; default: none)",
     )
+    compare.add_argument(
+        "--replays",
+        type=Path,
+        metavar="DIR",
+        help="the directory of the gate's replays (pytest-convergence replay-plan and replay): "
+        "longer anatomies to localise late differences, and confirming runs (default: none)",
+    )
+    replay_plan = commands.add_parser(
+        "replay-plan",
+        help="OLD NEW: plan a round of the gate's replays from two results files",
+        description="Plan a round of replays into DIR: 'localise' takes apart, on both sides, every "
+        "step up to where two histories part, for the cases whose recorded first steps are equal; "
+        "'confirm' trains the new side again with the suspected mechanism's setting (the loss dtype, "
+        "the initial weights) set back to the old side's. Writes ROUND-old.json and/or ROUND-new.json; "
+        "run each with pytest-convergence replay. Exit code: 0 planned, 2 a file cannot be used.",
+    )
+    replay_plan.add_argument("old", type=Path, metavar="OLD", help="the old framework's results file")
+    replay_plan.add_argument("new", type=Path, metavar="NEW", help="the new framework's results file")
+    replay_plan.add_argument("--dir", type=Path, required=True, metavar="DIR", help="the replays' directory")
+    replay_plan.add_argument("--round", choices=("localise", "confirm"), required=True)
+    replay = commands.add_parser(
+        "replay",
+        help="PLAN: run a replay plan's runs in a pytest session of the given Python",
+        description="Run the runs of a replay plan (pytest-convergence replay-plan) in one pytest "
+        "session of PYTHON (an environment's interpreter), with --convergence-replay=PLAN. A plan "
+        "without runs runs nothing. Exit code: 0 done, 2 the session left no results.",
+    )
+    replay.add_argument("plan", type=Path, metavar="PLAN", help="the replay plan")
+    replay.add_argument("--python", default=sys.executable, help="the interpreter (default: this one)")
+    replay.add_argument("--results", type=Path, metavar="FILE", help="the session's results file")
+    replay.add_argument("--log", type=Path, metavar="FILE", help="the session's output (default: shown)")
     merge = commands.add_parser(
         "merge",
         help="OUTPUT INPUT...: merge the results files of several jobs into OUTPUT (the output first)",
@@ -264,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         "pytest-convergence's source directory), less its TensorFlow and Keras pins (default: none)",
     )
     gate.add_argument(
+        "--no-replay",
+        action="store_true",
+        help="do not replay changed cases (the replays take apart every step up to where two "
+        "histories part, and confirm a mechanism by setting it back; default: replay)",
+    )
+    gate.add_argument(
         "--dry-run",
         action="store_true",
         help="print every command it would run, one per line; run none (default: off)",
@@ -284,7 +321,14 @@ def _non_negative(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    handlers = {"explain": _explain, "compare": _compare, "merge": _merge, "gate": _gate}
+    handlers = {
+        "explain": _explain,
+        "compare": _compare,
+        "merge": _merge,
+        "gate": _gate,
+        "replay-plan": _replay_plan,
+        "replay": _replay,
+    }
     try:
         return handlers[arguments.command](arguments)
     except ConvergenceError as error:
@@ -356,7 +400,12 @@ def _compare(arguments: argparse.Namespace) -> int:
         speed=arguments.speed,
         min_time=arguments.min_time,
     )
-    verdict = compare_results(old, new, thresholds)
+    replays = None
+    if arguments.replays is not None:
+        from .gate.replays import ReplayEvidence
+
+        replays = ReplayEvidence.load(arguments.replays)
+    verdict = compare_results(old, new, thresholds, replays=replays)
     for line in format_table(verdict):
         print(line)
     if arguments.markdown:
@@ -420,6 +469,21 @@ def _merge(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_plan(arguments: argparse.Namespace) -> int:
+    from .gate.replays import plan_path, write_round
+
+    counts = write_round(arguments.round, arguments.old, arguments.new, arguments.dir)
+    for side, count in counts.items():
+        print(f"{plan_path(arguments.dir, arguments.round, side)}: {count} runs to replay on the {side} side")
+    return 0
+
+
+def _replay(arguments: argparse.Namespace) -> int:
+    from .gate.replays import run_replay
+
+    return run_replay(arguments.plan, arguments.python, results=arguments.results, log=arguments.log)
+
+
 def _gate(arguments: argparse.Namespace) -> int:
     from .gate import upgrade
 
@@ -439,6 +503,7 @@ def _gate(arguments: argparse.Namespace) -> int:
         plots=tuple(arguments.plot),
         work_dir=arguments.work_dir,
         constraints=arguments.constraints,
+        replay=not arguments.no_replay,
     )
     return upgrade.gate(options, dry_run=arguments.dry_run)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from .anatomy import Anatomy
     from .case import Expectation
     from .diagnosis import Diagnosis
 
@@ -93,6 +94,14 @@ class Run:
     """Where the model did not train in ``dtype`` (a case with ``allow_dtype_mismatch``): which
     layers trained in what, in words; ``variable_dtype`` and ``compute_dtype`` then say what
     trained. Empty when every layer followed the dtype."""
+    anatomy: Anatomy | None = None
+    """Its first steps taken apart (:mod:`.anatomy`), when the session writes a results file:
+    what the gate compares to name the first stage of a step that differs between versions."""
+    set_back: dict[str, str] = field(default_factory=dict)
+    """What a gate's replay set back to the old version's (``loss_dtype``, ``initial_weights``...)."""
+    batch_plan: Any = field(default=None, repr=False)
+    """The batches it trained on, drawn once (this process only): its anatomy reuses them, as
+    drawing 100,000 epochs again would cost Keras 2 as much as the training."""
     model: Any = field(default=None, repr=False)
     """The trained Keras model, in this process only (never stored in snapshots or results):
     ``run.model.evaluate(x, y)`` or ``run.model.predict(x)`` without rebuilding it by hand."""

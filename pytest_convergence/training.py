@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .anatomy import Anatomy
 from .case import Case
 from .errors import ConvergenceError
 from .fact_check import DiagnosisFactWarning, check_facts
 from .perturb import Perturbation
+from .replay import Replay
 from .run import Run
 from .snapshot.calibrate import Calibration, calibrate, calibration_perturbations
 
@@ -30,6 +32,11 @@ class TrainingRequest:
     op_determinism: bool = False
     simulate: int | None = None
     """Train as another machine might: the seed of a :class:`~.perturb.Perturbation`."""
+    anatomy_steps: int = 0
+    """Take this many first steps apart (:mod:`.anatomy`), for the results file; 0: none."""
+    replay: Replay | None = None
+    """A gate's replay of this run (:mod:`.replay`): set back what it names, take apart every
+    step up to its ``last_step`` and save that beside the results."""
 
 
 def first_difference(first: Run, again: Run) -> str | None:
@@ -60,6 +67,8 @@ def train_with_checks(
     measure the spread of perturbed reruns. ``current_rtol`` gives (rtol, miss_fraction) of a run."""
     from .backend import enable_op_determinism, train
 
+    if request.replay is not None:
+        case = request.replay.apply(case)
     if request.op_determinism:
         enable_op_determinism()
     perturbation = None if request.simulate is None else Perturbation(request.simulate)
@@ -89,6 +98,8 @@ def train_with_checks(
         )
     if perturbation is not None:
         run.perturbation = perturbation.describe()
+    else:
+        _take_apart(run, case, dtype, engine, request)
     calibration = None
     if request.calibrate >= 2:
         others = [
@@ -99,3 +110,30 @@ def train_with_checks(
         calibration = calibrate(run, others, current_rtol=rtol, miss_fraction=miss_fraction)
         run.calibrated_tolerance = calibration.tolerance().to_text()
     return run, calibration
+
+
+def _take_apart(run: Run, case: Case, dtype: str, engine: str, request: TrainingRequest) -> None:
+    """Record the run's anatomy (its first steps; a replay's, every step up to its last) on a
+    model built again, checked against the run's own losses."""
+    from .backend.anatomy import record_anatomy
+
+    replay = request.replay
+    if replay is not None:
+        run.set_back = dict(replay.set_back)
+        last = replay.last_step or case.total_steps
+        anatomy = record_anatomy(case, dtype, engine, 0, last, keep_initial=True, plan=run.batch_plan)
+        anatomy.check_against(run.loss)
+        anatomy.save(replay.anatomy_path(case.name, dtype))
+        run.anatomy = _first_steps(anatomy, max(request.anatomy_steps, 1))
+    elif request.anatomy_steps > 0:
+        run.anatomy = record_anatomy(case, dtype, engine, 0, request.anatomy_steps, plan=run.batch_plan)
+        run.anatomy.check_against(run.loss)
+
+
+def _first_steps(anatomy: Anatomy, steps: int) -> Anatomy:
+    from dataclasses import replace
+
+    from .anatomy import ROWS, SCALARS
+
+    cut = {name: getattr(anatomy, name)[:steps] for name in (*SCALARS, *ROWS)}
+    return replace(anatomy, initial_weights=[], **cut)

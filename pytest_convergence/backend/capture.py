@@ -60,6 +60,9 @@ class GradientCapture:
         self._tf = flavour.tf
         self.tensors: list[Any] = []
         """Per traced step, one boolean tensor per trainable weight (the model's order)."""
+        self.gradients: list[list[Any] | None] = []
+        """Per traced step, the gradients themselves in the model's order (None: not matched);
+        only a step's anatomy reads them (:mod:`.anatomy`), so the plain loop adds no op."""
         weights = list(model.trainable_weights)
         variables = flavour.trainable_variables(model)
         index: dict[int, int] = {}
@@ -73,9 +76,19 @@ class GradientCapture:
         def apply_gradients(grads_and_vars: Any, *args: Any, **kwargs: Any) -> Any:
             pairs = list(grads_and_vars)
             self.tensors.append(self._zero_flags(pairs))
+            self.gradients.append(self._in_model_order(pairs))
             return original(pairs, *args, **kwargs)
 
         optimizer.apply_gradients = apply_gradients
+
+    def _in_model_order(self, pairs: list[tuple[Any, Any]]) -> list[Any] | None:
+        ordered: list[Any] = [None] * self._count
+        for gradient, variable in pairs:
+            position = self._index.get(id(variable))
+            if position is None:
+                return None
+            ordered[position] = gradient
+        return ordered
 
     def _zero_flags(self, pairs: list[tuple[Any, Any]]) -> Any:
         """One flag per trainable weight; None when the optimizer's variables could not be
@@ -94,3 +107,24 @@ class GradientCapture:
         if not flags or any(flag is None for flag in flags):
             return None
         return tf.stack(flags)
+
+
+class OutputCapture:
+    """The model's output of each traced step, as ``train_step`` hands it to its metrics.
+
+    Keras 2's and Keras 3's ``train_step`` both end with ``compute_metrics(x, y, y_pred,
+    sample_weight)``; wrapping it on the instance reads ``y_pred`` without another forward pass
+    (which would draw dropout's random numbers a second time and change the step). A custom
+    ``train_step`` that does not call it leaves nothing captured: the anatomy then has no output.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.tensors: list[Any] = []
+        original = model.compute_metrics
+
+        def compute_metrics(*args: Any, **kwargs: Any) -> Any:
+            y_pred = kwargs.get("y_pred", args[2] if len(args) > 2 else None)
+            self.tensors.append(y_pred)
+            return original(*args, **kwargs)
+
+        object.__setattr__(model, "compute_metrics", compute_metrics)

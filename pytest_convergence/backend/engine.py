@@ -80,6 +80,7 @@ def train(
         )
     run = training.to_run(record, wall_time=wall_time, trace_time=trace_time)
     run.cpu_time = cpu_time
+    run.batch_plan = training.plan
     return run
 
 
@@ -124,6 +125,8 @@ class Training:
         self.trained = check_dtypes(case, dtype, flavour, self.model)
         self.info = DtypeInfo(dtype, self.trained.variable_dtype, self.trained.compute_dtype)
         self.initial_weights = self._weights()
+        self.plan: Any = None
+        """The batches every step trains on (:func:`.batches.plan_batches`), once drawn."""
         self.loop = (
             None
             if engine == "fit"
@@ -178,7 +181,8 @@ class Training:
     def compile_loop(self) -> None:
         """Trace (and for ``xla`` compile) the training loop, so execution can be timed alone."""
         if self.loop is not None:
-            self.loop.compile(plan_batches(self.flavour, self.model, self.case, self._epochs))
+            self.plan = plan_batches(self.flavour, self.model, self.case, self._epochs)
+            self.loop.compile(self.plan)
 
     def execute(self) -> StepRecord:
         """Run the whole training once (the loop must be compiled for ``loop`` and ``xla``).

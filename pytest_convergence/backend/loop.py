@@ -23,7 +23,8 @@ from ..case import Case
 from ..errors import CaseError, KerasVersionError, first_line
 from .batches import BatchPlan
 from .build import case_error
-from .capture import GradientCapture, LossCapture
+from .capture import GradientCapture, LossCapture, OutputCapture
+from .digests import digest, value_sum
 from .keras_adapter import Flavour
 from .record import StepRecord, epoch_metrics
 
@@ -41,6 +42,20 @@ MAX_GROWTH = 8
 XLA_CALL_STEPS = 1 << 17
 """Under XLA the loop's arrays need a size known when compiling: this many rows, the most steps one
 call runs. A call costs the size of its arrays (about 40 ns a row), so they are not the run's length."""
+
+ANATOMY_FIELDS = (
+    "loss",
+    "batch",
+    "output",
+    "output_sum",
+    "weights_before",
+    "gradients",
+    "gradient_sums",
+    "weights_after",
+    "weight_sums",
+)
+"""What :meth:`TrainingLoop.anatomy` records per step: four scalars, then five rows of one value
+per trainable weight."""
 
 
 class TrainingLoop:
@@ -123,15 +138,9 @@ class TrainingLoop:
         case = self.case
         steps = case.total_steps
         batches_per_epoch = case.batches_per_epoch
-        n_full = plan.n_full
-        has_partial = plan.partial is not None
-        full_stacked, partial_stacked = plan.full, plan.partial
-        single_batch = plan.variants == 1 and batches_per_epoch == 1
         trainables = self.flavour.trainable_variables(model)
         log_names = self._log_names(plan.first)
         self.log_names = log_names
-        captured = self.capture.tensors
-        num_variants = plan.variants
         validation = self._validation_batches()
         self.validates_in_graph = validation is not None
         epochs = case.total_epochs
@@ -161,54 +170,8 @@ class TrainingLoop:
                 logs = model.get_metrics_result()
             return tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
 
-        def batch_for(step: Any) -> Any:
-            if single_batch:
-                return plan.first
-            epoch = step // batches_per_epoch
-            within = step % batches_per_epoch
-            variant = epoch % num_variants
-            if not has_partial:
-                index = variant * n_full + within
-                return tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked)
-            return None  # the caller branches between full and partial batches
-
-        gradient_flags = self.gradients.tensors
         tensor_count = len(trainables)
-
-        def one_step(batch: Any) -> tuple[Any, Any, Any]:
-            logs = model.train_step(batch)
-            if sorted(logs) != log_names:
-                raise self.flavour.unsupported(
-                    f"train_step's logs ({', '.join(sorted(logs))}) against the metrics read before "
-                    f"training ({', '.join(log_names)})"
-                )
-            loss = tf.cast(captured[-1], tf.float64)
-            values = tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
-            flags = gradient_flags[-1] if gradient_flags else None
-            zero = (
-                tf.cast(flags, tf.float64)
-                if flags is not None
-                else tf.fill([tensor_count], tf.constant(-1.0, tf.float64))
-            )
-            return loss, values, zero
-
-        def step_on(step: Any) -> tuple[Any, Any, Any]:
-            if not has_partial or single_batch:
-                return one_step(batch_for(step))
-            epoch = step // batches_per_epoch
-            within = step % batches_per_epoch
-            variant = epoch % num_variants
-
-            def on_full() -> tuple[Any, Any, Any]:
-                index = variant * n_full + within
-                return one_step(tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked))
-
-            def on_partial() -> tuple[Any, Any, Any]:
-                return one_step(tf.nest.map_structure(lambda t: tf.gather(t, variant), partial_stacked))
-
-            if n_full == 0:
-                return on_partial()
-            return tf.cond(within < n_full, on_full, on_partial)
+        step_on = self._stepper(plan, log_names)
 
         same_dtype = len({v.dtype for v in trainables}) == 1
 
@@ -335,6 +298,168 @@ class TrainingLoop:
 
         model.reset_metrics()
         return loop
+
+    def anatomy(
+        self, plan: BatchPlan, outputs: OutputCapture | None, first: int, last: int
+    ) -> dict[str, np.ndarray]:
+        """Steps ``first`` to ``last - 1``, each taken apart: the digest (:mod:`.digests`) of its
+        batch, of every trainable weight before and after it, of the output and of every gradient,
+        with its loss and float64 sums that say by how much two differ.
+
+        The steps before ``first`` run in the plain compiled loop (:meth:`compile` first). The
+        recorded steps run in a loop of their own, traced with the digests, on a model built for
+        this (:mod:`.anatomy`), so the timed run's graph is the plain one.
+        """
+        tf = self.tf
+        model = self.model
+        trainables = self.flavour.trainable_variables(model)
+        count = len(trainables)
+        log_names = self.log_names or self._log_names(plan.first)
+        gradients = self.gradients.gradients
+
+        def extras(batch: Any) -> tuple[Any, ...]:
+            grads = gradients[-1] if gradients else None
+            y_pred = outputs.tensors[-1] if outputs is not None and outputs.tensors else None
+            if y_pred is None:
+                output, output_sum = tf.constant(0, tf.int64), tf.constant(float("nan"), tf.float64)
+            else:
+                output, output_sum = digest(tf, y_pred), value_sum(tf, y_pred)
+            if grads is None or not count:
+                grad, grad_sum = tf.zeros([count], tf.int64), tf.fill([count], float("nan"))
+            else:
+                zero = tf.constant(0, tf.int64)
+                grad = tf.stack([zero if g is None else digest(tf, g) for g in grads])
+                grad_sum = tf.stack(
+                    [tf.constant(0.0, tf.float64) if g is None else value_sum(tf, g) for g in grads]
+                )
+            return digest(tf, batch), output, output_sum, grad, grad_sum
+
+        step_on = self._stepper(plan, log_names, extras)
+        jit = self.jit
+        size_when_jit = min(self.case.total_steps, XLA_CALL_STEPS)
+
+        def digests(values: list[Any]) -> Any:
+            return tf.stack([digest(tf, v) for v in values]) if values else tf.zeros([0], tf.int64)
+
+        def sums(values: list[Any]) -> Any:
+            return tf.stack([value_sum(tf, v) for v in values]) if values else tf.zeros([0], tf.float64)
+
+        int64, float64 = tf.int64, tf.float64
+        scalar_dtypes = (float64, int64, int64, float64)  # loss, batch, output, output_sum
+        row_dtypes = (int64, int64, float64, int64, float64)  # before, gradients, sums, after, sums
+        tracked = len(scalar_dtypes) + len(row_dtypes)
+
+        @tf.function(jit_compile=jit, autograph=False)
+        def steps(first_step: Any, stop: Any) -> tuple[Any, ...]:
+            size = size_when_jit if jit else stop - first_step
+            arrays = [tf.TensorArray(d, size=size, element_shape=[]) for d in scalar_dtypes]
+            arrays += [tf.TensorArray(d, size=size, element_shape=[count]) for d in row_dtypes]
+
+            def body(step: Any, *carried: Any) -> tuple[Any, ...]:
+                written, before = carried[:tracked], list(carried[tracked:])
+                weights_before = digests(before)
+                loss, _, _, batch, output, output_sum, grad, grad_sum = step_on(step)
+                now = [v.read_value() for v in trainables]
+                row = step - first_step
+                values = (
+                    loss,
+                    batch,
+                    output,
+                    output_sum,
+                    weights_before,
+                    grad,
+                    grad_sum,
+                    digests(now),
+                    sums(now),
+                )
+                return (step + 1, *[a.write(row, v) for a, v in zip(written, values)], *now)
+
+            results = tf.while_loop(
+                lambda step, *_: step < stop,
+                body,
+                (first_step, *arrays, *[v.read_value() for v in trainables]),
+                maximum_iterations=self.case.total_steps,
+            )
+            return tuple(a.stack() for a in results[1 : 1 + tracked])
+
+        recorded: list[list[np.ndarray]] = [[] for _ in ANATOMY_FIELDS]
+        pace = Pace(size_when_jit if jit else self.case.total_steps)
+        with HeldInterrupt() as interrupt:
+            if first > 0:
+                assert self._loop is not None, "call compile() first"
+                for part_first, part_last in pace.parts(0, first, interrupt):
+                    self._loop(tf.constant(part_first, tf.int32), tf.constant(part_last, tf.int32))
+            for part_first, part_last in Pace(pace.most).parts(first, last, interrupt):
+                arrays = steps(tf.constant(part_first, tf.int32), tf.constant(part_last, tf.int32))
+                for kept, values in zip(recorded, arrays):
+                    kept.append(values.numpy()[: part_last - part_first])
+        return {name: np.concatenate(parts) for name, parts in zip(ANATOMY_FIELDS, recorded)}
+
+    def _stepper(
+        self, plan: BatchPlan, log_names: list[str], extras: Callable[[Any], tuple[Any, ...]] | None = None
+    ) -> Callable[[Any], tuple[Any, ...]]:
+        """``step_on(step)``: one ``train_step`` on the batch ``fit`` trains on at ``step``
+        (a tensor), returning the step's loss, logs and gradient flags, then ``extras(batch)``
+        computed after the step (a step's anatomy, :meth:`anatomy`)."""
+        tf = self.tf
+        model = self.model
+        batches_per_epoch = self.case.batches_per_epoch
+        n_full = plan.n_full
+        has_partial = plan.partial is not None
+        full_stacked, partial_stacked = plan.full, plan.partial
+        single_batch = plan.variants == 1 and batches_per_epoch == 1
+        num_variants = plan.variants
+        captured = self.capture.tensors
+        gradient_flags = self.gradients.tensors
+        tensor_count = len(self.flavour.trainable_variables(model))
+
+        def batch_for(step: Any) -> Any:
+            if single_batch:
+                return plan.first
+            epoch = step // batches_per_epoch
+            within = step % batches_per_epoch
+            variant = epoch % num_variants
+            if not has_partial:
+                index = variant * n_full + within
+                return tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked)
+            return None  # the caller branches between full and partial batches
+
+        def one_step(batch: Any) -> tuple[Any, ...]:
+            logs = model.train_step(batch)
+            if sorted(logs) != log_names:
+                raise self.flavour.unsupported(
+                    f"train_step's logs ({', '.join(sorted(logs))}) against the metrics read before "
+                    f"training ({', '.join(log_names)})"
+                )
+            loss = tf.cast(captured[-1], tf.float64)
+            values = tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
+            flags = gradient_flags[-1] if gradient_flags else None
+            zero = (
+                tf.cast(flags, tf.float64)
+                if flags is not None
+                else tf.fill([tensor_count], tf.constant(-1.0, tf.float64))
+            )
+            return (loss, values, zero, *(extras(batch) if extras is not None else ()))
+
+        def step_on(step: Any) -> tuple[Any, ...]:
+            if not has_partial or single_batch:
+                return one_step(batch_for(step))
+            epoch = step // batches_per_epoch
+            within = step % batches_per_epoch
+            variant = epoch % num_variants
+
+            def on_full() -> tuple[Any, ...]:
+                index = variant * n_full + within
+                return one_step(tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked))
+
+            def on_partial() -> tuple[Any, ...]:
+                return one_step(tf.nest.map_structure(lambda t: tf.gather(t, variant), partial_stacked))
+
+            if n_full == 0:
+                return on_partial()
+            return tf.cond(within < n_full, on_full, on_partial)
+
+        return step_on
 
     def execute(
         self,

@@ -82,6 +82,10 @@ class RunRecord:
     perturbation: str = ""
     dtype_mismatch: str = ""
     """Which layers did not train in ``dtype`` (a case with ``allow_dtype_mismatch``); empty if all did."""
+    anatomy: dict[str, Any] = field(default_factory=dict)
+    """Its first steps taken apart (:meth:`..anatomy.Anatomy.to_json`); empty if not recorded."""
+    set_back: dict[str, str] = field(default_factory=dict)
+    """What a gate's replay set back to the old version's (empty: an ordinary run)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -151,6 +155,8 @@ class RunRecord:
             fingerprint=run.versions.get("fingerprint", ""),
             perturbation=run.perturbation,
             dtype_mismatch=run.dtype_mismatch,
+            anatomy=run.anatomy.to_json() if run.anatomy is not None else {},
+            set_back=dict(run.set_back),
         )
 
 

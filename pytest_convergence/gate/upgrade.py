@@ -75,6 +75,8 @@ class Options:
     plots: tuple[str, ...] = ()
     work_dir: Path = DEFAULT_WORK_DIR
     constraints: Path | None = None
+    replay: bool = True
+    """Replay changed cases to localise and confirm their mechanisms (:mod:`.replays`)."""
 
     @property
     def output(self) -> Path:
@@ -146,6 +148,16 @@ class Remove:
 
 
 @dataclass(frozen=True)
+class RemoveTree:
+    """A directory and everything in it (a previous gate's replays), if it exists."""
+
+    path: Path
+
+    def shell(self) -> str:
+        return f"rm -rf {_quote(self.path)}"
+
+
+@dataclass(frozen=True)
 class Copy:
     source: Path
     target: Path
@@ -154,7 +166,7 @@ class Copy:
         return f"cp {_quote(self.source)} {_quote(self.target)}"
 
 
-Step = Command | MakeDirs | WriteFile | Remove | Copy
+Step = Command | MakeDirs | WriteFile | Remove | RemoveTree | Copy
 
 
 @dataclass(frozen=True)
@@ -233,6 +245,10 @@ def plan(options: Options, *, python: str | None = None) -> list[Step]:
             merge = (str(tool(side.venv, PROJECT)), "merge", "--repeats", str(results), *parts)
             steps.append(Command(merge))
 
+    replays = work / "replay"
+    if options.replay:
+        steps += _replays(options, old, new, replays)
+
     plots: list[str] = []
     for name in options.plots:
         plots += ["--plot", name, str(out / f"{name.replace('[', '-').replace(']', '')}.png")]
@@ -245,9 +261,40 @@ def plan(options: Options, *, python: str | None = None) -> list[Step]:
         str(out / "verdict.md"),
         "--html",
         str(out / "report.html"),
+        *(["--replays", str(replays)] if options.replay else []),
         *plots,
     )
     steps.append(Command(compare, tee=out / "verdict.txt", verdict=True))
+    return steps
+
+
+def _replays(options: Options, old: Side, new: Side, directory: Path) -> list[Step]:
+    """The two replay rounds (:mod:`.replays`): plan, replay each side that has an environment,
+    plan the confirmations from what that found, replay them on the new side."""
+    out = options.output
+    project = str(tool(new.venv, PROJECT))
+    results = [str(out / f"results-{side.label}.json") for side in (old, new)]
+    steps: list[Step] = [RemoveTree(directory), MakeDirs((directory,))]
+    steps.append(Command((project, "replay-plan", *results, "--dir", str(directory), "--round", "localise")))
+    for side in (old, new):
+        if side.role == "old" and side.reuse_results is not None and not side.reuse_venv:
+            continue  # no environment to train the old side in: the first steps' records must do
+        plan = directory / f"localise-{side.role}.json"
+        log = options.work_dir / f"replay-{side.label}.log"
+        steps.append(Command((project, "replay", str(plan), "--python", str(side.python), "--log", str(log))))
+    steps.append(Command((project, "replay-plan", *results, "--dir", str(directory), "--round", "confirm")))
+    confirm = (
+        project,
+        "replay",
+        str(directory / "confirm-new.json"),
+        "--python",
+        str(new.python),
+        "--results",
+        str(directory / "results-confirm.json"),
+        "--log",
+        str(options.work_dir / f"replay-confirm-{new.label}.log"),
+    )
+    steps.append(Command(confirm))
     return steps
 
 
@@ -264,6 +311,8 @@ def execute(steps: Sequence[Step], stdout: TextIO | None = None) -> int:
             step.path.write_text(step.text, encoding="utf-8")
         elif isinstance(step, Remove):
             step.path.unlink(missing_ok=True)
+        elif isinstance(step, RemoveTree):
+            shutil.rmtree(step.path, ignore_errors=True)
         elif isinstance(step, Copy):
             step.target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(step.source, step.target)

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import tables
 from ..snapshot.compare import allowed_misses, relative_error, weight_errors, weight_floor
 from ..tolerance import DEFAULT_RTOL, Tolerance
+from .mechanism import Mechanism, difference_notes, explain, group
 from .results import Results, RunRecord
+
+if TYPE_CHECKING:
+    from .replays import ReplayEvidence
 
 PASS, FAIL, SLOWER, ADDED, REMOVED, RENAMED = "pass", "FAIL", "slower", "added", "removed", "renamed"
 MIN_TIMINGS = 3
@@ -51,6 +56,12 @@ class Row:
     """Why speed was not compared ("runs too short to time"...), or empty."""
     notes: list[str] = field(default_factory=list)
     """What ran differently (optimizer or loss class and config): context, not a failure."""
+    mechanism: Mechanism | None = None
+    """Why it changed (:mod:`.mechanism`), for every case whose history or weights differ."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.case} [{self.dtype}]"
 
 
 @dataclass
@@ -72,6 +83,11 @@ class Verdict:
         return [row for row in self.rows if row.verdict == FAIL]
 
     @property
+    def mechanisms(self) -> list[tuple[str, str, list[str]]]:
+        """(key, title, case labels) of every mechanism, the largest group first."""
+        return group([(row.label, row.mechanism) for row in self.rows if row.mechanism is not None])
+
+    @property
     def title(self) -> str:
         old = describe_versions(self.old_versions)
         new = describe_versions(self.new_versions)
@@ -79,7 +95,12 @@ class Verdict:
         return f"{old} -> {new}{crossing}"
 
 
-def compare_results(old: Results, new: Results, thresholds: Thresholds = Thresholds()) -> Verdict:
+def compare_results(
+    old: Results,
+    new: Results,
+    thresholds: Thresholds = Thresholds(),
+    replays: ReplayEvidence | None = None,
+) -> Verdict:
     from ..fingerprint import differences
 
     warnings: list[str] = []
@@ -95,7 +116,9 @@ def compare_results(old: Results, new: Results, thresholds: Thresholds = Thresho
     before, after = old.by_key(), new.by_key()
     rows: list[Row] = []
     for key in sorted(set(before) & set(after)):
-        rows.append(_compare_pair(before[key], after[key], thresholds, same_machine, warnings))
+        row = _compare_pair(before[key], after[key], thresholds, same_machine, warnings)
+        row.mechanism = _mechanism(row, replays)
+        rows.append(row)
     rows += _unmatched(before, after)
     return Verdict(
         rows=rows,
@@ -137,6 +160,7 @@ def _compare_pair(
     if new.snapshot_problems and new.snapshot_problems != old.snapshot_problems:
         row.reasons.append("snapshot: " + _snapshot_reason(new.snapshot_problems))
     row.notes += _what_ran(old, new)
+    row.notes += difference_notes(old, new)
     if not chaotic and _worse(old.final_loss, new.final_loss, thresholds.final_loss):
         row.reasons.append(f"final loss {old.final_loss:.4g} -> {new.final_loss:.4g}")
     if old.steps_to_target is not None and (
@@ -152,6 +176,22 @@ def _compare_pair(
         row.reasons.append(slower)
         row.verdict = FAIL if thresholds.speed == "fail" else SLOWER
     return row
+
+
+def _mechanism(row: Row, replays: ReplayEvidence | None) -> Mechanism | None:
+    """Why a case whose checkpointed losses or final weights differ changed; None if they do not."""
+    old, new = row.old, row.new
+    assert old is not None and new is not None
+    weights_differ = old.final_weights != new.final_weights
+    if row.parting_step is None and not weights_differ and old.outcome == new.outcome:
+        return None
+    key = (row.case, row.dtype)
+    old_anatomy = replays.old_anatomies.get(key) if replays else None
+    new_anatomy = replays.new_anatomies.get(key) if replays else None
+    mechanism = explain(old, new, row.parting_step, old_anatomy=old_anatomy, new_anatomy=new_anatomy)
+    if replays is not None:
+        replays.confirm(mechanism, row)
+    return mechanism
 
 
 def _speed(
@@ -368,7 +408,27 @@ def explanation_lines(row: Row) -> list[str]:
     if row.reasons:
         kind = "SLOWER (speed only, a warning)" if row.verdict == SLOWER else row.verdict
         lines.append(f"{kind}: {row.case} [{row.dtype}]: {'; '.join(row.reasons)}")
+    if row.mechanism is not None:
+        lines.append(f"why: {row.label}: {mechanism_sentence(row.mechanism)}")
     lines += [f"note: {row.case} [{row.dtype}]: {note}" for note in row.notes]
+    return lines
+
+
+def mechanism_sentence(mechanism: Mechanism) -> str:
+    """The case's sentence, with what its replay showed."""
+    if not mechanism.confirmation:
+        return mechanism.sentence
+    return f"{mechanism.sentence}. {mechanism.confirmation}"
+
+
+def mechanism_lines(verdict: Verdict) -> list[str]:
+    """The mechanisms, grouped: one numbered line each, its cases after it."""
+    groups = verdict.mechanisms
+    if not groups:
+        return []
+    lines = [f"mechanisms: {len(groups)} explain the {sum(len(g[2]) for g in groups)} changed cases"]
+    for number, (_, title, labels) in enumerate(groups, 1):
+        lines.append(f"  {number}. {title} ({len(labels)}): {', '.join(labels)}")
     return lines
 
 
@@ -377,6 +437,7 @@ def format_table(verdict: Verdict) -> list[str]:
     lines += tables.format_table(HEADERS, [_cells(r) for r in verdict.rows])
     for row in verdict.rows:
         lines += explanation_lines(row)
+    lines += mechanism_lines(verdict)
     lines += [f"warning: {w}" for w in verdict.warnings]
     lines.append(f"verdict: {'PASS' if verdict.passed else 'FAIL'} ({count_line(verdict)})")
     return lines
@@ -396,6 +457,12 @@ def markdown(verdict: Verdict) -> str:
     """A summary fit for a CI job summary or a pull-request comment."""
     mark = "✅ pass" if verdict.passed else "❌ FAIL"
     lines = [f"## Convergence gate: {mark}", "", f"**{verdict.title}** ({count_line(verdict)})", ""]
+    groups = verdict.mechanisms
+    if groups:
+        lines += [f"### Mechanisms: {len(groups)} explain {sum(len(g[2]) for g in groups)} changed cases", ""]
+        for number, (_, title, labels) in enumerate(groups, 1):
+            lines.append(f"{number}. **{title}** ({len(labels)}): {', '.join(labels)}")
+        lines.append("")
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "---|" * len(HEADERS))
     for row in verdict.rows:
@@ -406,6 +473,10 @@ def markdown(verdict: Verdict) -> str:
     if numerical:
         lines += ["", "### Why", ""]
         lines += [f"- **{r.case} [{r.dtype}]** ({r.verdict}): {'; '.join(r.reasons)}" for r in numerical]
+    explained = [r for r in verdict.rows if r.mechanism is not None]
+    if explained:
+        lines += ["", "### First differences", ""]
+        lines += [f"- **{r.label}** ({r.verdict}): {mechanism_sentence(r.mechanism)}" for r in explained]
     slower = [r for r in verdict.rows if r.verdict == SLOWER]
     if slower:
         lines += ["", "### Speed (warnings, not failures)", ""]

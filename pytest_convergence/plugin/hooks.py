@@ -51,6 +51,13 @@ def pytest_configure(config: pytest.Config) -> None:
         baseline_path=config.getoption("--convergence-baseline"),
     )
     config.stash[SESSION_KEY] = convergence
+    if convergence.settings.replay:  # every process trains from it, pytest-xdist's workers too
+        from ..replay import load_plan
+
+        try:
+            convergence.replay_plan = load_plan(config.rootpath / convergence.settings.replay)
+        except ConvergenceError as error:
+            raise pytest.UsageError(f"--convergence-replay: {error}") from None
     if getattr(config, "workerinput", None) is None:  # the controller checks, once
         try:
             convergence.check_inputs(config.rootpath)

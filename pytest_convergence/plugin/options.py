@@ -45,6 +45,10 @@ class Settings:
     platform_snapshots: bool = False
     explain: bool = False
     """After the summary, print every trained run's story (``--convergence-explain``)."""
+    anatomy_steps: int = 3
+    """First steps taken apart for the results file (``--convergence-anatomy``); 0: none."""
+    replay: str | None = None
+    """A gate's replay plan (``--convergence-replay``): only its runs train, taken apart."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,23 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="write every run of the session to this JSON results file, the upgrade gate's input; "
         "written only when the session ran to its end (default: none).",
+    )
+    group.addoption(
+        "--convergence-anatomy",
+        metavar="N",
+        type=int,
+        default=None,
+        help="take the first N steps of every run apart for the results file (batch, weights, "
+        "output, loss, gradients, update, as digests), so the gate can name the first stage of a "
+        "step that changed; costs about a second a run, only with --convergence-results "
+        "(default: 3; 0: none).",
+    )
+    group.addoption(
+        "--convergence-replay",
+        metavar="PLAN",
+        default=None,
+        help="a replay plan written by pytest-convergence gate: train only its runs, with what it "
+        "sets back, and take every step up to its last_step apart (default: none).",
     )
     group.addoption(
         "--convergence-baseline",
@@ -254,6 +275,15 @@ def read_settings(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"ini convergence_speed_min_time must be a number of seconds, got {min_time_text!r}"
         ) from None
+    anatomy_steps = config.getoption("--convergence-anatomy")
+    if anatomy_steps is None:
+        from ..anatomy import DEFAULT_STEPS
+
+        anatomy_steps = DEFAULT_STEPS
+    if anatomy_steps < 0:
+        raise pytest.UsageError(
+            f"--convergence-anatomy takes a number of steps, 0 or more, got {anatomy_steps}"
+        )
     enabled = config.getoption("--convergence")
     return Settings(
         enabled=bool(enabled if enabled is not None else config.getini("convergence")),
@@ -274,6 +304,8 @@ def read_settings(config: pytest.Config) -> Settings:
             or config.getini("convergence_platform_snapshots")
         ),
         explain=config.getoption("--convergence-explain"),
+        anatomy_steps=anatomy_steps,
+        replay=config.getoption("--convergence-replay"),
     )
 
 

@@ -21,6 +21,7 @@ from .options import MarkerOptions, Settings
 if TYPE_CHECKING:
     from ..case import Case
     from ..gate.results import RunRecord
+    from ..replay import ReplayPlan
     from ..run import Run
     from ..snapshot.calibrate import Calibration
     from ..snapshot.extension import ConvergenceSnapshot
@@ -55,6 +56,8 @@ class ConvergenceSession:
     deletes nothing and replaces nothing (:meth:`keep_files`)."""
     kept_line: str | None = None
     """What an unfinished session kept, and why: one terminal line."""
+    replay_plan: ReplayPlan | None = None
+    """A gate's replay plan (``--convergence-replay``), read before any test trains."""
 
     @property
     def wants_results(self) -> bool:
@@ -144,11 +147,18 @@ class ConvergenceSession:
         from ..training import TrainingRequest, train_with_checks
 
         settings = self.settings
+        replay = None
+        if self.replay_plan is not None:
+            replay = self.replay_plan.find(case.name, dtype)
+            if replay is None:
+                pytest.skip(f"{case.name} [{dtype}] is not in the replay plan {settings.replay}")
         checks = TrainingRequest(
             repeat=settings.repeat,
             calibrate=settings.calibrate,
             op_determinism=settings.op_determinism,
             simulate=settings.simulate,
+            anatomy_steps=settings.anatomy_steps if self.wants_results else 0,
+            replay=replay,
         )
 
         def current(run: Run) -> tuple[float, float]:

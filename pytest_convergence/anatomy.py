@@ -1,0 +1,172 @@
+"""The anatomy of a few training steps: what each was made of, as exact digests.
+
+Per recorded step: the batch, every trainable weight before and after the step, the model's
+output, the loss and every gradient the optimizer received. Digests (64-bit, of the values' bit
+patterns: :mod:`.backend.digests`) compare exactly; the float64 sums beside them say by how much
+two differ. Two versions' anatomies of the same case name the first stage that differs
+(:mod:`.gate.localise`). Stored in results files (a few steps, on by default) as hex strings,
+which JSON and JavaScript keep exact; a replay of a whole run stores them as ``.npz``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .files import atomic_write_bytes
+
+DEFAULT_STEPS = 3
+"""Steps recorded by default in results files: the first difference of most upgrades (a loss
+dtype, an optimizer's formula, another batch, other initial weights) shows in step 1 or 2."""
+
+SCALARS = ("loss", "batch", "output", "output_sum")
+ROWS = ("weights_before", "gradients", "gradient_sums", "weights_after", "weight_sums")
+DIGESTS = {"batch", "output", "weights_before", "gradients", "weights_after"}
+
+
+@dataclass
+class Anatomy:
+    """Steps ``first_step`` to ``first_step + len(loss) - 1`` (1-based) of one run, taken apart."""
+
+    first_step: int
+    weights: list[str]
+    loss: np.ndarray
+    batch: np.ndarray
+    output: np.ndarray
+    output_sum: np.ndarray
+    weights_before: np.ndarray
+    gradients: np.ndarray
+    gradient_sums: np.ndarray
+    weights_after: np.ndarray
+    weight_sums: np.ndarray
+    configuration: dict[str, str] = field(default_factory=dict)
+    """What ran (output dtype, dtype policy, optimizer and loss classes, shuffling, XLA)."""
+    initial_weights: list[np.ndarray] = field(default_factory=list)
+    """The initial weights' values (``model.get_weights()``), kept only for a replay."""
+    matches_run: bool | None = None
+    """Whether its losses are the run's, bit for bit (None: not checked)."""
+
+    @property
+    def steps(self) -> np.ndarray:
+        return np.arange(self.first_step, self.first_step + len(self.loss))
+
+    @property
+    def last_step(self) -> int:
+        return self.first_step + len(self.loss) - 1
+
+    def check_against(self, run_loss: np.ndarray) -> bool:
+        """Record and return whether this anatomy trained as the run did (same losses, bitwise)."""
+        start = self.first_step - 1
+        theirs = np.asarray(run_loss, np.float64)[start : start + len(self.loss)]
+        self.matches_run = len(theirs) == len(self.loss) and bool(
+            np.array_equal(theirs, np.asarray(self.loss, np.float64), equal_nan=True)
+        )
+        return self.matches_run
+
+    # ------------------------------------------------------------------------------ JSON
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "first_step": self.first_step,
+            "weights": list(self.weights),
+            "configuration": dict(self.configuration),
+            "matches_run": self.matches_run,
+        }
+        for name in (*SCALARS, *ROWS):
+            values = np.asarray(getattr(self, name))
+            document[name] = _hex(values) if name in DIGESTS else _floats(values)
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Anatomy:
+        """Raises ``KeyError``/``ValueError``/``TypeError`` on a malformed record (the results
+        file's loader turns them into its own error)."""
+        count = len(document["weights"])
+        arrays: dict[str, np.ndarray] = {}
+        for name in (*SCALARS, *ROWS):
+            raw = document[name]
+            if name in DIGESTS:
+                values = np.array(
+                    [[_int(v) for v in row] for row in raw] if name in ROWS else [_int(v) for v in raw],
+                    dtype=np.int64,
+                )
+            else:
+                values = np.array(raw, dtype=np.float64)
+            if name in ROWS:
+                values = values.reshape(-1, count)
+            arrays[name] = values
+        return cls(
+            first_step=int(document["first_step"]),
+            weights=[str(w) for w in document["weights"]],
+            configuration={str(k): str(v) for k, v in document.get("configuration", {}).items()},
+            matches_run=document.get("matches_run"),
+            **arrays,
+        )
+
+    # ------------------------------------------------------------------------------ npz
+    def save(self, path: Path) -> None:
+        """A whole run's anatomy (a replay): binary, written atomically."""
+        import io
+        import json
+
+        buffer = io.BytesIO()
+        extra = {f"initial_{i}": w for i, w in enumerate(self.initial_weights)}
+        meta = json.dumps(
+            {
+                "first_step": self.first_step,
+                "weights": self.weights,
+                "configuration": self.configuration,
+                "matches_run": self.matches_run,
+                "initial_count": len(self.initial_weights),
+            }
+        )
+        arrays = {name: np.asarray(getattr(self, name)) for name in (*SCALARS, *ROWS)}
+        np.savez_compressed(buffer, meta=np.array(meta), **arrays, **extra)
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> Anatomy:
+        import json
+
+        with np.load(Path(path), allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            arrays = {name: np.array(data[name]) for name in (*SCALARS, *ROWS)}
+            initial = [np.array(data[f"initial_{i}"]) for i in range(meta["initial_count"])]
+        return cls(
+            first_step=meta["first_step"],
+            weights=meta["weights"],
+            configuration=meta["configuration"],
+            matches_run=meta["matches_run"],
+            initial_weights=initial,
+            **arrays,
+        )
+
+
+def _hex(values: np.ndarray) -> Any:
+    if values.ndim == 2:
+        return [[_one_hex(v) for v in row] for row in values]
+    return [_one_hex(v) for v in values]
+
+
+def _one_hex(value: Any) -> str:
+    return f"{int(value) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def _int(text: str) -> int:
+    value = int(str(text), 16)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _floats(values: np.ndarray) -> Any:
+    return [[_float(v) for v in row] for row in values] if values.ndim == 2 else [_float(v) for v in values]
+
+
+def _float(value: Any) -> float | str:
+    number = float(value)
+    if np.isnan(number):
+        return "nan"
+    if np.isinf(number):
+        return "inf" if number > 0 else "-inf"
+    return number

@@ -1,0 +1,322 @@
+"""Why a case changed: the first differing stage of a step, read with what ran differently.
+
+:mod:`.localise` says *where* two versions first differ (the loss at step 1, with equal weights,
+batch and output); the configuration each side recorded says what changed there (the loss was
+computed in float16, now in float32). Together they name a mechanism: one sentence per changed
+case, and a key that groups cases, so a reviewer reads four mechanisms, not 27 failures.
+
+The sentence never claims more than the records show. The stage is measured, exactly (digests);
+the cause beside it is the configuration difference that acts at that stage, or, where none
+does, the stage's own words ("RMSprop's arithmetic changed": equal gradients, other weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..anatomy import Anatomy
+from .localise import BATCH, GRADIENTS, INITIALISATION, LOSS, OUTPUT, UPDATE, WEIGHTS, Localisation, localise
+
+if TYPE_CHECKING:
+    from .results import RunRecord
+
+NOT_LOCALISED = "not-localised"
+
+PRECISION = {"float64": 53, "float32": 24, "bfloat16": 8, "float16": 11}
+SETTINGS_SHOWN = ("loss dtype", "output dtype", "dtype policy", "loss scaling", "shuffling", "jit_compile")
+"""The configuration settings listed beside a changed case (classes and configs of the optimizer
+and loss are the verdict's own notes)."""
+
+
+@dataclass
+class Mechanism:
+    """What changed a case: its group (``key``, ``title``) and its own sentence."""
+
+    key: str
+    title: str
+    sentence: str
+    localisation: Localisation | None = None
+    set_back: dict[str, str] = field(default_factory=dict)
+    """What a replay could set back to confirm it (``loss_dtype``: the old one...)."""
+    confirmation: str = ""
+    """What the replay that set it back showed, in words (empty: none ran)."""
+    confirmed: bool | None = None
+
+
+def configuration(record: RunRecord) -> dict[str, str]:
+    """What ran for one record: its anatomy's settings, with the loss dtype and classes."""
+    settings = dict(record.anatomy.get("configuration", {})) if record.anatomy else {}
+    settings["loss dtype"] = record.loss_dtype
+    settings.setdefault("optimizer", _class_of(record.optimizer_ran))
+    settings.setdefault("loss", _class_of(record.loss_ran))
+    return settings
+
+
+def configuration_differences(old: RunRecord, new: RunRecord) -> dict[str, tuple[str, str]]:
+    """The settings recorded on both sides whose values differ: name -> (old, new)."""
+    before, after = configuration(old), configuration(new)
+    return {
+        name: (before[name], after[name])
+        for name in before
+        if name in after and before[name] and after[name] and before[name] != after[name]
+    }
+
+
+def difference_notes(old: RunRecord, new: RunRecord) -> list[str]:
+    """The configuration differences the verdict lists beside a case, one line."""
+    changed = configuration_differences(old, new)
+    shown = [f"{name} {a} -> {b}" for name, (a, b) in changed.items() if name in SETTINGS_SHOWN]
+    return [f"configuration: {'; '.join(shown)}"] if shown else []
+
+
+def anatomy_of(record: RunRecord) -> Anatomy | None:
+    if not record.anatomy:
+        return None
+    try:
+        return Anatomy.from_json(record.anatomy)
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def explain(
+    old: RunRecord,
+    new: RunRecord,
+    parting_step: int | None,
+    *,
+    old_anatomy: Anatomy | None = None,
+    new_anatomy: Anatomy | None = None,
+) -> Mechanism:
+    """The mechanism of one changed case, from the two records (and longer anatomies, a replay's,
+    where the gate has them)."""
+    old_anatomy = old_anatomy or anatomy_of(old)
+    new_anatomy = new_anatomy or anatomy_of(new)
+    if old_anatomy is None or new_anatomy is None:
+        side = (
+            "either side"
+            if old_anatomy is None and new_anatomy is None
+            else ("the old side" if old_anatomy is None else "the new side")
+        )
+        return Mechanism(
+            NOT_LOCALISED,
+            "Not localised",
+            f"not localised: no anatomy recorded on {side} (a results file written with "
+            "--convergence-anatomy=0, by the fit engine's older versions, or before pytest-convergence "
+            "recorded them)",
+        )
+    found = localise(old_anatomy, new_anatomy)
+    changed = configuration_differences(old, new)
+    mechanism = _from_stage(found, changed, old, new, parting_step)
+    if found.caveat:
+        mechanism.sentence += f" (caveat: {found.caveat})"
+    return mechanism
+
+
+def _from_stage(
+    found: Localisation,
+    changed: dict[str, tuple[str, str]],
+    old: RunRecord,
+    new: RunRecord,
+    parting_step: int | None,
+) -> Mechanism:
+    step, weight = found.step, found.weight
+    if not found.found:
+        where = f"at step {parting_step}" if parting_step is not None else "later"
+        return Mechanism(
+            NOT_LOCALISED,
+            "Not localised",
+            f"not localised: {found.compared} are bit-identical on both sides and the histories part "
+            f"{where}; the gate's replay takes every step up to it apart",
+            localisation=found,
+        )
+    if found.stage == INITIALISATION:
+        return Mechanism(
+            "initialisation",
+            "The initial weights differ: the same seed draws other values",
+            f"first difference: the initial weights of {weight}, before any step: the same seed "
+            "draws other initial values now",
+            localisation=found,
+            set_back={"initial_weights": "old"},
+        )
+    if found.stage == BATCH:
+        if "shuffling" in changed:
+            before, after = changed["shuffling"]
+            return Mechanism(
+                f"batch:{before}->{after}",
+                f"Shuffling: {before} before, {after} now",
+                f"first difference: the batch at step {step}, with equal weights: the shuffle gives "
+                f"{after} now ({before} before)",
+                localisation=found,
+            )
+        return Mechanism(
+            "batch",
+            "The batches are drawn in another order (same shuffling setting)",
+            f"first difference: the batch at step {step}, with equal weights: the data pipeline "
+            "draws another batch now",
+            localisation=found,
+        )
+    if found.stage == WEIGHTS:
+        return Mechanism(
+            NOT_LOCALISED,
+            "Not localised",
+            f"not localised: the weights entering step {step} already differ ({weight} first); the "
+            f"difference began before the compared {found.compared}",
+            localisation=found,
+        )
+    if found.stage == OUTPUT:
+        for name in ("dtype policy", "output dtype"):
+            if name in changed:
+                before, after = changed[name]
+                return Mechanism(
+                    f"{name}:{before}->{after}",
+                    f"The {name} changed: {after} now ({before} before)",
+                    f"first difference: the model's output at step {step}, with equal weights and "
+                    f"batch: the {name} is {after} now ({before} before)",
+                    localisation=found,
+                )
+        return Mechanism(
+            "forward",
+            "The forward pass computes differently (same weights, same batch)",
+            f"first difference: the model's output at step {step}, with equal weights and batch "
+            f"(sum {_number(found.old_value)} -> {_number(found.new_value)}): a layer's arithmetic "
+            "changed",
+            localisation=found,
+        )
+    if found.stage == LOSS:
+        return _loss_mechanism(found, changed, old, new)
+    if found.stage == GRADIENTS:
+        return Mechanism(
+            "gradients",
+            "The gradients are computed differently (same loss)",
+            f"first difference: the gradient of {weight} at step {step}, with equal loss "
+            f"(sum {_number(found.old_value)} -> {_number(found.new_value)}): the backward pass "
+            "computes differently now",
+            localisation=found,
+        )
+    assert found.stage == UPDATE
+    before_class, after_class = (
+        configuration(old).get("optimizer", ""),
+        configuration(new).get("optimizer", ""),
+    )
+    optimizer = _short_class(after_class) or "the optimizer"
+    where = f"first difference: the optimizer's update of {weight} at step {step} (gradients equal)"
+    if _short_class(before_class) and _short_class(before_class) != optimizer:
+        return Mechanism(
+            "optimizer-class",
+            "Another optimizer class updates the weights",
+            f"{where}: the optimizer is {optimizer} now ({_short_class(before_class)} before)",
+            localisation=found,
+        )
+    changed_config = _shared_config_changes(old.optimizer_ran, new.optimizer_ran)
+    if changed_config:
+        return Mechanism(
+            f"optimizer-config:{optimizer}",
+            f"{optimizer}'s settings changed",
+            f"{where}: {optimizer}'s settings changed ({changed_config})",
+            localisation=found,
+        )
+    legacy = "legacy" in before_class and "legacy" not in after_class
+    return Mechanism(
+        f"optimizer:{optimizer}",
+        f"{optimizer}'s update is computed differently (same gradients, other weights)",
+        f"{where}: {optimizer}'s arithmetic changed" + (" (the legacy optimizer before)" if legacy else ""),
+        localisation=found,
+    )
+
+
+def _shared_config_changes(before: str, after: str) -> str:
+    """The config keys both sides have with other values (``rho 0.9 -> 0.8``): a key only one
+    version knows (``use_ema``, ``is_legacy_optimizer``) is a new option, not a changed setting."""
+    import json
+
+    try:
+        old = json.loads(before.partition(" ")[2] or "{}")
+        new = json.loads(after.partition(" ")[2] or "{}")
+    except ValueError:
+        return ""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ""
+    keys = sorted(k for k in set(old) & set(new) if k != "name" and not _same_setting(old[k], new[k]))
+    return ", ".join(f"{k} {old[k]} -> {new[k]}" for k in keys)
+
+
+def _loss_mechanism(
+    found: Localisation, changed: dict[str, tuple[str, str]], old: RunRecord, new: RunRecord
+) -> Mechanism:
+    step = found.step
+    values = f"{_number(found.old_value)} -> {_number(found.new_value)}"
+    if "loss dtype" in changed:
+        before, after = changed["loss dtype"]
+        if PRECISION.get(after, 0) < PRECISION.get(before, 0):
+            return Mechanism(
+                f"loss-dtype-narrower:{before}->{after}",
+                f"The loss is computed in {after} now, in {before} before: a {before} model loses "
+                "precision in its loss",
+                f"first difference: the loss at step {step}, with equal weights, batch and output "
+                f"({values}): a {old.dtype} model's loss is computed in {after} now ({before} before)",
+                localisation=found,
+                set_back={"loss_dtype": before},
+            )
+        was_output = configuration(old).get("output dtype") == before
+        return Mechanism(
+            f"loss-dtype-wider:{after}:{'output' if was_output else 'other'}",
+            f"The loss is computed in {after} now, in the output's dtype before"
+            if was_output
+            else f"The loss is computed in {after} now, in a narrower dtype before",
+            f"first difference: the loss at step {step}, with equal weights, batch and output "
+            f"({values}): the loss is computed in {after} now ({before} before)",
+            localisation=found,
+            set_back={"loss_dtype": before},
+        )
+    if "loss" in changed:
+        before, after = changed["loss"]
+        return Mechanism(
+            "loss-class",
+            "Another loss class computes the loss",
+            f"first difference: the loss at step {step}, with equal weights, batch and output "
+            f"({values}): {_short_class(after)} computes it now ({_short_class(before)} before)",
+            localisation=found,
+        )
+    return Mechanism(
+        "loss-arithmetic",
+        "The loss is computed differently (same class, config and dtype)",
+        f"first difference: the loss at step {step}, with equal weights, batch and output ({values}): "
+        f"the loss's arithmetic changed (still {new.loss_dtype})",
+        localisation=found,
+    )
+
+
+def _same_setting(before: object, after: object) -> bool:
+    """Equal, or the same number once stored in float32 (a learning rate read back from a
+    float32 variable by one version, kept as the Python float by the other)."""
+    import numpy as np
+
+    if before == after:
+        return True
+    numbers = (int, float)
+    if isinstance(before, numbers) and isinstance(after, numbers) and not isinstance(before, bool):
+        return bool(np.float32(before) == np.float32(after))
+    return False
+
+
+def _class_of(ran: str) -> str:
+    """The class path of an ``optimizer_ran``/``loss_ran`` text (``path {config}``)."""
+    path = ran.split(" ", 1)[0] if ran else ""
+    return path + (" (legacy)" if ".legacy." in path else "")
+
+
+def _short_class(path: str) -> str:
+    return path.split(" ", 1)[0].rsplit(".", 1)[-1]
+
+
+def _number(value: float | None) -> str:
+    return "?" if value is None else f"{value:.9g}"
+
+
+def group(mechanisms: list[tuple[str, Mechanism]]) -> list[tuple[str, str, list[str]]]:
+    """(key, title, the cases' labels) per mechanism, the largest group first, unlocalised last."""
+    groups: dict[str, tuple[str, list[str]]] = {}
+    for label, mechanism in mechanisms:
+        groups.setdefault(mechanism.key, (mechanism.title, []))[1].append(label)
+    ordered = sorted(groups.items(), key=lambda item: (item[0] == NOT_LOCALISED, -len(item[1][1]), item[0]))
+    return [(key, title, labels) for key, (title, labels) in ordered]
