@@ -97,12 +97,12 @@ class Anatomy:
             if name in ROWS:
                 values = values.reshape(-1, count)
             arrays[name] = values
-        return cls(
+        return cls._of(
             first_step=int(document["first_step"]),
             weights=[str(w) for w in document["weights"]],
             configuration={str(k): str(v) for k, v in document.get("configuration", {}).items()},
             matches_run=document.get("matches_run"),
-            **arrays,
+            arrays=arrays,
         )
 
     # ------------------------------------------------------------------------------ npz
@@ -122,8 +122,9 @@ class Anatomy:
                 "initial_count": len(self.initial_weights),
             }
         )
-        arrays = {name: np.asarray(getattr(self, name)) for name in (*SCALARS, *ROWS)}
-        np.savez_compressed(buffer, meta=np.array(meta), **arrays, **extra)
+        arrays: dict[str, Any] = {name: np.asarray(getattr(self, name)) for name in (*SCALARS, *ROWS)}
+        arrays.update(extra, meta=np.array(meta))
+        np.savez_compressed(buffer, **arrays)
         atomic_write_bytes(Path(path), buffer.getvalue())
 
     @classmethod
@@ -134,13 +135,41 @@ class Anatomy:
             meta = json.loads(str(data["meta"]))
             arrays = {name: np.array(data[name]) for name in (*SCALARS, *ROWS)}
             initial = [np.array(data[f"initial_{i}"]) for i in range(meta["initial_count"])]
-        return cls(
+        return cls._of(
             first_step=meta["first_step"],
             weights=meta["weights"],
             configuration=meta["configuration"],
             matches_run=meta["matches_run"],
+            arrays=arrays,
             initial_weights=initial,
-            **arrays,
+        )
+
+    @classmethod
+    def _of(
+        cls,
+        *,
+        first_step: int,
+        weights: list[str],
+        configuration: dict[str, str],
+        matches_run: bool | None,
+        arrays: dict[str, np.ndarray],
+        initial_weights: list[np.ndarray] | None = None,
+    ) -> Anatomy:
+        return cls(
+            first_step=first_step,
+            weights=weights,
+            loss=arrays["loss"],
+            batch=arrays["batch"],
+            output=arrays["output"],
+            output_sum=arrays["output_sum"],
+            weights_before=arrays["weights_before"],
+            gradients=arrays["gradients"],
+            gradient_sums=arrays["gradient_sums"],
+            weights_after=arrays["weights_after"],
+            weight_sums=arrays["weight_sums"],
+            configuration=configuration,
+            initial_weights=initial_weights or [],
+            matches_run=matches_run,
         )
 
 

@@ -59,7 +59,15 @@ def record_anatomy(
         weights=[training._name(w) for w in training.model.trainable_weights],
         configuration=configuration(training, plan, output_dtype),
         initial_weights=initial,
-        **recorded,
+        loss=recorded["loss"],
+        batch=recorded["batch"],
+        output=recorded["output"],
+        output_sum=recorded["output_sum"],
+        weights_before=recorded["weights_before"],
+        gradients=recorded["gradients"],
+        gradient_sums=recorded["gradient_sums"],
+        weights_after=recorded["weights_after"],
+        weight_sums=recorded["weight_sums"],
     )
 
 

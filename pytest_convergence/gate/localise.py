@@ -9,7 +9,7 @@ names the stage, and every stage before it was bit-identical. That is what makes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -64,34 +64,34 @@ def localise(old: Anatomy, new: Anatomy) -> Localisation:
     first = max(old.first_step, new.first_step)
     last = min(old.last_step, new.last_step)
     caveat = _caveat(old, new)
-    base = {"first_step": first, "last_step": last, "caveat": caveat}
+    base = Localisation(first, last, caveat=caveat)
     count = min(len(old.weights), len(new.weights))
     names = new.weights[:count]
     for step in range(first, last + 1):
         i, j = step - old.first_step, step - new.first_step
         before = _first_row_difference(old.weights_before[i], new.weights_before[j], count)
         if step == 1 and before is not None:
-            return Localisation(**base, step=step, stage=INITIALISATION, weight=names[before])
+            return replace(base, step=step, stage=INITIALISATION, weight=names[before])
         if old.batch[i] != new.batch[j]:
-            return Localisation(**base, step=step, stage=BATCH)
+            return replace(base, step=step, stage=BATCH)
         if before is not None:
-            return Localisation(**base, step=step, stage=WEIGHTS, weight=names[before])
+            return replace(base, step=step, stage=WEIGHTS, weight=names[before])
         if old.output[i] != new.output[j]:
-            return Localisation(
-                **base,
+            return replace(
+                base,
                 step=step,
                 stage=OUTPUT,
                 old_value=float(old.output_sum[i]),
                 new_value=float(new.output_sum[j]),
             )
         if not _same_float(old.loss[i], new.loss[j]):
-            return Localisation(
-                **base, step=step, stage=LOSS, old_value=float(old.loss[i]), new_value=float(new.loss[j])
+            return replace(
+                base, step=step, stage=LOSS, old_value=float(old.loss[i]), new_value=float(new.loss[j])
             )
         gradient = _first_row_difference(old.gradients[i], new.gradients[j], count)
         if gradient is not None:
-            return Localisation(
-                **base,
+            return replace(
+                base,
                 step=step,
                 stage=GRADIENTS,
                 weight=names[gradient],
@@ -100,15 +100,15 @@ def localise(old: Anatomy, new: Anatomy) -> Localisation:
             )
         after = _first_row_difference(old.weights_after[i], new.weights_after[j], count)
         if after is not None:
-            return Localisation(
-                **base,
+            return replace(
+                base,
                 step=step,
                 stage=UPDATE,
                 weight=names[after],
                 old_value=float(old.weight_sums[i][after]),
                 new_value=float(new.weight_sums[j][after]),
             )
-    return Localisation(**base)
+    return base
 
 
 def _first_row_difference(old: np.ndarray, new: np.ndarray, count: int) -> int | None:

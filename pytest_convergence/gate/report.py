@@ -30,6 +30,7 @@ from .verdict import (
     Row,
     Verdict,
     count_line,
+    mechanism_sentence,
     speed_cell,
 )
 
@@ -66,6 +67,12 @@ tr.pass td.verdict { color: #1a7f37; }
 tr.slower td { background: #fff8c5; }
 tr.slower td.verdict { color: #9a6700; font-weight: 700; }
 li.note { color: #57606a; list-style: circle; }
+li.why { list-style: square; }
+ol.mechanisms li { margin: 0 0 8px; }
+ol.mechanisms a { margin-right: 4px; white-space: nowrap; }
+ol.mechanisms a.fail { color: #cf222e; }
+.confirmed { font-size: 12px; padding: 0 6px; border-radius: 3px; background: #dafbe1; color: #1a7f37; }
+figcaption .mechanism { color: #1b1f24; }
 tr.added td, tr.removed td, tr.renamed td { background: #f6f8fa; }
 tr.added td.verdict, tr.removed td.verdict, tr.renamed td.verdict { color: #8250df; font-weight: 600; }
 a { color: #0969da; }
@@ -118,12 +125,44 @@ def render(verdict: Verdict, old: Results, new: Results, figure_class: Any) -> s
         parts.append('<ul class="warnings">')
         parts += [f"<li>warning: {_e(warning)}</li>" for warning in verdict.warnings]
         parts.append("</ul>")
+    parts += _mechanisms(verdict)
     parts += _table(verdict.rows)
     parts.append('<h2>Loss curves</h2><div class="figures">')
     for index, row in enumerate(verdict.rows):
         parts.append(_figure(index, row, figure_class))
     parts += ["</div>", "</body></html>"]
     return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------ the mechanisms
+def _mechanisms(verdict: Verdict) -> list[str]:
+    """The changed cases grouped by what changed them, each case linked to its row: what a
+    reviewer reads first (four mechanisms, not 27 failures)."""
+    groups = verdict.mechanisms
+    if not groups:
+        return []
+    index = {row.label: number for number, row in enumerate(verdict.rows)}
+    by_label = {row.label: row for row in verdict.rows}
+    changed = sum(len(labels) for _, _, labels in groups)
+    lines = [
+        f'<h2 id="mechanisms">Why: {len(groups)} mechanism{"s" if len(groups) != 1 else ""} explain '
+        f"{changed} changed case{'s' if changed != 1 else ''}</h2>",
+        '<ol class="mechanisms">',
+    ]
+    for _, title, labels in groups:
+        confirmed = sum(1 for label in labels if _confirmed(by_label[label]) is True)
+        badge = f' <span class="confirmed">{confirmed} confirmed by replay</span>' if confirmed else ""
+        cases = ", ".join(
+            f'<a href="#table-row-{index[label]}" class="{_css_class(by_label[label])}">{_e(label)}</a>'
+            for label in labels
+        )
+        lines.append(f"<li><strong>{_e(title)}</strong> ({len(labels)}){badge}<br>{cases}</li>")
+    lines.append("</ol>")
+    return lines
+
+
+def _confirmed(row: Row) -> bool | None:
+    return None if row.mechanism is None else row.mechanism.confirmed
 
 
 # ------------------------------------------------------------------------------ the table
@@ -145,6 +184,8 @@ def _table(rows: list[Row]) -> list[str]:
     lines.append("".join(f"<th>{_e(header)}</th>" for header in TABLE_HEADERS) + "</tr></thead><tbody>")
     for index, row in enumerate(rows):
         reasons = "".join(f"<li>{_e(reason)}</li>" for reason in row.reasons)
+        if row.mechanism is not None:
+            reasons += f'<li class="why">why: {_e(mechanism_sentence(row.mechanism))}</li>'
         reasons += "".join(f'<li class="note">{_e(note)}</li>' for note in row.notes)
         ratio = speed_cell(row) + (f" ({row.speed_note})" if row.speed_note else "")
         cells = [
@@ -191,6 +232,8 @@ def _figure(index: int, row: Row, figure_class: Any) -> str:
     if row.reasons:
         why = "; ".join(row.reasons)
         caption.append(f'<br><span class="{"why" if row.verdict == FAIL else ""}">{_e(why)}</span>')
+    if row.mechanism is not None:
+        caption.append(f'<br><span class="mechanism">{_e(mechanism_sentence(row.mechanism))}</span>')
     return (
         f'<figure id="row-{index}" class="{_css_class(row)}">'
         f'<h3><a href="#table-row-{index}">{_e(row.case)}</a> [{_e(row.dtype)}]'

@@ -473,10 +473,10 @@ def markdown(verdict: Verdict) -> str:
     if numerical:
         lines += ["", "### Why", ""]
         lines += [f"- **{r.case} [{r.dtype}]** ({r.verdict}): {'; '.join(r.reasons)}" for r in numerical]
-    explained = [r for r in verdict.rows if r.mechanism is not None]
+    explained = [(r, r.mechanism) for r in verdict.rows if r.mechanism is not None]
     if explained:
         lines += ["", "### First differences", ""]
-        lines += [f"- **{r.label}** ({r.verdict}): {mechanism_sentence(r.mechanism)}" for r in explained]
+        lines += [f"- **{r.label}** ({r.verdict}): {mechanism_sentence(m)}" for r, m in explained]
     slower = [r for r in verdict.rows if r.verdict == SLOWER]
     if slower:
         lines += ["", "### Speed (warnings, not failures)", ""]
