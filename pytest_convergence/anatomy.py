@@ -22,9 +22,12 @@ DEFAULT_STEPS = 3
 """Steps recorded by default in results files: the first difference of most upgrades (a loss
 dtype, an optimizer's formula, another batch, other initial weights) shows in step 1 or 2."""
 
-SCALARS = ("loss", "batch", "output", "output_sum")
+SCALARS = ("loss", "batch", "batch_set", "output", "output_set", "output_sum")
 ROWS = ("weights_before", "gradients", "gradient_sums", "weights_after", "weight_sums")
-DIGESTS = {"batch", "output", "weights_before", "gradients", "weights_after"}
+DIGESTS = {"batch", "batch_set", "output", "output_set", "weights_before", "gradients", "weights_after"}
+UNORDERED = {"batch_set": "batch", "output_set": "output"}
+"""Digests of a batch's rows (and the output's) whatever their order, and their ordered digest:
+a record without them (an earlier version) reads them as the ordered one."""
 
 
 @dataclass
@@ -35,7 +38,10 @@ class Anatomy:
     weights: list[str]
     loss: np.ndarray
     batch: np.ndarray
+    batch_set: np.ndarray
+    """The batch's rows digested whatever their order (the same samples reordered digest the same)."""
     output: np.ndarray
+    output_set: np.ndarray
     output_sum: np.ndarray
     weights_before: np.ndarray
     gradients: np.ndarray
@@ -86,7 +92,7 @@ class Anatomy:
         count = len(document["weights"])
         arrays: dict[str, np.ndarray] = {}
         for name in (*SCALARS, *ROWS):
-            raw = document[name]
+            raw = document[UNORDERED[name]] if name in UNORDERED and name not in document else document[name]
             if name in DIGESTS:
                 values = np.array(
                     [[_int(v) for v in row] for row in raw] if name in ROWS else [_int(v) for v in raw],
@@ -133,7 +139,10 @@ class Anatomy:
 
         with np.load(Path(path), allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            arrays = {name: np.array(data[name]) for name in (*SCALARS, *ROWS)}
+            arrays = {
+                name: np.array(data[name if name in data.files else UNORDERED[name]])
+                for name in (*SCALARS, *ROWS)
+            }
             initial = [np.array(data[f"initial_{i}"]) for i in range(meta["initial_count"])]
         return cls._of(
             first_step=meta["first_step"],
@@ -160,7 +169,9 @@ class Anatomy:
             weights=weights,
             loss=arrays["loss"],
             batch=arrays["batch"],
+            batch_set=arrays["batch_set"],
             output=arrays["output"],
+            output_set=arrays["output_set"],
             output_sum=arrays["output_sum"],
             weights_before=arrays["weights_before"],
             gradients=arrays["gradients"],

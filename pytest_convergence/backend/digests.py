@@ -43,6 +43,37 @@ def digest(tf: Any, value: Any) -> Any:
     return tf.reduce_sum(ints * positions) + count
 
 
+def row_set_digest(tf: Any, value: Any) -> Any:
+    """A digest of a batch's rows that ignores their order: the same samples in another order
+    (Keras 2 reshuffles a two-sample batch every epoch, Keras 3 does not) digest the same, so the
+    gate can tell "other samples" from "the same samples, reordered".
+
+    Each row is digested across every tensor of the nest (x and y of one sample together), and
+    the rows' digests are summed. A nest whose tensors are not all batch-major gives the ordered
+    digest instead."""
+    parts = [tf.convert_to_tensor(p) for p in tf.nest.flatten(value) if p is not None]
+    if isinstance(value, tf.IndexedSlices) or not parts or any(p.shape.rank in (None, 0) for p in parts):
+        return digest(tf, value)
+    leading = {p.shape[0] for p in parts if p.shape[0] is not None}
+    if len(leading) > 1:
+        return digest(tf, value)
+    rows: Any = None
+    for index, part in enumerate(parts):
+        flat = tf.reshape(part, [tf.shape(part)[0], -1])
+        dtype = flat.dtype
+        if dtype.is_floating:
+            ints = tf.cast(tf.bitcast(flat, getattr(tf, _INT_OF_WIDTH[dtype.size])), tf.int64)
+        elif dtype.is_integer or dtype == tf.bool:
+            ints = tf.cast(flat, tf.int64)
+        else:
+            return digest(tf, value)
+        columns = tf.range(tf.shape(ints, out_type=tf.int64)[1], dtype=tf.int64) * GOLDEN + 1
+        digests = tf.reduce_sum(ints * columns, axis=1) * (2 * index + 3)
+        rows = digests if rows is None else rows + digests
+    # squared, so that two rows' changes cannot cancel in the sum as plain sums could
+    return tf.reduce_sum(rows * rows + rows)
+
+
 def value_sum(tf: Any, value: Any) -> Any:
     """The float64 sum of a tensor's values: not exact, but it says by how much two differ."""
     if isinstance(value, tf.IndexedSlices):

@@ -24,7 +24,7 @@ from ..errors import CaseError, KerasVersionError, first_line
 from .batches import BatchPlan
 from .build import case_error
 from .capture import GradientCapture, LossCapture, OutputCapture
-from .digests import digest, value_sum
+from .digests import digest, row_set_digest, value_sum
 from .keras_adapter import Flavour
 from .record import StepRecord, epoch_metrics
 
@@ -46,7 +46,9 @@ call runs. A call costs the size of its arrays (about 40 ns a row), so they are 
 ANATOMY_FIELDS = (
     "loss",
     "batch",
+    "batch_set",
     "output",
+    "output_set",
     "output_sum",
     "weights_before",
     "gradients",
@@ -54,7 +56,7 @@ ANATOMY_FIELDS = (
     "weights_after",
     "weight_sums",
 )
-"""What :meth:`TrainingLoop.anatomy` records per step: four scalars, then five rows of one value
+"""What :meth:`TrainingLoop.anatomy` records per step: six scalars, then five rows of one value
 per trainable weight."""
 
 
@@ -321,9 +323,11 @@ class TrainingLoop:
             grads = gradients[-1] if gradients else None
             y_pred = outputs.tensors[-1] if outputs is not None and outputs.tensors else None
             if y_pred is None:
-                output, output_sum = tf.constant(0, tf.int64), tf.constant(float("nan"), tf.float64)
+                output, output_set = tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+                output_sum = tf.constant(float("nan"), tf.float64)
             else:
-                output, output_sum = digest(tf, y_pred), value_sum(tf, y_pred)
+                output, output_set = digest(tf, y_pred), row_set_digest(tf, y_pred)
+                output_sum = value_sum(tf, y_pred)
             if grads is None or not count:
                 grad, grad_sum = tf.zeros([count], tf.int64), tf.fill([count], float("nan"))
             else:
@@ -332,7 +336,8 @@ class TrainingLoop:
                 grad_sum = tf.stack(
                     [tf.constant(0.0, tf.float64) if g is None else value_sum(tf, g) for g in grads]
                 )
-            return digest(tf, batch), output, output_sum, grad, grad_sum
+            batch_set = row_set_digest(tf, batch)
+            return digest(tf, batch), batch_set, output, output_set, output_sum, grad, grad_sum
 
         step_on = self._stepper(plan, log_names, extras)
         jit = self.jit
@@ -345,7 +350,8 @@ class TrainingLoop:
             return tf.stack([value_sum(tf, v) for v in values]) if values else tf.zeros([0], tf.float64)
 
         int64, float64 = tf.int64, tf.float64
-        scalar_dtypes = (float64, int64, int64, float64)  # loss, batch, output, output_sum
+        # loss, batch, batch_set, output, output_set, output_sum
+        scalar_dtypes = (float64, int64, int64, int64, int64, float64)
         row_dtypes = (int64, int64, float64, int64, float64)  # before, gradients, sums, after, sums
         tracked = len(scalar_dtypes) + len(row_dtypes)
 
@@ -358,13 +364,15 @@ class TrainingLoop:
             def body(step: Any, *carried: Any) -> tuple[Any, ...]:
                 written, before = carried[:tracked], list(carried[tracked:])
                 weights_before = digests(before)
-                loss, _, _, batch, output, output_sum, grad, grad_sum = step_on(step)
+                loss, _, _, batch, batch_set, output, output_set, output_sum, grad, grad_sum = step_on(step)
                 now = [v.read_value() for v in trainables]
                 row = step - first_step
                 values = (
                     loss,
                     batch,
+                    batch_set,
                     output,
+                    output_set,
                     output_sum,
                     weights_before,
                     grad,

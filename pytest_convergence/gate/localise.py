@@ -45,6 +45,12 @@ class Localisation:
     of the output, the gradient or the weight after the update."""
     caveat: str = ""
     """Why the localisation may not be the run's (an anatomy that did not reproduce its run)."""
+    reordered: str = ""
+    """At a ``batch`` stage: the batch holds the same samples in another order, and this is what
+    that reordering changed first (``loss`` or ``gradients``: a sum rounded in another order)."""
+    reordered_since: int | None = None
+    """The first step whose batch held the same samples in another order (changing nothing that
+    step: a mean of two samples is the same either way), if any before the first difference."""
 
     @property
     def found(self) -> bool:
@@ -72,11 +78,16 @@ def localise(old: Anatomy, new: Anatomy) -> Localisation:
         before = _first_row_difference(old.weights_before[i], new.weights_before[j], count)
         if step == 1 and before is not None:
             return replace(base, step=step, stage=INITIALISATION, weight=names[before])
-        if old.batch[i] != new.batch[j]:
-            return replace(base, step=step, stage=BATCH)
+        reordered = old.batch[i] != new.batch[j]
+        if reordered:
+            if old.batch_set[i] != new.batch_set[j]:
+                return replace(base, step=step, stage=BATCH)
+            if base.reordered_since is None:
+                base = replace(base, reordered_since=step)
         if before is not None:
             return replace(base, step=step, stage=WEIGHTS, weight=names[before])
-        if old.output[i] != new.output[j]:
+        outputs = (old.output_set[i], new.output_set[j]) if reordered else (old.output[i], new.output[j])
+        if outputs[0] != outputs[1]:
             return replace(
                 base,
                 step=step,
@@ -86,14 +97,20 @@ def localise(old: Anatomy, new: Anatomy) -> Localisation:
             )
         if not _same_float(old.loss[i], new.loss[j]):
             return replace(
-                base, step=step, stage=LOSS, old_value=float(old.loss[i]), new_value=float(new.loss[j])
+                base,
+                step=step,
+                stage=BATCH if reordered else LOSS,
+                reordered=LOSS if reordered else "",
+                old_value=float(old.loss[i]),
+                new_value=float(new.loss[j]),
             )
         gradient = _first_row_difference(old.gradients[i], new.gradients[j], count)
         if gradient is not None:
             return replace(
                 base,
                 step=step,
-                stage=GRADIENTS,
+                stage=BATCH if reordered else GRADIENTS,
+                reordered=GRADIENTS if reordered else "",
                 weight=names[gradient],
                 old_value=float(old.gradient_sums[i][gradient]),
                 new_value=float(new.gradient_sums[j][gradient]),

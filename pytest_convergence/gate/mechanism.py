@@ -107,6 +107,11 @@ def explain(
     found = localise(old_anatomy, new_anatomy)
     changed = configuration_differences(old, new)
     mechanism = _from_stage(found, changed, old, new, parting_step)
+    if found.reordered_since is not None and found.stage != BATCH:
+        mechanism.sentence += (
+            f" (the batches hold their samples in another order from step {found.reordered_since}, "
+            "which changed no number before this)"
+        )
     if found.caveat:
         mechanism.sentence += f" (caveat: {found.caveat})"
     return mechanism
@@ -139,20 +144,24 @@ def _from_stage(
             set_back={"initial_weights": "old"},
         )
     if found.stage == BATCH:
+        what = f"the batch at step {step}, with equal weights"
+        if found.reordered:
+            what = (
+                f"the batch at step {step} holds the same samples in another order, which rounds the "
+                f"{found.reordered} differently ({_number(found.old_value)} -> {_number(found.new_value)})"
+            )
         if "shuffling" in changed:
             before, after = changed["shuffling"]
             return Mechanism(
                 f"batch:{before}->{after}",
                 f"Shuffling: {before} before, {after} now",
-                f"first difference: the batch at step {step}, with equal weights: the shuffle gives "
-                f"{after} now ({before} before)",
+                f"first difference: {what}: the shuffle gives {after} now ({before} before)",
                 localisation=found,
             )
         return Mechanism(
             "batch",
             "The batches are drawn in another order (same shuffling setting)",
-            f"first difference: the batch at step {step}, with equal weights: the data pipeline "
-            "draws another batch now",
+            f"first difference: {what}: the data pipeline draws another batch now",
             localisation=found,
         )
     if found.stage == WEIGHTS:
