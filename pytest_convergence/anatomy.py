@@ -87,9 +87,10 @@ class Anatomy:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Anatomy:
-        """Raises ``KeyError``/``ValueError``/``TypeError`` on a malformed record (the results
-        file's loader turns them into its own error)."""
+        """Raises ``KeyError``/``ValueError``/``TypeError`` on a malformed record; the results
+        file's loader (:func:`.gate.results.load`) turns them into its own error, naming the run."""
         count = len(document["weights"])
+        steps = len(document["loss"])
         arrays: dict[str, np.ndarray] = {}
         for name in (*SCALARS, *ROWS):
             raw = document[UNORDERED[name]] if name in UNORDERED and name not in document else document[name]
@@ -101,7 +102,14 @@ class Anatomy:
             else:
                 values = np.array(raw, dtype=np.float64)
             if name in ROWS:
-                values = values.reshape(-1, count)
+                if values.size == 0:
+                    values = values.reshape(steps, count)
+                if values.shape != (steps, count):
+                    raise ValueError(
+                        f"{name}: {values.shape} values, {steps} steps of {count} weights expected"
+                    )
+            elif values.shape != (steps,):
+                raise ValueError(f"{name}: {values.shape} values, one for each of {steps} steps expected")
             arrays[name] = values
         return cls._of(
             first_step=int(document["first_step"]),

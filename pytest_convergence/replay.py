@@ -130,11 +130,18 @@ def load_plan(path: Path) -> ReplayPlan:
         ):
             raise ReplayError(f"{where}: needs 'case' and 'dtype' strings")
         set_back = raw.get("set_back") or {}
+        if not isinstance(set_back, dict):
+            raise ReplayError(
+                f"{where}: set_back must be a table of settings ({', '.join(SETTINGS)}), got {set_back!r}"
+            )
         unknown = sorted(set(set_back) - set(SETTINGS))
         if unknown:
             raise ReplayError(f"{where}: set_back {unknown[0]!r} is not one of {', '.join(SETTINGS)}")
+        for name, value in set_back.items():
+            if not isinstance(value, str) or not value:
+                raise ReplayError(f"{where}: set_back {name} must be a non-empty string, got {value!r}")
         last = raw.get("last_step", 0)
-        if not isinstance(last, int) or last < 0:
+        if not isinstance(last, int) or isinstance(last, bool) or last < 0:
             raise ReplayError(f"{where}: last_step must be a whole number of steps, got {last!r}")
         runs.append(
             Replay(

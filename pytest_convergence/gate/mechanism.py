@@ -148,7 +148,7 @@ def _from_stage(
         if found.reordered:
             what = (
                 f"the batch at step {step} holds the same samples in another order, which rounds the "
-                f"{found.reordered} differently ({_number(found.old_value)} -> {_number(found.new_value)})"
+                f"{found.reordered} differently ({_pair(found.old_value, found.new_value)})"
             )
         if "shuffling" in changed:
             before, after = changed["shuffling"]
@@ -187,18 +187,20 @@ def _from_stage(
             "forward",
             "The forward pass computes differently (same weights, same batch)",
             f"first difference: the model's output at step {step}, with equal weights and batch "
-            f"(sum {_number(found.old_value)} -> {_number(found.new_value)}): a layer's arithmetic "
+            f"(sum {_pair(found.old_value, found.new_value)}): a layer's arithmetic "
             "changed",
             localisation=found,
         )
     if found.stage == LOSS:
         return _loss_mechanism(found, changed, old, new)
     if found.stage == GRADIENTS:
+        if "loss dtype" in changed:  # the loss's value rounded alike, its gradient did not
+            return _loss_mechanism(found, changed, old, new)
         return Mechanism(
             "gradients",
             "The gradients are computed differently (same loss)",
             f"first difference: the gradient of {weight} at step {step}, with equal loss "
-            f"(sum {_number(found.old_value)} -> {_number(found.new_value)}): the backward pass "
+            f"(sum {_pair(found.old_value, found.new_value)}): the backward pass "
             "computes differently now",
             localisation=found,
         )
@@ -253,7 +255,13 @@ def _loss_mechanism(
     found: Localisation, changed: dict[str, tuple[str, str]], old: RunRecord, new: RunRecord
 ) -> Mechanism:
     step = found.step
-    values = f"{_number(found.old_value)} -> {_number(found.new_value)}"
+    values = _pair(found.old_value, found.new_value)
+    where = f"the loss at step {step}, with equal weights, batch and output ({values})"
+    if found.stage == GRADIENTS:
+        where = (
+            f"the gradient of {found.weight} at step {step}, with equal weights, batch and output and "
+            f"a loss that rounds to the same value ({values}, the gradient's sum)"
+        )
     if "loss dtype" in changed:
         before, after = changed["loss dtype"]
         if PRECISION.get(after, 0) < PRECISION.get(before, 0):
@@ -261,8 +269,8 @@ def _loss_mechanism(
                 f"loss-dtype-narrower:{before}->{after}",
                 f"The loss is computed in {after} now, in {before} before: a {before} model loses "
                 "precision in its loss",
-                f"first difference: the loss at step {step}, with equal weights, batch and output "
-                f"({values}): a {old.dtype} model's loss is computed in {after} now ({before} before)",
+                f"first difference: {where}: a {old.dtype} model's loss is computed in {after} now "
+                f"({before} before)",
                 localisation=found,
                 set_back={"loss_dtype": before},
             )
@@ -272,8 +280,7 @@ def _loss_mechanism(
             f"The loss is computed in {after} now, in the output's dtype before"
             if was_output
             else f"The loss is computed in {after} now, in a narrower dtype before",
-            f"first difference: the loss at step {step}, with equal weights, batch and output "
-            f"({values}): the loss is computed in {after} now ({before} before)",
+            f"first difference: {where}: the loss is computed in {after} now ({before} before)",
             localisation=found,
             set_back={"loss_dtype": before},
         )
@@ -282,15 +289,14 @@ def _loss_mechanism(
         return Mechanism(
             "loss-class",
             "Another loss class computes the loss",
-            f"first difference: the loss at step {step}, with equal weights, batch and output "
-            f"({values}): {_short_class(after)} computes it now ({_short_class(before)} before)",
+            f"first difference: {where}: {_short_class(after)} computes it now "
+            f"({_short_class(before)} before)",
             localisation=found,
         )
     return Mechanism(
         "loss-arithmetic",
         "The loss is computed differently (same class, config and dtype)",
-        f"first difference: the loss at step {step}, with equal weights, batch and output ({values}): "
-        f"the loss's arithmetic changed (still {new.loss_dtype})",
+        f"first difference: {where}: the loss's arithmetic changed (still {new.loss_dtype})",
         localisation=found,
     )
 
@@ -320,6 +326,17 @@ def _short_class(path: str) -> str:
 
 def _number(value: float | None) -> str:
     return "?" if value is None else f"{value:.9g}"
+
+
+def _pair(old: float | None, new: float | None) -> str:
+    """``old -> new`` with as many digits as tell them apart (a float64 ulp needs 17)."""
+    if old is None or new is None:
+        return f"{_number(old)} -> {_number(new)}"
+    for digits in (9, 12, 17):
+        before, after = f"{old:.{digits}g}", f"{new:.{digits}g}"
+        if before != after:
+            break
+    return f"{before} -> {after}"
 
 
 def group(mechanisms: list[tuple[str, Mechanism]]) -> list[tuple[str, str, list[str]]]:

@@ -255,6 +255,7 @@ def load(path: Path) -> Results:
         missing = [name for name in REQUIRED if name not in raw]
         if missing:
             raise ResultsError(f"{path}: runs[{index}] lacks {', '.join(missing)}; {fix}")
+        _check_anatomy(path, index, raw.get("anatomy"), fix)
         runs.append(RunRecord(**{k: v for k, v in raw.items() if k in known}))
     return Results(
         runs=runs,
@@ -262,6 +263,19 @@ def load(path: Path) -> Results:
         created=document.get("created", ""),
         schema=document["schema"],
     )
+
+
+def _check_anatomy(path: Path, index: int, anatomy: Any, fix: str) -> None:
+    """A run's anatomy must read back, or the gate would take it for none recorded."""
+    if not anatomy:
+        return
+    from ..anatomy import Anatomy
+
+    try:
+        Anatomy.from_json(anatomy)
+    except (KeyError, ValueError, TypeError, AttributeError) as error:
+        what = f"lacks {error}" if isinstance(error, KeyError) else str(error)
+        raise ResultsError(f"{path}: runs[{index}].anatomy is malformed ({what}); {fix}") from None
 
 
 def check_baseline(path: Path) -> Results:

@@ -404,6 +404,22 @@ def test_a_missing_plan_is_named_with_who_writes_it(tmp_path: Path) -> None:
             {"schema": 1, "runs": [one_run(last_step=2.5)]},
             "runs[0]: last_step must be a whole number of steps, got 2.5",
         ),
+        (
+            {"schema": 1, "runs": [one_run(last_step=True)]},
+            "runs[0]: last_step must be a whole number of steps, got True",
+        ),
+        (
+            {"schema": 1, "runs": [one_run(set_back=["loss_dtype"])]},
+            "runs[0]: set_back must be a table of settings (loss_dtype, initial_weights), got ['loss_dtype']",
+        ),
+        (
+            {"schema": 1, "runs": [one_run(set_back="loss_dtype")]},
+            "runs[0]: set_back must be a table of settings (loss_dtype, initial_weights), got 'loss_dtype'",
+        ),
+        (
+            {"schema": 1, "runs": [one_run(set_back={"loss_dtype": None})]},
+            "runs[0]: set_back loss_dtype must be a non-empty string, got None",
+        ),
     ],
 )
 def test_a_malformed_plan_names_the_file_and_the_field(tmp_path: Path, document: Any, message: str) -> None:
@@ -853,3 +869,38 @@ def test_a_written_round_is_a_plan_the_replay_reads(tmp_path: Path) -> None:
         ("seed", "float32", "test_user.py::test_seed[float32]", 13)
     ]
     assert plan.runs[0].directory == tmp_path / "replays" / "anatomy-new"
+
+
+def test_other_gradients_of_a_loss_in_another_dtype_are_the_loss_dtype() -> None:
+    """Keras 3 hands the tracker a float32 loss: a float64 loss often rounds to the same value
+    while its gradient does not, so the first digest to differ is a gradient's."""
+    new = record(from_stage(anatomy(), GRADIENTS, 1, column=BIAS), loss_dtype="float64")
+    mechanism = explain(record(), new, 1)
+    assert mechanism.key == "loss-dtype-wider:float64:output"
+    assert mechanism.sentence.startswith(
+        "first difference: the gradient of dense/bias at step 1, with equal weights, batch and output "
+        "and a loss that rounds to the same value ("
+    )
+    assert mechanism.sentence.endswith("the loss is computed in float64 now (float32 before)")
+    assert mechanism.set_back == {"loss_dtype": "float32"}
+
+
+def test_values_one_float64_ulp_apart_are_printed_apart() -> None:
+    base = anatomy()
+    changed = from_stage(base, LOSS, 1)
+    changed.loss[0] = np.nextafter(base.loss[0], 2.0)
+    sentence = explain(record(base), record(changed), 1).sentence
+    assert f"({base.loss[0]:.17g} -> {changed.loss[0]:.17g})" in sentence
+
+
+def test_a_malformed_anatomy_in_a_results_file_is_named_with_its_run(tmp_path: Path) -> None:
+    from pytest_convergence.gate import results
+
+    good = record(anatomy())
+    document = json.loads(Results(runs=[good, dataclasses.replace(good, dtype="float16")]).to_json())
+    document["runs"][1]["anatomy"]["loss"] = document["runs"][1]["anatomy"]["loss"][:-1]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(results.ResultsError) as error:
+        results.load(path)
+    assert str(error.value).startswith(f"{path}: runs[1].anatomy is malformed (batch: ")
