@@ -58,6 +58,8 @@ table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
 td.num { white-space: nowrap; font-variant-numeric: tabular-nums; }
+td.num .speed-note { white-space: normal; font-size: 11px; color: #57606a; display: inline-block;
+                     max-width: 14em; }
 td.case { overflow-wrap: break-word; max-width: 18em; }
 td.reasons { min-width: 14em; }
 td.reasons ul { margin: 0; padding-left: 16px; }
@@ -187,7 +189,9 @@ def _table(rows: list[Row]) -> list[str]:
         if row.mechanism is not None:
             reasons += f'<li class="why">why: {_e(mechanism_sentence(row.mechanism))}</li>'
         reasons += "".join(f'<li class="note">{_e(note)}</li>' for note in row.notes)
-        ratio = speed_cell(row) + (f" ({row.speed_note})" if row.speed_note else "")
+        ratio = _e(speed_cell(row))
+        if row.speed_note:  # wraps, so the reasons beside it stay on the screen
+            ratio += f'<br><span class="speed-note">{_e(row.speed_note)}</span>'
         cells = [
             f'<td class="case"><a href="#row-{index}">{_e(row.case)}</a></td>',
             f"<td>{_e(row.dtype)}</td>",
@@ -195,7 +199,7 @@ def _table(rows: list[Row]) -> list[str]:
             f'<td class="num">{_e(_pair(row, lambda r: _number(r.final_loss)))}</td>',
             f"<td>{_e(_parting(row))}</td>",
             f'<td class="num">{_e(_pair(row, lambda r: _speed(r.best_steps_per_second)))}</td>',
-            f'<td class="num">{_e(ratio)}</td>',
+            f'<td class="num">{ratio}</td>',
             f'<td class="verdict">{_e(_verdict_word(row))}</td>',
             f'<td class="reasons">{f"<ul>{reasons}</ul>" if reasons else ""}</td>',
         ]
