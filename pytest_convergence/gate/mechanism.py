@@ -42,6 +42,18 @@ class Mechanism:
     confirmation: str = ""
     """What the replay that set it back showed, in words (empty: none ran)."""
     confirmed: bool | None = None
+    also: list[Mechanism] = field(default_factory=list)
+    """Further mechanisms of the same case, each shown by its own evidence: batches that differ
+    whatever the weights did (the data pipeline does not depend on them), or the difference a
+    replay found once the first mechanism was set back."""
+
+    @property
+    def all(self) -> list[Mechanism]:
+        """This mechanism and every further one, each once (by key)."""
+        seen: dict[str, Mechanism] = {self.key: self}
+        for other in self.also:
+            seen.setdefault(other.key, other)
+        return list(seen.values())
 
 
 def configuration(record: RunRecord) -> dict[str, str]:
@@ -107,6 +119,10 @@ def explain(
     found = localise(old_anatomy, new_anatomy)
     changed = configuration_differences(old, new)
     mechanism = _from_stage(found, changed, old, new, parting_step)
+    if found.stage != BATCH:
+        batches = _batch_sequence(old_anatomy, new_anatomy, changed)
+        if batches is not None:
+            mechanism.also.append(batches)
     if found.reordered_since is not None and found.stage != BATCH:
         mechanism.sentence += (
             f" (the batches hold their samples in another order from step {found.reordered_since}, "
@@ -251,6 +267,30 @@ def _shared_config_changes(before: str, after: str) -> str:
     return ", ".join(f"{k} {old[k]} -> {new[k]}" for k in keys)
 
 
+def _batch_sequence(old: Anatomy, new: Anatomy, changed: dict[str, tuple[str, str]]) -> Mechanism | None:
+    """Batches that hold other samples at some step both anatomies hold, after the first
+    difference too: a data pipeline draws its batches whatever the weights do, so this is a
+    mechanism of its own (Keras 2 draws a new order every epoch, Keras 3 the same one)."""
+    first, last = max(old.first_step, new.first_step), min(old.last_step, new.last_step)
+    for step in range(first, last + 1):
+        i, j = step - old.first_step, step - new.first_step
+        if old.batch_set[i] != new.batch_set[j]:
+            before, after = changed.get("shuffling", ("", ""))
+            cause = (
+                f"the shuffle gives {after} now ({before} before)"
+                if before
+                else "the data pipeline draws other batches now"
+            )
+            key = f"batch:{before}->{after}" if before else "batch"
+            title = (
+                f"Shuffling: {before} before, {after} now"
+                if before
+                else "The batches are drawn in another order (same shuffling setting)"
+            )
+            return Mechanism(key, title, f"also: the batch at step {step} holds other samples: {cause}")
+    return None
+
+
 def _loss_mechanism(
     found: Localisation, changed: dict[str, tuple[str, str]], old: RunRecord, new: RunRecord
 ) -> Mechanism:
@@ -340,9 +380,13 @@ def _pair(old: float | None, new: float | None) -> str:
 
 
 def group(mechanisms: list[tuple[str, Mechanism]]) -> list[tuple[str, str, list[str]]]:
-    """(key, title, the cases' labels) per mechanism, the largest group first, unlocalised last."""
+    """(key, title, the cases' labels) per mechanism, the largest group first, unlocalised last.
+
+    A case is listed under each of its mechanisms (its first difference and every further one
+    shown by its own evidence), so a mechanism that a first difference masks is still found."""
     groups: dict[str, tuple[str, list[str]]] = {}
     for label, mechanism in mechanisms:
-        groups.setdefault(mechanism.key, (mechanism.title, []))[1].append(label)
+        for one in mechanism.all:
+            groups.setdefault(one.key, (one.title, []))[1].append(label)
     ordered = sorted(groups.items(), key=lambda item: (item[0] == NOT_LOCALISED, -len(item[1][1]), item[0]))
     return [(key, title, labels) for key, (title, labels) in ordered]

@@ -30,6 +30,9 @@ from .results import Results, RunRecord
 CONFIRM_STEPS = 2000
 """Steps taken apart where a mechanism is confirmed: enough for the next difference of a case
 that still parts once the first is set back, cheap for every catalogue model."""
+BATCH_STEPS = 200
+"""Steps taken apart where a case has several batches an epoch: enough for the first epochs of
+every catalogue case, whose batches show a shuffle that differs from the second epoch on."""
 ROUNDS = ("localise", "confirm")
 
 Key = tuple[str, str]
@@ -93,6 +96,8 @@ class ReplayEvidence:
         mechanism.confirmation = (
             f"Replay: {what}, the histories still part (from step {parting}{earlier}); next {rest.sentence}"
         )
+        if rest.key != NOT_LOCALISED:
+            mechanism.also += rest.all  # masked by the first one, found once it was set back
 
 
 def _key(path: Path) -> Key | None:
@@ -140,12 +145,16 @@ def plan_round(round_name: str, old: Results, new: Results, directory: Path) -> 
             mechanism, before, after = row.mechanism, row.old, row.new
             if mechanism is None or before is None or after is None:
                 continue
+            last = 0
             if mechanism.key == NOT_LOCALISED:
                 last = row.parting_step or after.steps
-                olds.append(_replay(before, directory / "anatomy-old", last))
+            if before.loss_kind == "epoch":  # several batches an epoch: see the next epochs' too
+                last = max(last, min(before.steps, after.steps, BATCH_STEPS))
+            old_last = max(last, min(before.steps, CONFIRM_STEPS)) if mechanism.set_back else last
+            if old_last:
+                olds.append(_replay(before, directory / "anatomy-old", old_last))
+            if last:
                 news.append(_replay(after, directory / "anatomy-new", last))
-            elif mechanism.set_back:
-                olds.append(_replay(before, directory / "anatomy-old", min(before.steps, CONFIRM_STEPS)))
         return {"old": ReplayPlan(olds), "new": ReplayPlan(news)}
     if round_name == "confirm":
         evidence = ReplayEvidence.load(directory)

@@ -104,13 +104,14 @@ def differ(
     base: Anatomy, fields: tuple[str, ...], step: int, *, column: int | None = None, later: bool = True
 ) -> Anatomy:
     """A copy whose ``fields`` differ at ``step`` (one ``column`` of a row, or all), and whose
-    every field differs at each later step (``later``): how a real change propagates."""
+    every field but the batch differs at each later step (``later``): how a real change
+    propagates (the data pipeline draws its batches whatever the weights do)."""
     changed = dataclasses.replace(base, configuration=dict(base.configuration))
     at = step - base.first_step
     for name in (*SCALARS, *ROWS):
         values = np.array(getattr(base, name), copy=True)
         rows = [at] if name in fields else []
-        if later:
+        if later and name not in ("batch", "batch_set"):
             rows += list(range(at + 1, len(values)))
         for row in rows:
             where: Any = (row, column) if (column is not None and name in ROWS and row == at) else row
@@ -803,6 +804,8 @@ def test_a_replay_that_still_parts_says_from_where_and_what_differs_next(tmp_pat
         "Replay: with the loss dtype set back to float32, the histories still part (from step 15, step 1 "
         "before); next first difference: the gradient of dense/kernel at step 14"
     )
+    # the mechanism the first one masked is the case's too, and grouped with it
+    assert [m.key for m in mechanism.all] == ["loss-dtype-wider:float64:output", "gradients"]
 
 
 def test_an_ordinary_run_among_the_confirmations_confirms_nothing(tmp_path: Path) -> None:
@@ -904,3 +907,28 @@ def test_a_malformed_anatomy_in_a_results_file_is_named_with_its_run(tmp_path: P
     with pytest.raises(results.ResultsError) as error:
         results.load(path)
     assert str(error.value).startswith(f"{path}: runs[1].anatomy is malformed (batch: ")
+
+
+def test_batches_with_other_samples_after_the_first_difference_are_a_further_mechanism() -> None:
+    """Another shuffle is a mechanism of its own even where an earlier difference came first."""
+    new = from_stage(anatomy(), LOSS, 1)
+    new.batch[2] += 7
+    new.batch_set[2] += 7
+    shuffled = configured(new, shuffling="the same order every epoch")
+    mechanism = explain(
+        record(configured(anatomy(), shuffling="a new order every epoch")), record(shuffled), 1
+    )
+    assert mechanism.key == "loss-arithmetic"
+    assert [m.key for m in mechanism.also] == ["batch:a new order every epoch->the same order every epoch"]
+    assert mechanism.also[0].sentence == (
+        "also: the batch at step 3 holds other samples: the shuffle gives the same order every epoch now "
+        "(a new order every epoch before)"
+    )
+    groups = group([("x [float32]", mechanism)])
+    assert [key for key, _, _ in groups] == [
+        "batch:a new order every epoch->the same order every epoch",
+        "loss-arithmetic",
+    ]
+    reordered = from_stage(anatomy(), LOSS, 1)
+    reordered.batch[2] += 7  # the same samples in another order: no further mechanism
+    assert explain(record(), record(reordered), 1).also == []
