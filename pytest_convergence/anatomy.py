@@ -50,6 +50,12 @@ class Anatomy:
     weight_sums: np.ndarray
     configuration: dict[str, str] = field(default_factory=dict)
     """What ran (output dtype, dtype policy, optimizer and loss classes, shuffling, XLA)."""
+    layers: list[str] = field(default_factory=list)
+    """The model's top-level layers in the order the forward pass ran them, ``name (Class)``."""
+    layer_outputs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    """Per step and layer: the digest of the layer's output (empty: not recorded)."""
+    layer_sets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    """The same, whatever the order of the batch's rows."""
     initial_weights: list[np.ndarray] = field(default_factory=list)
     """The initial weights' values (``model.get_weights()``), kept only for a replay."""
     matches_run: bool | None = None
@@ -83,6 +89,10 @@ class Anatomy:
         for name in (*SCALARS, *ROWS):
             values = np.asarray(getattr(self, name))
             document[name] = _hex(values) if name in DIGESTS else _floats(values)
+        if self.layers and np.asarray(self.layer_outputs).shape == (len(self.loss), len(self.layers)):
+            document["layers"] = list(self.layers)
+            document["layer_outputs"] = _hex(np.asarray(self.layer_outputs))
+            document["layer_sets"] = _hex(np.asarray(self.layer_sets))
         return document
 
     @classmethod
@@ -111,13 +121,24 @@ class Anatomy:
             elif values.shape != (steps,):
                 raise ValueError(f"{name}: {values.shape} values, one for each of {steps} steps expected")
             arrays[name] = values
-        return cls._of(
+        anatomy = cls._of(
             first_step=int(document["first_step"]),
             weights=[str(w) for w in document["weights"]],
             configuration={str(k): str(v) for k, v in document.get("configuration", {}).items()},
             matches_run=document.get("matches_run"),
             arrays=arrays,
         )
+        if document.get("layers"):
+            layers = [str(name) for name in document["layers"]]
+            for name in ("layer_outputs", "layer_sets"):
+                values = np.array([[_int(v) for v in row] for row in document[name]], dtype=np.int64)
+                if values.shape != (steps, len(layers)):
+                    raise ValueError(
+                        f"{name}: {values.shape} values, {steps} steps of {len(layers)} layers expected"
+                    )
+                setattr(anatomy, name, values)
+            anatomy.layers = layers
+        return anatomy
 
     # ------------------------------------------------------------------------------ npz
     def save(self, path: Path) -> None:
@@ -134,10 +155,12 @@ class Anatomy:
                 "configuration": self.configuration,
                 "matches_run": self.matches_run,
                 "initial_count": len(self.initial_weights),
+                "layers": self.layers,
             }
         )
         arrays: dict[str, Any] = {name: np.asarray(getattr(self, name)) for name in (*SCALARS, *ROWS)}
         arrays.update(extra, meta=np.array(meta))
+        arrays.update(layer_outputs=np.asarray(self.layer_outputs), layer_sets=np.asarray(self.layer_sets))
         np.savez_compressed(buffer, **arrays)
         atomic_write_bytes(Path(path), buffer.getvalue())
 
@@ -152,7 +175,10 @@ class Anatomy:
                 for name in (*SCALARS, *ROWS)
             }
             initial = [np.array(data[f"initial_{i}"]) for i in range(meta["initial_count"])]
-        return cls._of(
+            by_layer = {
+                name: np.array(data[name]) for name in ("layer_outputs", "layer_sets") if name in data.files
+            }
+        anatomy = cls._of(
             first_step=meta["first_step"],
             weights=meta["weights"],
             configuration=meta["configuration"],
@@ -160,6 +186,10 @@ class Anatomy:
             arrays=arrays,
             initial_weights=initial,
         )
+        if meta.get("layers") and len(by_layer) == 2:
+            anatomy.layers = list(meta["layers"])
+            anatomy.layer_outputs, anatomy.layer_sets = by_layer["layer_outputs"], by_layer["layer_sets"]
+        return anatomy
 
     @classmethod
     def _of(

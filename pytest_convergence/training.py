@@ -135,5 +135,5 @@ def _first_steps(anatomy: Anatomy, steps: int) -> Anatomy:
 
     from .anatomy import ROWS, SCALARS
 
-    cut = {name: getattr(anatomy, name)[:steps] for name in (*SCALARS, *ROWS)}
+    cut = {name: getattr(anatomy, name)[:steps] for name in (*SCALARS, *ROWS, "layer_outputs", "layer_sets")}
     return replace(anatomy, initial_weights=[], **cut)

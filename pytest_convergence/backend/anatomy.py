@@ -16,7 +16,7 @@ import numpy as np
 from ..anatomy import Anatomy
 from ..case import Case
 from .batches import plan_batches
-from .capture import OutputCapture
+from .capture import LayerCapture, OutputCapture
 from .engine import Training
 
 
@@ -39,6 +39,7 @@ def record_anatomy(
     """
     training = Training.prepare(case, dtype, "loop" if engine == "fit" else engine)
     outputs = OutputCapture(training.model)
+    layers = LayerCapture(training.model)
     loop = training.loop
     assert loop is not None
     last = min(last, case.total_steps)
@@ -49,7 +50,7 @@ def record_anatomy(
         if first > 0:
             loop.compile(plan)
         initial = [np.array(w) for w in training.model.get_weights()] if keep_initial else []
-        recorded = loop.anatomy(plan, outputs, first, last)
+        recorded = loop.anatomy(plan, outputs, first, last, layers)
     output_dtype = ""
     if outputs.tensors and outputs.tensors[-1] is not None:
         flat = training.tf.nest.flatten(outputs.tensors[-1])
@@ -70,6 +71,9 @@ def record_anatomy(
         gradient_sums=recorded["gradient_sums"],
         weights_after=recorded["weights_after"],
         weight_sums=recorded["weight_sums"],
+        layers=layers.step()[0],
+        layer_outputs=recorded["layer_outputs"],
+        layer_sets=recorded["layer_sets"],
     )
 
 

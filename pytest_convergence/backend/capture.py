@@ -128,3 +128,41 @@ class OutputCapture:
             return original(*args, **kwargs)
 
         object.__setattr__(model, "compute_metrics", compute_metrics)
+
+
+class LayerCapture:
+    """Each top-level layer's output in a traced step, in the order the forward pass runs them.
+
+    The gate names the layer whose output first differs between two versions (with equal
+    weights and batch: that layer's arithmetic changed). Each layer's ``call`` is wrapped on the
+    instance of a model built for the anatomy only, reading the output and changing nothing. A
+    layer called twice (a shared one) is captured twice; nested layers are inside their parent's.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.tensors: list[Any] = []
+        self.names: list[str] = []
+        """Per capture since the last :meth:`start`: ``name (Class)``."""
+        self._start = 0
+        for layer in getattr(model, "layers", []):
+            self._wrap(layer)
+
+    def _wrap(self, layer: Any) -> None:
+        original = layer.call
+        label = f"{layer.name} ({type(layer).__name__})"
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            output = original(*args, **kwargs)
+            self.tensors.append(output)
+            self.names.append(label)
+            return output
+
+        object.__setattr__(layer, "call", call)
+
+    def start(self) -> None:
+        """A step's forward pass begins: what is captured from here is this step's."""
+        self._start = len(self.tensors)
+
+    def step(self) -> tuple[list[str], list[Any]]:
+        """The names and outputs captured since :meth:`start`."""
+        return self.names[self._start :], self.tensors[self._start :]

@@ -23,7 +23,7 @@ from ..case import Case
 from ..errors import CaseError, KerasVersionError, first_line
 from .batches import BatchPlan
 from .build import case_error
-from .capture import GradientCapture, LossCapture, OutputCapture
+from .capture import GradientCapture, LayerCapture, LossCapture, OutputCapture
 from .digests import digest, row_set_digest, value_sum
 from .keras_adapter import Flavour
 from .record import StepRecord, epoch_metrics
@@ -55,9 +55,11 @@ ANATOMY_FIELDS = (
     "gradient_sums",
     "weights_after",
     "weight_sums",
+    "layer_outputs",
+    "layer_sets",
 )
-"""What :meth:`TrainingLoop.anatomy` records per step: six scalars, then five rows of one value
-per trainable weight."""
+"""What :meth:`TrainingLoop.anatomy` records per step: six scalars, five rows of one value per
+trainable weight, then two rows of one digest per layer output (ordered, and whatever the order)."""
 
 
 class TrainingLoop:
@@ -302,7 +304,12 @@ class TrainingLoop:
         return loop
 
     def anatomy(
-        self, plan: BatchPlan, outputs: OutputCapture | None, first: int, last: int
+        self,
+        plan: BatchPlan,
+        outputs: OutputCapture | None,
+        first: int,
+        last: int,
+        layers: LayerCapture | None = None,
     ) -> dict[str, np.ndarray]:
         """Steps ``first`` to ``last - 1``, each taken apart: the digest (:mod:`.digests`) of its
         batch, of every trainable weight before and after it, of the output and of every gradient,
@@ -337,9 +344,25 @@ class TrainingLoop:
                     [tf.constant(0.0, tf.float64) if g is None else value_sum(tf, g) for g in grads]
                 )
             batch_set = row_set_digest(tf, batch)
-            return digest(tf, batch), batch_set, output, output_set, output_sum, grad, grad_sum
+            captured = layers.step()[1] if layers is not None else []
+            if captured:
+                layer_outputs = tf.stack([digest(tf, o) for o in captured])
+                layer_sets = tf.stack([row_set_digest(tf, o) for o in captured])
+            else:
+                layer_outputs = layer_sets = tf.zeros([0], tf.int64)
+            return (
+                digest(tf, batch),
+                batch_set,
+                output,
+                output_set,
+                output_sum,
+                grad,
+                grad_sum,
+                layer_outputs,
+                layer_sets,
+            )
 
-        step_on = self._stepper(plan, log_names, extras)
+        step_on = self._stepper(plan, log_names, extras, layers.start if layers is not None else None)
         jit = self.jit
         size_when_jit = min(self.case.total_steps, XLA_CALL_STEPS)
 
@@ -353,18 +376,21 @@ class TrainingLoop:
         # loss, batch, batch_set, output, output_set, output_sum
         scalar_dtypes = (float64, int64, int64, int64, int64, float64)
         row_dtypes = (int64, int64, float64, int64, float64)  # before, gradients, sums, after, sums
-        tracked = len(scalar_dtypes) + len(row_dtypes)
+        tracked = len(scalar_dtypes) + len(row_dtypes) + 2  # and the layers' outputs, two digests
 
         @tf.function(jit_compile=jit, autograph=False)
         def steps(first_step: Any, stop: Any) -> tuple[Any, ...]:
             size = size_when_jit if jit else stop - first_step
             arrays = [tf.TensorArray(d, size=size, element_shape=[]) for d in scalar_dtypes]
             arrays += [tf.TensorArray(d, size=size, element_shape=[count]) for d in row_dtypes]
+            arrays += [tf.TensorArray(int64, size=size, element_shape=[None]) for _ in range(2)]
 
             def body(step: Any, *carried: Any) -> tuple[Any, ...]:
                 written, before = carried[:tracked], list(carried[tracked:])
                 weights_before = digests(before)
-                loss, _, _, batch, batch_set, output, output_set, output_sum, grad, grad_sum = step_on(step)
+                loss, _, _, batch, batch_set, output, output_set, output_sum, grad, grad_sum, *by_layer = (
+                    step_on(step)
+                )
                 now = [v.read_value() for v in trainables]
                 row = step - first_step
                 values = (
@@ -379,6 +405,7 @@ class TrainingLoop:
                     grad_sum,
                     digests(now),
                     sums(now),
+                    *by_layer,
                 )
                 return (step + 1, *[a.write(row, v) for a, v in zip(written, values)], *now)
 
@@ -404,7 +431,11 @@ class TrainingLoop:
         return {name: np.concatenate(parts) for name, parts in zip(ANATOMY_FIELDS, recorded)}
 
     def _stepper(
-        self, plan: BatchPlan, log_names: list[str], extras: Callable[[Any], tuple[Any, ...]] | None = None
+        self,
+        plan: BatchPlan,
+        log_names: list[str],
+        extras: Callable[[Any], tuple[Any, ...]] | None = None,
+        before_step: Callable[[], None] | None = None,
     ) -> Callable[[Any], tuple[Any, ...]]:
         """``step_on(step)``: one ``train_step`` on the batch ``fit`` trains on at ``step``
         (a tensor), returning the step's loss, logs and gradient flags, then ``extras(batch)``
@@ -433,6 +464,8 @@ class TrainingLoop:
             return None  # the caller branches between full and partial batches
 
         def one_step(batch: Any) -> tuple[Any, ...]:
+            if before_step is not None:
+                before_step()
             logs = model.train_step(batch)
             if sorted(logs) != log_names:
                 raise self.flavour.unsupported(

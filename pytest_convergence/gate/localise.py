@@ -48,6 +48,9 @@ class Localisation:
     reordered: str = ""
     """At a ``batch`` stage: the batch holds the same samples in another order, and this is what
     that reordering changed first (``loss`` or ``gradients``: a sum rounded in another order)."""
+    layer: str | None = None
+    """At an ``output`` stage: the first layer whose output differs (``dense_1 (Dense)``), the
+    layers before it equal; None where the anatomies hold no layer outputs."""
     reordered_since: int | None = None
     """The first step whose batch held the same samples in another order (changing nothing that
     step: a mean of two samples is the same either way), if any before the first difference."""
@@ -87,11 +90,13 @@ def localise(old: Anatomy, new: Anatomy) -> Localisation:
         if before is not None:
             return replace(base, step=step, stage=WEIGHTS, weight=names[before])
         outputs = (old.output_set[i], new.output_set[j]) if reordered else (old.output[i], new.output[j])
-        if outputs[0] != outputs[1]:
+        layer = _first_layer(old, new, i, j, reordered)
+        if outputs[0] != outputs[1] or layer is not None:
             return replace(
                 base,
                 step=step,
                 stage=OUTPUT,
+                layer=layer,
                 old_value=float(old.output_sum[i]),
                 new_value=float(new.output_sum[j]),
             )
@@ -126,6 +131,17 @@ def localise(old: Anatomy, new: Anatomy) -> Localisation:
                 new_value=float(new.weight_sums[j][after]),
             )
     return base
+
+
+def _first_layer(old: Anatomy, new: Anatomy, i: int, j: int, reordered: bool) -> str | None:
+    """The first layer whose output differs at rows ``i``/``j``, where both recorded the same layers."""
+    if not old.layers or old.layers != new.layers:
+        return None
+    rows = (
+        (old.layer_sets[i], new.layer_sets[j]) if reordered else (old.layer_outputs[i], new.layer_outputs[j])
+    )
+    differs = _first_row_difference(rows[0], rows[1], len(old.layers))
+    return None if differs is None else old.layers[differs]
 
 
 def _first_row_difference(old: np.ndarray, new: np.ndarray, count: int) -> int | None:

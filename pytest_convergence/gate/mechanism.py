@@ -199,6 +199,16 @@ def _from_stage(
                     f"batch: the {name} is {after} now ({before} before)",
                     localisation=found,
                 )
+        if found.layer is not None:
+            layer_class = found.layer.rsplit("(", 1)[-1].rstrip(")")
+            return Mechanism(
+                f"forward:{layer_class}",
+                f"{layer_class}'s forward pass computes differently (same weights, same input)",
+                f"first difference: the output of {found.layer} at step {step}, with equal weights, batch "
+                f"and layers before it (output sum {_pair(found.old_value, found.new_value)}): "
+                f"{layer_class}'s arithmetic changed",
+                localisation=found,
+            )
         return Mechanism(
             "forward",
             "The forward pass computes differently (same weights, same batch)",

@@ -148,6 +148,8 @@ def plan_round(round_name: str, old: Results, new: Results, directory: Path) -> 
             last = 0
             if mechanism.key == NOT_LOCALISED:
                 last = row.parting_step or after.steps
+            elif mechanism.key == "forward" and mechanism.localisation is not None:
+                last = mechanism.localisation.step or 0  # results files without layer outputs
             if before.loss_kind == "epoch":  # several batches an epoch: see the next epochs' too
                 last = max(last, min(before.steps, after.steps, BATCH_STEPS))
             old_last = max(last, min(before.steps, CONFIRM_STEPS)) if mechanism.set_back else last

@@ -932,3 +932,32 @@ def test_batches_with_other_samples_after_the_first_difference_are_a_further_mec
     reordered = from_stage(anatomy(), LOSS, 1)
     reordered.batch[2] += 7  # the same samples in another order: no further mechanism
     assert explain(record(), record(reordered), 1).also == []
+
+
+def with_layers(base: Anatomy, names: list[str], differing: int | None = None) -> Anatomy:
+    """``base`` with layer outputs recorded, the ``differing`` one changed at every step."""
+    changed = dataclasses.replace(base, layers=list(names))
+    digests = np.arange(len(base.loss) * len(names), dtype=np.int64).reshape(len(base.loss), len(names))
+    if differing is not None:
+        digests = digests.copy()
+        digests[:, differing:] += 7
+    changed.layer_outputs, changed.layer_sets = digests, digests + 1000
+    return changed
+
+
+def test_the_first_layer_whose_output_differs_is_named_and_its_class_is_the_mechanism() -> None:
+    names = ["dense (Dense)", "dense_1 (Dense)"]
+    old = with_layers(anatomy(), names)
+    new = with_layers(from_stage(anatomy(), OUTPUT, 1), names, differing=1)
+    found = localise(old, new)
+    assert (found.stage, found.step, found.layer) == (OUTPUT, 1, "dense_1 (Dense)")
+    mechanism = explain(record(old), record(new), 1)
+    assert mechanism.key == "forward:Dense"
+    assert mechanism.sentence.startswith(
+        "first difference: the output of dense_1 (Dense) at step 1, with equal weights, batch and layers "
+        "before it"
+    )
+    assert mechanism.sentence.endswith("Dense's arithmetic changed")
+    assert Anatomy.from_json(json.loads(json.dumps(new.to_json()))).layers == names
+    # recorded on one side only: the output stage, without a layer
+    assert localise(anatomy(), new).layer is None
