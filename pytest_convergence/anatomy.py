@@ -78,6 +78,19 @@ class Anatomy:
         )
         return self.matches_run
 
+    def check_checkpoints(self, steps: list[int], losses: list[float]) -> bool | None:
+        """Record whether its losses are a results file's at the checkpoints both hold (a replay
+        that took apart the first steps without training the run); None: no step in common."""
+        if self.matches_run is not None:
+            return self.matches_run
+        at = [(s, v) for s, v in zip(steps, losses) if self.first_step <= s <= self.last_step]
+        if not at:
+            return None
+        mine = np.array([self.loss[s - self.first_step] for s, _ in at], np.float64)
+        theirs = np.array([v for _, v in at], np.float64)
+        self.matches_run = bool(np.array_equal(mine, theirs, equal_nan=True))
+        return self.matches_run
+
     # ------------------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {

@@ -21,6 +21,11 @@ from .run import Run
 from .snapshot.calibrate import Calibration, calibrate, calibration_perturbations
 
 
+class AnatomyRecorded(ConvergenceError):
+    """A replay that only takes steps apart (nothing set back) trained no run: its anatomy is
+    saved, and the test says so instead of judging a run (the plugin skips it)."""
+
+
 class NotDeterministicError(ConvergenceError, AssertionError):
     """Two trainings of the same case, seed, version and machine gave different histories."""
 
@@ -68,6 +73,8 @@ def train_with_checks(
     from .backend import enable_op_determinism, train
 
     if request.replay is not None:
+        if not request.replay.set_back:
+            _take_apart_only(case, dtype, engine, request.replay)
         case = request.replay.apply(case)
     if request.op_determinism:
         enable_op_determinism()
@@ -137,3 +144,20 @@ def _first_steps(anatomy: Anatomy, steps: int) -> Anatomy:
 
     cut = {name: getattr(anatomy, name)[:steps] for name in (*SCALARS, *ROWS, "layer_outputs", "layer_sets")}
     return replace(anatomy, initial_weights=[], **cut)
+
+
+def _take_apart_only(case: Case, dtype: str, engine: str, replay: Replay) -> None:
+    """Take apart every step up to the replay's last on the case cut to that many steps (its
+    first steps are the whole run's: same seed, same batches), save it and say so.
+
+    Nothing is set back, so the run would be the results file's again: training it to its end
+    only to read its first steps would cost a whole session. The gate checks the anatomy's
+    losses against the results file's checkpoints (:meth:`..anatomy.Anatomy.check_checkpoints`).
+    """
+    from .backend.anatomy import record_anatomy
+
+    last = min(replay.last_step or case.total_steps, case.total_steps)
+    anatomy = record_anatomy(case.with_(steps=last, epochs=None), dtype, engine, 0, last, keep_initial=True)
+    path = replay.anatomy_path(case.name, dtype)
+    anatomy.save(path)
+    raise AnatomyRecorded(f"replay: steps 1-{last} of {case.name} [{dtype}] taken apart into {path}")

@@ -188,6 +188,9 @@ def _mechanism(row: Row, replays: ReplayEvidence | None) -> Mechanism | None:
     key = (row.case, row.dtype)
     old_anatomy = replays.old_anatomies.get(key) if replays else None
     new_anatomy = replays.new_anatomies.get(key) if replays else None
+    for anatomy, record in ((old_anatomy, old), (new_anatomy, new)):
+        if anatomy is not None:  # a replay's first steps must be the results file's run
+            anatomy.check_checkpoints(record.checkpoint_steps, [float(v) for v in record.checkpoint_losses])
     mechanism = explain(old, new, row.parting_step, old_anatomy=old_anatomy, new_anatomy=new_anatomy)
     if replays is not None:
         replays.confirm(mechanism, row)

@@ -961,3 +961,15 @@ def test_the_first_layer_whose_output_differs_is_named_and_its_class_is_the_mech
     assert Anatomy.from_json(json.loads(json.dumps(new.to_json()))).layers == names
     # recorded on one side only: the output stage, without a layer
     assert localise(anatomy(), new).layer is None
+
+
+def test_a_replay_s_first_steps_are_checked_against_the_results_file_s_checkpoints() -> None:
+    made = anatomy()
+    steps = [int(s) for s in made.steps]
+    assert made.check_checkpoints([*steps, 99], [*map(float, made.loss), 0.5]) is True
+    other = anatomy()
+    losses = list(map(float, other.loss))
+    losses[1] = np.nextafter(losses[1], 1.0)
+    assert other.check_checkpoints(steps, losses) is False
+    assert "anatomy did not train as its run did" in localise(other, anatomy()).caveat
+    assert anatomy().check_checkpoints([99], [0.5]) is None
