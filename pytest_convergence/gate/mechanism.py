@@ -273,7 +273,10 @@ def _shared_config_changes(before: str, after: str) -> str:
         return ""
     if not isinstance(old, dict) or not isinstance(new, dict):
         return ""
-    keys = sorted(k for k in set(old) & set(new) if k != "name" and not _same_setting(old[k], new[k]))
+    inert = {"name", "jit_compile", "is_legacy_optimizer"}
+    if not old.get("use_ema") and not new.get("use_ema"):  # EMA settings do nothing without it
+        inert |= {"ema_momentum", "ema_overwrite_frequency"}
+    keys = sorted(k for k in set(old) & set(new) if k not in inert and not _same_setting(old[k], new[k]))
     return ", ".join(f"{k} {old[k]} -> {new[k]}" for k in keys)
 
 

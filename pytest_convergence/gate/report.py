@@ -29,6 +29,7 @@ from .verdict import (
     SLOWER,
     Row,
     Verdict,
+    changed_count,
     count_line,
     mechanism_sentence,
     speed_cell,
@@ -145,7 +146,7 @@ def _mechanisms(verdict: Verdict) -> list[str]:
         return []
     index = {row.label: number for number, row in enumerate(verdict.rows)}
     by_label = {row.label: row for row in verdict.rows}
-    changed = sum(len(labels) for _, _, labels in groups)
+    changed = changed_count(verdict)
     lines = [
         f'<h2 id="mechanisms">Why: {len(groups)} mechanism{"s" if len(groups) != 1 else ""} explain '
         f"{changed} changed case{'s' if changed != 1 else ''}</h2>",

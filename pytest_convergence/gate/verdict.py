@@ -424,12 +424,17 @@ def mechanism_sentence(mechanism: Mechanism) -> str:
     return f"{mechanism.sentence}. {mechanism.confirmation}"
 
 
+def changed_count(verdict: Verdict) -> int:
+    """Cases with a mechanism (a case with several is counted once)."""
+    return sum(1 for row in verdict.rows if row.mechanism is not None)
+
+
 def mechanism_lines(verdict: Verdict) -> list[str]:
     """The mechanisms, grouped: one numbered line each, its cases after it."""
     groups = verdict.mechanisms
     if not groups:
         return []
-    lines = [f"mechanisms: {len(groups)} explain the {sum(len(g[2]) for g in groups)} changed cases"]
+    lines = [f"mechanisms: {len(groups)} explain the {changed_count(verdict)} changed cases"]
     for number, (_, title, labels) in enumerate(groups, 1):
         lines.append(f"  {number}. {title} ({len(labels)}): {', '.join(labels)}")
     return lines
@@ -462,7 +467,7 @@ def markdown(verdict: Verdict) -> str:
     lines = [f"## Convergence gate: {mark}", "", f"**{verdict.title}** ({count_line(verdict)})", ""]
     groups = verdict.mechanisms
     if groups:
-        lines += [f"### Mechanisms: {len(groups)} explain {sum(len(g[2]) for g in groups)} changed cases", ""]
+        lines += [f"### Mechanisms: {len(groups)} explain {changed_count(verdict)} changed cases", ""]
         for number, (_, title, labels) in enumerate(groups, 1):
             lines.append(f"{number}. **{title}** ({len(labels)}): {', '.join(labels)}")
         lines.append("")

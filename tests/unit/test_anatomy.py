@@ -973,3 +973,17 @@ def test_a_replay_s_first_steps_are_checked_against_the_results_file_s_checkpoin
     assert other.check_checkpoints(steps, losses) is False
     assert "anatomy did not train as its run did" in localise(other, anatomy()).caveat
     assert dataclasses.replace(anatomy(), matches_run=None).check_checkpoints([99], [0.5]) is None
+
+
+def test_ema_settings_without_ema_are_no_change_of_settings() -> None:
+    """Keras 2's legacy RMSprop says ema_overwrite_frequency 100, Keras 3's None: with use_ema off
+    on both, that is not what changed the update."""
+    new = from_stage(anatomy(), UPDATE, 1)
+    before = record(
+        anatomy(),
+        optimizer_ran=optimizer_ran("keras.src.optimizers.rmsprop.RMSprop", ema_overwrite_frequency=100),
+    )
+    after = record(
+        new, optimizer_ran=optimizer_ran("keras.src.optimizers.rmsprop.RMSprop", ema_overwrite_frequency=None)
+    )
+    assert explain(before, after, 1).key == "optimizer:RMSprop"
