@@ -201,6 +201,15 @@ def _from_stage(
                 )
         if found.layer is not None:
             layer_class = found.layer.rsplit("(", 1)[-1].rstrip(")")
+            if _draws_random_numbers(layer_class):
+                return Mechanism(
+                    f"random:{layer_class}",
+                    f"{layer_class} draws other random numbers (same seed)",
+                    f"first difference: the output of {found.layer} at step {step}, with equal weights, "
+                    f"batch and layers before it: {layer_class} draws other random numbers from the same "
+                    "seed now",
+                    localisation=found,
+                )
             return Mechanism(
                 f"forward:{layer_class}",
                 f"{layer_class}'s forward pass computes differently (same weights, same input)",
@@ -222,6 +231,20 @@ def _from_stage(
     if found.stage == GRADIENTS:
         if "loss dtype" in changed:  # the loss's value rounded alike, its gradient did not
             return _loss_mechanism(found, changed, old, new)
+        scale = _scale_between(found.old_value, found.new_value)
+        if scale is not None and "on" in (
+            configuration(old).get("loss scaling"),
+            configuration(new).get("loss scaling"),
+        ):
+            more = "scaled" if abs(found.new_value or 0) > abs(found.old_value or 0) else "unscaled"
+            return Mechanism(
+                "loss-scaling",
+                "Loss scaling: the optimizer receives the gradients at another scale",
+                f"first difference: the gradient of {weight} at step {step}, with equal loss "
+                f"(sum {_pair(found.old_value, found.new_value)}, 2^{scale} apart): the optimizer receives "
+                f"the gradients {more} by the loss scale now",
+                localisation=found,
+            )
         return Mechanism(
             "gradients",
             "The gradients are computed differently (same loss)",
@@ -259,6 +282,23 @@ def _from_stage(
         f"{where}: {optimizer}'s arithmetic changed" + (" (the legacy optimizer before)" if legacy else ""),
         localisation=found,
     )
+
+
+def _draws_random_numbers(layer_class: str) -> bool:
+    """Dropout, noise and random augmentation layers: a difference there is their draws."""
+    return "Dropout" in layer_class or "Noise" in layer_class or layer_class.startswith("Random")
+
+
+def _scale_between(old: float | None, new: float | None) -> int | None:
+    """The power of two that ``new / old`` is (within float16's rounding), if it is one: two
+    gradients a loss scale apart."""
+    import math
+
+    if not old or not new or not math.isfinite(old) or not math.isfinite(new) or (old > 0) != (new > 0):
+        return None
+    exponent = math.log2(abs(new / old))
+    nearest = round(exponent)
+    return abs(nearest) if nearest != 0 and abs(exponent - nearest) < 0.01 else None
 
 
 def _shared_config_changes(before: str, after: str) -> str:

@@ -93,6 +93,16 @@ class ReplayEvidence:
             new_anatomy=self.confirm_anatomies.get(key),
         )
         earlier = f", step {row.parting_step} before" if row.parting_step is not None else ""
+        if row.parting_step == parting:
+            earlier = ", as before"
+        if rest.localisation is not None and rest.localisation.stage == "initialisation":
+            mechanism.confirmed = False
+            mechanism.confirmation = (
+                f"Replay: the old version's initial weights, set on the new version, still do not "
+                f"digest the same ({rest.localisation.weight}): the new version holds them otherwise "
+                "(another dtype or layout), so this replay cannot confirm more"
+            )
+            return
         mechanism.confirmation = (
             f"Replay: {what}, the histories still part (from step {parting}{earlier}); next {rest.sentence}"
         )

@@ -987,3 +987,26 @@ def test_ema_settings_without_ema_are_no_change_of_settings() -> None:
         new, optimizer_ran=optimizer_ran("keras.src.optimizers.rmsprop.RMSprop", ema_overwrite_frequency=None)
     )
     assert explain(before, after, 1).key == "optimizer:RMSprop"
+
+
+def test_gradients_a_loss_scale_apart_are_loss_scaling() -> None:
+    """Keras 2's LossScaleOptimizer hands its optimizer unscaled gradients, Keras 3's scaled ones."""
+    new = from_stage(anatomy(), GRADIENTS, 1, column=BIAS)
+    new.gradient_sums[0, BIAS] = anatomy().gradient_sums[0, BIAS] * 32768 * (1 + 1e-4)
+    scaled = explain(
+        record(configured(anatomy(), loss_scaling="on")), record(configured(new, loss_scaling="on")), 1
+    )
+    assert scaled.key == "loss-scaling"
+    assert scaled.sentence.endswith(
+        "2^15 apart): the optimizer receives the gradients scaled by the loss scale now"
+    )
+    assert explain(record(), record(new), 1).key == "gradients"  # no loss scaling: the backward pass
+
+
+def test_a_dropout_layer_that_differs_draws_other_random_numbers() -> None:
+    names = ["dense (Dense)", "dropout (Dropout)"]
+    old = with_layers(anatomy(), names)
+    new = with_layers(from_stage(anatomy(), OUTPUT, 1), names, differing=1)
+    mechanism = explain(record(old), record(new), 1)
+    assert mechanism.key == "random:Dropout"
+    assert mechanism.sentence.endswith("Dropout draws other random numbers from the same seed now")
