@@ -419,9 +419,13 @@ def explanation_lines(row: Row) -> list[str]:
 
 def mechanism_sentence(mechanism: Mechanism) -> str:
     """The case's sentence, with what its replay showed."""
+    sentence = mechanism.sentence
+    for further in mechanism.also:
+        if further.sentence.startswith("also:"):  # shown by its own evidence, not by a replay
+            sentence += f"; {further.sentence}"
     if not mechanism.confirmation:
-        return mechanism.sentence
-    return f"{mechanism.sentence}. {mechanism.confirmation}"
+        return sentence
+    return f"{sentence}. {mechanism.confirmation}"
 
 
 def changed_count(verdict: Verdict) -> int:

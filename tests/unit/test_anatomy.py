@@ -924,6 +924,9 @@ def test_batches_with_other_samples_after_the_first_difference_are_a_further_mec
         "also: the batch at step 3 holds other samples: the shuffle gives the same order every epoch now "
         "(a new order every epoch before)"
     )
+    from pytest_convergence.gate.verdict import mechanism_sentence
+
+    assert mechanism_sentence(mechanism).endswith(f"; {mechanism.also[0].sentence}")
     groups = group([("x [float32]", mechanism)])
     assert [key for key, _, _ in groups] == [
         "batch:a new order every epoch->the same order every epoch",
