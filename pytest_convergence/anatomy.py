@@ -134,7 +134,7 @@ class Anatomy:
             elif values.shape != (steps,):
                 raise ValueError(f"{name}: {values.shape} values, one for each of {steps} steps expected")
             arrays[name] = values
-        anatomy = cls._of(
+        anatomy = cls.from_arrays(
             first_step=int(document["first_step"]),
             weights=[str(w) for w in document["weights"]],
             configuration={str(k): str(v) for k, v in document.get("configuration", {}).items()},
@@ -191,7 +191,7 @@ class Anatomy:
             by_layer = {
                 name: np.array(data[name]) for name in ("layer_outputs", "layer_sets") if name in data.files
             }
-        anatomy = cls._of(
+        anatomy = cls.from_arrays(
             first_step=meta["first_step"],
             weights=meta["weights"],
             configuration=meta["configuration"],
@@ -205,7 +205,7 @@ class Anatomy:
         return anatomy
 
     @classmethod
-    def _of(
+    def from_arrays(
         cls,
         *,
         first_step: int,

@@ -55,26 +55,17 @@ def record_anatomy(
     if outputs.tensors and outputs.tensors[-1] is not None:
         flat = training.tf.nest.flatten(outputs.tensors[-1])
         output_dtype = ", ".join(sorted({t.dtype.name for t in flat}))
-    return Anatomy(
+    anatomy = Anatomy.from_arrays(
         first_step=first + 1,
         weights=[training._name(w) for w in training.model.trainable_weights],
         configuration=configuration(training, plan, output_dtype),
+        matches_run=None,
+        arrays=recorded,
         initial_weights=initial,
-        loss=recorded["loss"],
-        batch=recorded["batch"],
-        batch_set=recorded["batch_set"],
-        output=recorded["output"],
-        output_set=recorded["output_set"],
-        output_sum=recorded["output_sum"],
-        weights_before=recorded["weights_before"],
-        gradients=recorded["gradients"],
-        gradient_sums=recorded["gradient_sums"],
-        weights_after=recorded["weights_after"],
-        weight_sums=recorded["weight_sums"],
-        layers=layers.step()[0],
-        layer_outputs=recorded["layer_outputs"],
-        layer_sets=recorded["layer_sets"],
     )
+    anatomy.layers = layers.step()[0]
+    anatomy.layer_outputs, anatomy.layer_sets = recorded["layer_outputs"], recorded["layer_sets"]
+    return anatomy
 
 
 def configuration(training: Training, plan: Any, output_dtype: str) -> dict[str, str]:
