@@ -417,6 +417,10 @@ class TrainingLoop:
             )
             return tuple(a.stack() for a in results[1 : 1 + tracked])
 
+        # Traced here, in plain Python, where a Ctrl-C is raised at once: held, it would wait
+        # for the whole trace (seconds on a loaded machine) before the session could end.
+        bound = tf.TensorSpec([], tf.int32)
+        steps = steps.get_concrete_function(bound, bound)
         recorded: list[list[np.ndarray]] = [[] for _ in ANATOMY_FIELDS]
         pace = Pace(size_when_jit if jit else self.case.total_steps)
         with HeldInterrupt() as interrupt:

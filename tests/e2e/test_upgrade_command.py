@@ -78,7 +78,9 @@ def test_dry_run_lists_the_whole_gate_from_the_projects_own_metadata(
     assert "--convergence-results=.gate/results-2.21.0-2.json" in sessions[3]
     assert all(line.endswith("|| true") for line in lines if " -m pytest " in line)  # failures go on
 
-    merge_old, merge_new, compare = commands[-3:]
+    merges = [argv for argv in commands if argv[1:2] == ["merge"]]
+    merge_old, merge_new = merges
+    compare = commands[-1]
     assert merge_old[1:4] == ["merge", "--repeats", "gate-2.19.0-to-2.21.0/results-2.19.0.json"]
     assert merge_old[4:] == [".gate/results-2.19.0-1.json", ".gate/results-2.19.0-2.json"]
     assert merge_new[0] == ".gate/venv-tensorflow-cpu-2.21.0/bin/pytest-convergence"
@@ -90,6 +92,23 @@ def test_dry_run_lists_the_whole_gate_from_the_projects_own_metadata(
     ]
     assert compare[-2:] == ["tee", "gate-2.19.0-to-2.21.0/verdict.txt"]
     assert "--markdown" in compare and "--html" in compare
+    assert compare[compare.index("--replays") + 1] == ".gate/replay"
+    # between the merges and the comparison: the two replay rounds, each side in its environment
+    replays = commands[commands.index(merge_new) + 1 : -1]
+    tool = ".gate/venv-tensorflow-cpu-2.21.0/bin/pytest-convergence"
+    assert [argv[:2] + argv[-2:] for argv in replays if argv[0] == tool] == [
+        [tool, "replay-plan", "--round", "localise"],
+        [tool, "replay", "--log", ".gate/replay-2.19.0.log"],
+        [tool, "replay", "--log", ".gate/replay-2.21.0.log"],
+        [tool, "replay-plan", "--round", "confirm"],
+        [tool, "replay", "--log", ".gate/replay-confirm-2.21.0.log"],
+    ]
+    python = [argv[argv.index("--python") + 1] for argv in replays if "--python" in argv]
+    assert python == [
+        ".gate/venv-tensorflow-cpu-2.19.0/bin/python",
+        ".gate/venv-tensorflow-cpu-2.21.0/bin/python",
+        ".gate/venv-tensorflow-cpu-2.21.0/bin/python",
+    ]
 
 
 def test_the_constraints_lose_only_their_tensorflow_and_keras_pins(tmp_path: Path) -> None:
