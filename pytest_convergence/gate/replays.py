@@ -51,6 +51,13 @@ class ReplayEvidence:
     @classmethod
     def load(cls, directory: Path) -> ReplayEvidence:
         directory = Path(directory)
+        if not directory.is_dir():
+            from ..errors import ConvergenceError
+
+            raise ConvergenceError(
+                f"--replays {directory}: no such directory; give the directory the gate's replays "
+                "wrote (pytest-convergence replay-plan --dir), or leave --replays out"
+            )
         evidence = cls(directory)
         for name, anatomies in (
             ("anatomy-old", evidence.old_anatomies),

@@ -1013,3 +1013,10 @@ def test_a_dropout_layer_that_differs_draws_other_random_numbers() -> None:
     mechanism = explain(record(old), record(new), 1)
     assert mechanism.key == "random:Dropout"
     assert mechanism.sentence.endswith("Dropout draws other random numbers from the same seed now")
+
+
+def test_a_missing_replays_directory_is_named_not_ignored(tmp_path: Path) -> None:
+    from pytest_convergence.errors import ConvergenceError
+
+    with pytest.raises(ConvergenceError, match=r"--replays .*nowhere: no such directory; give the directory"):
+        ReplayEvidence.load(tmp_path / "nowhere")
