@@ -45,7 +45,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .backend import train
     from .case import Case, Expectation
-    from .diagnosis import Diagnosis, diagnose
+    from .diagnosis.rules import Diagnosis, diagnose
     from .dtypes import DTYPES
     from .errors import CaseError, ConvergenceError, ExpectationFailed, TensorFlowMissingError
     from .outcome import ENGINES, Outcome

@@ -8,6 +8,11 @@ TensorFlow traceback to learn that a learning rate was misspelt.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 class ConvergenceError(Exception):
     """Base of every error the plugin raises on purpose."""
@@ -69,8 +74,52 @@ class KerasVersionError(ConvergenceError):
         )
 
 
-class ExpectationFailed(AssertionError):
+class ExpectationFailed(ConvergenceError, AssertionError):
     """A run did not meet what its case expected of it; the message says what and why."""
+
+
+class ReplayError(ConvergenceError):
+    """A replay plan that cannot be used."""
+
+
+class SpecError(ConvergenceError):
+    """A spec file that cannot be used: names the file, the field path and what was expected."""
+
+    def __init__(self, path: Path, field: str | None, message: str) -> None:
+        self.path = path
+        self.field = field
+        self.message = message
+        where = f"{path}" + (f": {field}" if field else "")
+        super().__init__(f"{where}: {message}")
+
+
+class SchemaViolation(ConvergenceError, ValueError):
+    """Where a spec document breaks the schema; the loader turns it into a SpecError naming the file."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path or '(top level)'}: {message}")
+
+
+class SnapshotMismatchError(ConvergenceError, AssertionError):
+    """A run's loss history is outside the tolerance of its stored snapshot (or there is none)."""
+
+
+class SnapshotFormatError(ConvergenceError, ValueError):
+    """A snapshot text that cannot be read: hand-edited, truncated, or of another format version."""
+
+
+class ResultsError(ConvergenceError):
+    """A results file that cannot be used, with the file and what to do."""
+
+
+class GateError(ConvergenceError):
+    """The gate could not reach a verdict: a command failed, or a session left no results."""
+
+
+class NotDeterministicError(ConvergenceError, AssertionError):
+    """Two trainings of the same case, seed, version and machine gave different histories."""
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:

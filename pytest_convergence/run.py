@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .anatomy import Anatomy
     from .case import Expectation
-    from .diagnosis import Diagnosis
+    from .diagnosis.rules import Diagnosis
 
 
 @dataclass(eq=False)
@@ -167,7 +167,7 @@ class Run:
 
     @functools.cached_property
     def diagnosis(self) -> Diagnosis:
-        from .diagnosis import diagnose
+        from .diagnosis.rules import diagnose
 
         return diagnose(self)
 
@@ -205,7 +205,7 @@ class Run:
         """
         __tracebackhide__ = True
         from .case import Expectation
-        from .expectations import check_expectation
+        from .diagnosis.expectations import check_expectation
 
         check_expectation(self, Expectation.from_kwargs(expectation))
         return self
@@ -213,7 +213,7 @@ class Run:
     def check_declared_expectation(self) -> Run:
         """Assert the expectation the case declared for this dtype, if any."""
         __tracebackhide__ = True
-        from .expectations import check_expectation
+        from .diagnosis.expectations import check_expectation
 
         if self.expectation is not None:
             check_expectation(self, self.expectation)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConvergenceError
+from ..errors import ResultsError
 from ..files import atomic_write_text
 
 if TYPE_CHECKING:
@@ -32,10 +32,6 @@ def _required() -> list[str]:
     from dataclasses import MISSING, fields
 
     return [f.name for f in fields(RunRecord) if f.default is MISSING and f.default_factory is MISSING]
-
-
-class ResultsError(ConvergenceError):
-    """A results file that cannot be used, with the file and what to do."""
 
 
 @dataclass
@@ -116,7 +112,7 @@ class RunRecord:
         tolerance: str = "",
         snapshot_problems: Sequence[str] = (),
     ) -> RunRecord:
-        from ..expectations import unmet
+        from ..diagnosis.expectations import unmet
         from ..snapshot.format import checkpoint_steps
 
         steps = checkpoint_steps(run.steps)

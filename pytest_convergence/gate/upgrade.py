@@ -31,7 +31,7 @@ from typing import TextIO
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from ..errors import ConvergenceError
+from ..errors import GateError
 
 PROJECT = "pytest-convergence"
 EXTRAS = "plot"
@@ -50,10 +50,6 @@ MARKER = ".pytest-convergence-gate"
 """A file in each environment the gate made, holding the install command it was made with: an
 environment is reused as it is only when that command is unchanged (an interrupted install, or a
 new pytest-convergence version, installs again)."""
-
-
-class GateError(ConvergenceError):
-    """The gate could not reach a verdict: a command failed, or a session left no results."""
 
 
 @dataclass(frozen=True)

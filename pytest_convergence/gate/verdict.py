@@ -22,7 +22,7 @@ from .mechanism import Mechanism, difference_notes, explain, group
 from .results import Results, RunRecord
 
 if TYPE_CHECKING:
-    from .replays import ReplayEvidence
+    from .replay_rounds import ReplayEvidence
 
 PASS, FAIL, SLOWER, ADDED, REMOVED, RENAMED = "pass", "FAIL", "slower", "added", "removed", "renamed"
 MIN_TIMINGS = 3

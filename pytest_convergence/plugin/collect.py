@@ -59,7 +59,7 @@ class SpecItem(pytest.Item):
         self.obj = stand_in
 
     def runtest(self) -> None:
-        from ..expectations import failure_message, unmet
+        from ..diagnosis.expectations import failure_message, unmet
 
         session = session_of(self.config)
         if not session.settings.enabled:

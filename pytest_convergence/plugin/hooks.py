@@ -52,7 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[SESSION_KEY] = convergence
     if convergence.settings.replay:  # every process trains from it, pytest-xdist's workers too
-        from ..replay import load_plan
+        from ..replay_plan import load_plan
 
         try:
             convergence.replay_plan = load_plan(config.rootpath / convergence.settings.replay)

@@ -21,7 +21,7 @@ from .options import MarkerOptions, Settings
 if TYPE_CHECKING:
     from ..case import Case
     from ..gate.results import RunRecord
-    from ..replay import ReplayPlan
+    from ..replay_plan import ReplayPlan
     from ..run import Run
     from ..snapshot.calibrate import Calibration
     from ..snapshot.extension import ConvergenceSnapshot
@@ -144,7 +144,7 @@ class ConvergenceSession:
         """Train with ``--convergence-repeat`` / ``--convergence-calibrate``; a user's mistake fails
         the test with one clear line."""
         __tracebackhide__ = True
-        from ..training import AnatomyRecorded, TrainingRequest, train_with_checks
+        from .training import AnatomyRecorded, TrainingRequest, train_with_checks
 
         settings = self.settings
         replay = None
@@ -186,8 +186,8 @@ class ConvergenceSession:
         """Train a dtype that Keras cannot train: pass if the training fails with ``text`` in its
         error (the summary row says ``refused``), fail if it trains or fails otherwise."""
         __tracebackhide__ = True
-        from ..training import TrainingRequest, train_with_checks
         from .summary import SummaryRow
+        from .training import TrainingRequest, train_with_checks
 
         chosen = self.engine_for(case, marker)
         problem = None

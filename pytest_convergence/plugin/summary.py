@@ -27,7 +27,7 @@ class SummaryRow:
     trace_seconds: float = math.nan
     """Time spent tracing and compiling before training (real runs spend most of a short run there)."""
     story: str = ""
-    """The run's story (:func:`pytest_convergence.story.tell`) under ``--convergence-explain``, else
+    """The run's story (:func:`pytest_convergence.diagnosis.story.tell`) under ``--convergence-explain``, else
     empty; plain text, so it travels from xdist workers with the rest of the row."""
 
     @classmethod
@@ -37,7 +37,7 @@ class SummaryRow:
         assert isinstance(run, Run)
         story = ""
         if explain:
-            from ..story import tell
+            from ..diagnosis.story import tell
 
             story = tell(run)
         return cls(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
+from ..errors import SnapshotMismatchError
 from ..files import atomic_write_text
 from .compare import compare
 from .format import SnapshotFormatError, Trajectory, render_run
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
     from ..tolerance import Tolerance
 
 UPDATE_HINT = "pytest --convergence --snapshot-update"
-
-
-class SnapshotMismatchError(AssertionError):
-    """A run's loss history is outside the tolerance of its stored snapshot (or there is none)."""
 
 
 class SnapshotText(str):

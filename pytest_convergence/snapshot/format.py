@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import SnapshotFormatError
+
 if TYPE_CHECKING:
     from ..run import Run
     from ..tolerance import Tolerance
@@ -29,10 +31,6 @@ FULL_TENSOR_LIMIT = 32
 """Tensors with more elements are summarised (norm, mean, min, max) to stay reviewable."""
 
 EVENT_KEYS = ("first_nonfinite_step", "first_zero_step", "stall_step", "cycle_start_step", "period")
-
-
-class SnapshotFormatError(ValueError):
-    """A snapshot text that cannot be read: hand-edited, truncated, or of another format version."""
 
 
 def checkpoint_steps(steps: int) -> np.ndarray:

@@ -21,24 +21,13 @@ import numpy as np
 
 from ..case import Case, sequential_config
 from ..dtypes import DEFAULT_DTYPES
-from ..errors import CaseError, ConvergenceError
+from ..errors import CaseError, SpecError
 from .schema import SchemaViolation, validate
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-
-class SpecError(ConvergenceError):
-    """A spec file that cannot be used: names the file, the field path and what was expected."""
-
-    def __init__(self, path: Path, field: str | None, message: str) -> None:
-        self.path = path
-        self.field = field
-        self.message = message
-        where = f"{path}" + (f": {field}" if field else "")
-        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True)

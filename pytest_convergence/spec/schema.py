@@ -18,6 +18,7 @@ from typing import Any
 from ..case import LOSS_DTYPES
 from ..dtypes import DTYPES
 from ..dtypes import suggest as suggest_dtype
+from ..errors import SchemaViolation
 from ..outcome import ENGINES, Outcome
 
 SCHEMA_FILE = Path(__file__).with_name("convergence-spec.schema.json")
@@ -208,13 +209,6 @@ SCHEMA: dict[str, Any] = {
 
 def write_schema(path: Path = SCHEMA_FILE) -> None:
     path.write_text(json.dumps(SCHEMA, indent=2) + "\n", encoding="utf-8")
-
-
-class SchemaViolation(ValueError):
-    def __init__(self, path: str, message: str) -> None:
-        self.path = path
-        self.message = message
-        super().__init__(f"{path or '(top level)'}: {message}")
 
 
 def validate(document: Any, schema: Mapping[str, Any] = SCHEMA, path: str = "") -> None:

@@ -8,7 +8,7 @@ from factories import HIDDEN_RELU6, KERAS_MAJOR, keras3_dynamics, seed_case
 
 from pytest_convergence import Case
 from pytest_convergence.backend import train
-from pytest_convergence.fact_check import check_facts
+from pytest_convergence.diagnosis.fact_check import check_facts
 
 DEFAULT_RMSPROP = "rmsprop"  # learning rate 0.001
 

@@ -33,10 +33,10 @@ from pytest_convergence.gate.localise import (
     localise,
 )
 from pytest_convergence.gate.mechanism import NOT_LOCALISED, explain, group
-from pytest_convergence.gate.replays import ReplayEvidence, plan_path, plan_round, write_round
+from pytest_convergence.gate.replay_rounds import ReplayEvidence, plan_path, plan_round, write_round
 from pytest_convergence.gate.results import Results, RunRecord
 from pytest_convergence.gate.verdict import compare_results, format_table, markdown
-from pytest_convergence.replay import Replay, ReplayError, ReplayPlan, load_plan
+from pytest_convergence.replay_plan import Replay, ReplayError, ReplayPlan, load_plan
 
 WEIGHT_NAMES = ["dense/kernel", "dense/bias"]
 KERNEL, BIAS = 0, 1

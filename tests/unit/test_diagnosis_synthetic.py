@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from factories import make_run
 
-from pytest_convergence.diagnosis import PLATEAU_RELATIVE_CHANGE, Diagnosis, diagnose
+from pytest_convergence.diagnosis.rules import PLATEAU_RELATIVE_CHANGE, Diagnosis, diagnose
 from pytest_convergence.errors import CaseError, ExpectationFailed
 from pytest_convergence.outcome import Outcome
 from pytest_convergence.run import Run

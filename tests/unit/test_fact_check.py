@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from factories import make_run
 
-from pytest_convergence.diagnosis import diagnose
-from pytest_convergence.fact_check import check_facts
+from pytest_convergence.diagnosis.fact_check import check_facts
+from pytest_convergence.diagnosis.rules import diagnose
 from pytest_convergence.run import Run
 
 

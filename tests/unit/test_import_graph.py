@@ -1,7 +1,8 @@
-"""The package's rooms follow its imports: no cycles, TensorFlow and Keras only in ``backend/``,
-and each room imports only the rooms it may (data flows case -> backend -> run -> diagnosis ->
-snapshot -> results -> gate; the plugin and the CLI wire them). Read from the source with ``ast``,
-so the test needs no TensorFlow and sees lazy imports inside functions too."""
+"""The package's rooms are its folders, and its imports follow them: no cycles, TensorFlow and
+Keras only in ``backend/``, and each room imports only the rooms it may (data flows case ->
+backend -> run and its history -> diagnosis -> snapshot -> results -> gate; the plugin and the CLI
+wire them). Read from the source with ``ast``, so the test needs no TensorFlow and counts every
+import: at module level, inside functions and under ``TYPE_CHECKING``."""
 
 from __future__ import annotations
 
@@ -13,34 +14,43 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pytest_convergence"
 HEAVY = ("tensorflow", "keras", "tf_keras")
 CORE = "core"
+"""The modules at the package root: the shared vocabulary (case, run, history, dtypes, outcome,
+errors, tolerance, files, fingerprint...)."""
+FACADE = "pytest_convergence"
+"""The package's ``__init__``: the public API, which names what it loads lazily from every room."""
 
 ALLOWED: dict[str, set[str]] = {
-    CORE: {CORE},
+    CORE: {CORE, "diagnosis"},
+    "diagnosis": {CORE, "diagnosis"},
     "backend": {CORE, "backend"},
     "snapshot": {CORE, "snapshot"},
     "spec": {CORE, "backend", "spec"},
-    "gate": {CORE, "snapshot", "gate"},
-    "training": {CORE, "backend", "snapshot", "training"},
-    "plugin": {CORE, "backend", "snapshot", "spec", "gate", "training", "plugin"},
-    "cli": {CORE, "backend", "snapshot", "spec", "gate", "cli"},
+    "gate": {CORE, "diagnosis", "snapshot", "gate"},
+    "plugin": {CORE, "diagnosis", "backend", "snapshot", "spec", "gate", "plugin"},
+    "cli": {CORE, "diagnosis", "backend", "snapshot", "spec", "gate", "cli"},
 }
-"""Which rooms each room may import. ``core`` is every top-level module but training and cli."""
+"""Which rooms each room may import. The root's only way into ``diagnosis`` is ``Run``'s
+conveniences (``run.expect``, ``run.diagnosis``); the diagnosis reads a ``History`` and never a
+``Run`` (``test_the_diagnosis_reads_histories_not_runs``), so no cycle runs through them."""
+
+
+def rooms_on_disk() -> set[str]:
+    return {CORE} | {
+        path.name for path in PACKAGE.iterdir() if path.is_dir() and (path / "__init__.py").exists()
+    }
+
+
+def room(module: str) -> str:
+    """The folder a module lives in (its first level below the package), or ``core`` at the root."""
+    parts = module.split(".")
+    if len(parts) >= 2 and (PACKAGE / parts[1]).is_dir():
+        return parts[1]
+    return CORE
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def room(module: str) -> str:
-    parts = module.split(".")
-    if len(parts) == 1:
-        return CORE  # pytest_convergence/__init__.py
-    if len(parts) == 2 and parts[1] in ("training", "cli"):
-        return parts[1]
-    if len(parts) == 2 and not (PACKAGE / parts[1]).is_dir():
-        return CORE
-    return parts[1]
 
 
 def imports_of(path: Path, package: str | None = None) -> list[tuple[str, int, bool]]:
@@ -73,15 +83,16 @@ def imports_of(path: Path, package: str | None = None) -> list[tuple[str, int, b
 
 
 def package_graph() -> dict[str, set[str]]:
-    """Module -> the package modules it imports when it runs (type-checking imports left out)."""
+    """Module -> every package module it imports: at module level, in functions and for type
+    checking alike, since a cycle through any of them is a cycle in the design."""
     modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
 
-    def counted(name: str, target: str, hint: bool) -> bool:
+    def counted(name: str, target: str) -> bool:
         # a module's own parent packages are imported before it anyway: no edge
-        return target in modules and not hint and not (name + ".").startswith(target + ".")
+        return target in modules and not (name + ".").startswith(target + ".")
 
     return {
-        name: {target for target, _, hint in imports_of(path) if counted(name, target, hint)}
+        name: {target for target, _, _ in imports_of(path) if counted(name, target)}
         for name, path in modules.items()
     }
 
@@ -124,15 +135,40 @@ def test_tensorflow_and_keras_are_imported_only_in_backend() -> None:
     assert not offenders, "\n".join(offenders)
 
 
+def test_every_folder_is_a_room_with_its_rules() -> None:
+    assert rooms_on_disk() == set(ALLOWED), "give each folder of the package its rooms in ALLOWED"
+
+
 def test_each_room_imports_only_the_rooms_it_may() -> None:
     graph = package_graph()
     offenders = [
         f"{module} ({room(module)}) imports {target} ({room(target)})"
         for module, targets in sorted(graph.items())
+        if module != FACADE
         for target in sorted(targets)
         if room(target) not in ALLOWED[room(module)]
     ]
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_diagnosis_reads_histories_not_runs() -> None:
+    offenders = [
+        f"{module} imports {target}"
+        for module, targets in sorted(package_graph().items())
+        if room(module) == "diagnosis"
+        for target in targets
+        if target == "pytest_convergence.run"
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_a_cycle_through_a_function_or_type_checking_import_is_counted(tmp_path: Path) -> None:
+    source = tmp_path / "probe.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .run import Run\n"
+        "def f():\n    from .diagnosis import diagnose\n"
+    )
+    assert {target for target, _, _ in imports_of(source, package="pkg")} >= {"pkg.run", "pkg.diagnosis"}
 
 
 @pytest.mark.parametrize(

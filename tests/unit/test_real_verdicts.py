@@ -11,7 +11,7 @@ from factories import make_run, seed_case
 
 from pytest_convergence import CaseError
 from pytest_convergence.case import Expectation, MetricCondition
-from pytest_convergence.expectations import unmet
+from pytest_convergence.diagnosis.expectations import unmet
 from pytest_convergence.plugin.summary import SummaryRow, format_table
 
 

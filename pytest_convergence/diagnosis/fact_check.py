@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .numerics import spacing
+from ..numerics import spacing
 
 if TYPE_CHECKING:
-    from .diagnosis import Diagnosis
-    from .run import Run
+    from ..run import Run
+    from .rules import Diagnosis
 
 
 class DiagnosisFactWarning(UserWarning):

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConvergenceError
-from .outcome import DEFAULT_ENGINE, ENGINES
+from ..errors import ConvergenceError
+from ..outcome import DEFAULT_ENGINE, ENGINES
 
 if TYPE_CHECKING:
-    from .gate.verdict import Verdict
+    from ..gate.verdict import Verdict
 
 TRACED_WEIGHTS = 64
 
@@ -37,9 +37,9 @@ EPILOG = "'pytest-convergence COMMAND --help' describes a command's arguments an
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command, argument and default of the command line, with its help."""
-    from .dtypes import DTYPES
-    from .gate import upgrade
-    from .gate.verdict import Thresholds
+    from ..dtypes import DTYPES
+    from ..gate import upgrade
+    from ..gate.verdict import Thresholds
 
     parser = argparse.ArgumentParser(
         prog="pytest-convergence",
@@ -337,9 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _explain(arguments: argparse.Namespace) -> int:
-    from .backend import train
-    from .dtypes import dtype_info
-    from .spec.loader import load_spec
+    from ..backend import train
+    from ..dtypes import dtype_info
+    from ..spec.loader import load_spec
 
     spec = load_spec(arguments.spec)
     dtype = arguments.dtype or spec.dtypes[0]
@@ -359,7 +359,7 @@ def _explain(arguments: argparse.Namespace) -> int:
     for line in describe_run(run):
         print(line)
     if arguments.plot is not None:
-        from .gate.plot import plot_run
+        from ..gate.plot import plot_run
 
         plot_run(run, arguments.plot)
         print(f"plot: {arguments.plot}")
@@ -368,8 +368,8 @@ def _explain(arguments: argparse.Namespace) -> int:
 
 def _check_plot_path(path: Path) -> None:
     """``explain --plot``: matplotlib installed and the picture writable, checked before training."""
-    from .files import unwritable
-    from .gate.plot import _pyplot
+    from ..files import unwritable
+    from ..gate.plot import _pyplot
 
     problem = unwritable(path)
     if problem is not None:
@@ -381,8 +381,8 @@ def _check_plot_path(path: Path) -> None:
 
 
 def _compare(arguments: argparse.Namespace) -> int:
-    from .gate import results
-    from .gate.verdict import Thresholds, compare_results, format_table, markdown
+    from ..gate import results
+    from ..gate.verdict import Thresholds, compare_results, format_table, markdown
 
     _check_not_the_same_file(arguments.old, arguments.new)
     old, new = results.load(arguments.old), results.load(arguments.new)
@@ -402,18 +402,18 @@ def _compare(arguments: argparse.Namespace) -> int:
     )
     replays = None
     if arguments.replays is not None:
-        from .gate.replays import ReplayEvidence
+        from ..gate.replay_rounds import ReplayEvidence
 
         replays = ReplayEvidence.load(arguments.replays)
     verdict = compare_results(old, new, thresholds, replays=replays)
     for line in format_table(verdict):
         print(line)
     if arguments.markdown:
-        from .files import atomic_write_text
+        from ..files import atomic_write_text
 
         atomic_write_text(arguments.markdown, markdown(verdict))
     if arguments.html:
-        from .gate.report import write_report
+        from ..gate.report import write_report
 
         write_report(arguments.html, verdict, old, new)
         print(f"report: {arguments.html}")
@@ -458,7 +458,7 @@ def _check_merge_order(output: Path, inputs: Sequence[Path]) -> None:
 
 
 def _merge(arguments: argparse.Namespace) -> int:
-    from .gate import results
+    from ..gate import results
 
     _check_merge_order(arguments.output, arguments.inputs)
     parts = [results.load(path) for path in arguments.inputs]
@@ -470,7 +470,7 @@ def _merge(arguments: argparse.Namespace) -> int:
 
 
 def _replay_plan(arguments: argparse.Namespace) -> int:
-    from .gate.replays import plan_path, write_round
+    from ..gate.replay_rounds import plan_path, write_round
 
     counts = write_round(arguments.round, arguments.old, arguments.new, arguments.dir)
     for side, count in counts.items():
@@ -479,13 +479,13 @@ def _replay_plan(arguments: argparse.Namespace) -> int:
 
 
 def _replay(arguments: argparse.Namespace) -> int:
-    from .gate.replays import run_replay
+    from ..gate.replay_rounds import run_replay
 
     return run_replay(arguments.plan, arguments.python, results=arguments.results, log=arguments.log)
 
 
 def _gate(arguments: argparse.Namespace) -> int:
-    from .gate import upgrade
+    from ..gate import upgrade
 
     options = upgrade.Options(
         old=arguments.old,
@@ -510,7 +510,7 @@ def _gate(arguments: argparse.Namespace) -> int:
 
 def describe_run(run: object) -> list[str]:
     """The explanation as lines of text: what ran, what happened, the evidence, the verdict."""
-    from .run import Run
+    from ..run import Run
 
     assert isinstance(run, Run)
     diagnosis = run.diagnosis
@@ -536,7 +536,7 @@ def describe_run(run: object) -> list[str]:
         else:
             lines.append(f"  {key}: {value}")
     if run.expectation is not None:
-        from .expectations import unmet
+        from ..diagnosis.expectations import unmet
 
         problems = unmet(run, run.expectation)
         lines.append("")
@@ -546,7 +546,7 @@ def describe_run(run: object) -> list[str]:
 
 
 def _target(run: object) -> str:
-    from .run import Run
+    from ..run import Run
 
     assert isinstance(run, Run)
     if run.target_loss is None:
@@ -558,8 +558,8 @@ def _target(run: object) -> str:
 
 
 def _plot_pair(verdict: Verdict, name: str, path: Path) -> None:
-    from .gate.plot import plot_comparison
-    from .gate.verdict import describe_versions
+    from ..gate.plot import plot_comparison
+    from ..gate.verdict import describe_versions
 
     rows = {f"{row.case}[{row.dtype}]": row for row in verdict.rows}
     row = rows.get(name.replace(" ", ""))

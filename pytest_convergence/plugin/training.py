@@ -11,23 +11,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .anatomy import Anatomy
-from .case import Case
-from .errors import ConvergenceError
-from .fact_check import DiagnosisFactWarning, check_facts
-from .perturb import Perturbation
-from .replay import Replay
-from .run import Run
-from .snapshot.calibrate import Calibration, calibrate, calibration_perturbations
+from ..anatomy import Anatomy
+from ..case import Case
+from ..diagnosis.fact_check import DiagnosisFactWarning, check_facts
+from ..errors import ConvergenceError, NotDeterministicError
+from ..perturb import Perturbation
+from ..replay_plan import Replay
+from ..run import Run
+from ..snapshot.calibrate import Calibration, calibrate, calibration_perturbations
 
 
 class AnatomyRecorded(ConvergenceError):
     """A replay that only takes steps apart (nothing set back) trained no run: its anatomy is
     saved, and the test says so instead of judging a run (the plugin skips it)."""
-
-
-class NotDeterministicError(ConvergenceError, AssertionError):
-    """Two trainings of the same case, seed, version and machine gave different histories."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +66,7 @@ def train_with_checks(
 ) -> tuple[Run, Calibration | None]:
     """Train ``case``; with ``repeat`` > 1 demand bit-identical reruns; with ``calibrate`` >= 2
     measure the spread of perturbed reruns. ``current_rtol`` gives (rtol, miss_fraction) of a run."""
-    from .backend import enable_op_determinism, train
+    from ..backend import enable_op_determinism, train
 
     if request.replay is not None:
         if not request.replay.set_back:
@@ -122,7 +118,7 @@ def train_with_checks(
 def _take_apart(run: Run, case: Case, dtype: str, engine: str, request: TrainingRequest) -> None:
     """Record the run's anatomy (its first steps; a replay's, every step up to its last) on a
     model built again, checked against the run's own losses."""
-    from .backend.anatomy import record_anatomy
+    from ..backend.anatomy import record_anatomy
 
     replay = request.replay
     if replay is not None:
@@ -140,7 +136,7 @@ def _take_apart(run: Run, case: Case, dtype: str, engine: str, request: Training
 def _first_steps(anatomy: Anatomy, steps: int) -> Anatomy:
     from dataclasses import replace
 
-    from .anatomy import ROWS, SCALARS
+    from ..anatomy import ROWS, SCALARS
 
     cut = {name: getattr(anatomy, name)[:steps] for name in (*SCALARS, *ROWS, "layer_outputs", "layer_sets")}
     return replace(anatomy, initial_weights=[], **cut)
@@ -154,7 +150,7 @@ def _take_apart_only(case: Case, dtype: str, engine: str, replay: Replay) -> Non
     only to read its first steps would cost a whole session. The gate checks the anatomy's
     losses against the results file's checkpoints (:meth:`..anatomy.Anatomy.check_checkpoints`).
     """
-    from .backend.anatomy import record_anatomy
+    from ..backend.anatomy import record_anatomy
 
     last = min(replay.last_step or case.total_steps, case.total_steps)
     anatomy = record_anatomy(case.with_(steps=last, epochs=None), dtype, engine, 0, last, keep_initial=True)

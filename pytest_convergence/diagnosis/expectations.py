@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import ExpectationFailed
+from ..errors import ExpectationFailed
 
 if TYPE_CHECKING:
-    from .case import Expectation
-    from .run import Run
+    from ..case import Expectation
+    from ..run import Run
 
 
 def unmet(run: Run, expectation: Expectation) -> list[str]:

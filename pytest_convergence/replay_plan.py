@@ -22,16 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from .case import Case
-from .errors import ConvergenceError
+from .errors import ReplayError
 from .files import atomic_write_text
 
 SCHEMA = 1
 SETTINGS = ("loss_dtype", "initial_weights")
 """What a replay can set back to the old version's."""
-
-
-class ReplayError(ConvergenceError):
-    """A replay plan that cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..numerics import spacing
 from .cycles import find_cycle
-from .numerics import spacing
 
 if TYPE_CHECKING:
-    from .run import Run
+    from ..run import Run
 
 FREEZE_CAUSES = {
     "gradient-zero": "its gradient is exactly 0",

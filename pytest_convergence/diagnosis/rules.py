@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..numerics import fmt as _fmt
+from ..numerics import fmt_range, fmt_relative, spacing, tiny
+from ..outcome import Outcome
 from .cycles import find_cycle
-from .numerics import fmt as _fmt
-from .numerics import fmt_range, fmt_relative, spacing, tiny
-from .outcome import Outcome
 from .weight_events import FREEZE_CAUSES, WeightEvents, min_frozen_steps, weight_events
 
 if TYPE_CHECKING:
-    from .run import Run
+    from ..run import Run
 
 PLATEAU_RELATIVE_CHANGE = 1e-3
 """Relative change (first to last value) of the loss over the last tenth of a run at or below

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..anatomy import Anatomy
-from ..replay import Replay, ReplayPlan, anatomy_path
+from ..replay_plan import Replay, ReplayPlan, anatomy_path
 from . import results as results_file
 from .mechanism import NOT_LOCALISED, Mechanism, explain
 from .results import Results, RunRecord
@@ -230,7 +230,7 @@ def run_replay(plan: Path, python: str, *, results: Path | None = None, log: Pat
     import sys
 
     from ..errors import ConvergenceError
-    from ..replay import load_plan
+    from ..replay_plan import load_plan
 
     tests = load_plan(plan).tests
     if not tests:
