@@ -25,7 +25,7 @@ from ..errors import ConvergenceError
 from ..outcome import DEFAULT_ENGINE, ENGINES
 
 if TYPE_CHECKING:
-    from ..gate.verdict import Verdict
+    from ..gate.verdict_data import Verdict
 
 TRACED_WEIGHTS = 64
 
@@ -382,7 +382,8 @@ def _check_plot_path(path: Path) -> None:
 
 def _compare(arguments: argparse.Namespace) -> int:
     from ..gate import results
-    from ..gate.verdict import Thresholds, compare_results, format_table, markdown
+    from ..gate.verdict import Thresholds, compare_results
+    from ..gate.verdict_text import format_table, markdown
 
     _check_not_the_same_file(arguments.old, arguments.new)
     old, new = results.load(arguments.old), results.load(arguments.new)
@@ -402,7 +403,7 @@ def _compare(arguments: argparse.Namespace) -> int:
     )
     replays = None
     if arguments.replays is not None:
-        from ..gate.replay_rounds import ReplayEvidence
+        from ..gate.replay_evidence import ReplayEvidence
 
         replays = ReplayEvidence.load(arguments.replays)
     verdict = compare_results(old, new, thresholds, replays=replays)
@@ -559,7 +560,7 @@ def _target(run: object) -> str:
 
 def _plot_pair(verdict: Verdict, name: str, path: Path) -> None:
     from ..gate.plot import plot_comparison
-    from ..gate.verdict import describe_versions
+    from ..gate.verdict_data import describe_versions
 
     rows = {f"{row.case}[{row.dtype}]": row for row in verdict.rows}
     row = rows.get(name.replace(" ", ""))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ConvergenceError
 from ..files import atomic_write_bytes
-from .verdict import RENAMED, Row
+from .verdict_data import RENAMED, Row
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -1,4 +1,4 @@
-"""The gate's two replay rounds, planned from the verdict, and what they showed.
+"""The gate's two replay rounds: planned from the verdict, written as replay plans, and run.
 
 Round ``localise``: cases whose histories part after the steps their results files took apart
 (or with no anatomy at all) are trained again on both sides, every step up to the parting one
@@ -9,23 +9,23 @@ version's, and the gate says whether the difference goes away, and if not, what 
 
 The files live in one directory (the gate's work directory)::
 
-    localise-old.json, localise-new.json, confirm-new.json   replay plans (:mod:`..replay`)
+    localise-old.json, localise-new.json, confirm-new.json   replay plans (:mod:`..replay_plan`)
     anatomy-old/, anatomy-new/, anatomy-confirm/             whole-run anatomies, CASE[DTYPE].npz
     results-confirm.json                                      the confirming runs' results
+
+What the replays left there is read back by :mod:`.replay_evidence`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from ..anatomy import Anatomy
 from ..replay_plan import Replay, ReplayPlan, anatomy_path
 from . import results as results_file
-from .mechanism import NOT_LOCALISED, Mechanism, explain
+from .mechanism import NOT_LOCALISED
+from .replay_evidence import ReplayEvidence
 from .results import Results, RunRecord
+from .verdict import compare_results
 
 CONFIRM_STEPS = 2000
 """Steps taken apart where a mechanism is confirmed: enough for the next difference of a case
@@ -35,124 +35,9 @@ BATCH_STEPS = 200
 every catalogue case, whose batches show a shuffle that differs from the second epoch on."""
 ROUNDS = ("localise", "confirm")
 
-Key = tuple[str, str]
 
-
-@dataclass
-class ReplayEvidence:
-    """What the replays left in ``directory``: longer anatomies and the confirming runs."""
-
-    directory: Path
-    old_anatomies: dict[Key, Anatomy] = field(default_factory=dict)
-    new_anatomies: dict[Key, Anatomy] = field(default_factory=dict)
-    confirm_anatomies: dict[Key, Anatomy] = field(default_factory=dict)
-    confirmations: dict[Key, RunRecord] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, directory: Path) -> ReplayEvidence:
-        directory = Path(directory)
-        if not directory.is_dir():
-            from ..errors import ConvergenceError
-
-            raise ConvergenceError(
-                f"--replays {directory}: no such directory; give the directory the gate's replays "
-                "wrote (pytest-convergence replay-plan --dir), or leave --replays out"
-            )
-        evidence = cls(directory)
-        for name, anatomies in (
-            ("anatomy-old", evidence.old_anatomies),
-            ("anatomy-new", evidence.new_anatomies),
-            ("anatomy-confirm", evidence.confirm_anatomies),
-        ):
-            for path in sorted((directory / name).glob("*.npz")):
-                key = _key(path)
-                if key is not None:
-                    anatomies[key] = Anatomy.load(path)
-        confirmed = directory / "results-confirm.json"
-        if confirmed.is_file():
-            evidence.confirmations = results_file.load(confirmed).by_key()
-        return evidence
-
-    def confirm(self, mechanism: Mechanism, row: object) -> None:
-        """Fill in what the replay with the mechanism's setting set back showed."""
-        from .verdict import Row
-
-        assert isinstance(row, Row) and row.old is not None
-        key = (row.case, row.dtype)
-        replayed = self.confirmations.get(key)
-        if replayed is None or not replayed.set_back:
-            return
-        what = _set_back_words(replayed.set_back)
-        parting = _first_difference(row.old, replayed)
-        if parting is None:
-            mechanism.confirmed = True
-            mechanism.confirmation = (
-                f"Confirmed by replay: {what}, the new version trains bit for bit as the old one "
-                f"({len(replayed.checkpoint_steps)} checkpoints and the final weights equal)"
-            )
-            return
-        mechanism.confirmed = False
-        rest = explain(
-            row.old,
-            replayed,
-            parting,
-            old_anatomy=self.old_anatomies.get(key),
-            new_anatomy=self.confirm_anatomies.get(key),
-        )
-        earlier = f", step {row.parting_step} before" if row.parting_step is not None else ""
-        if row.parting_step == parting:
-            earlier = ", as before"
-        if rest.localisation is not None and rest.localisation.stage == "initialisation":
-            mechanism.confirmed = False
-            mechanism.confirmation = (
-                f"Replay: the old version's initial weights, set on the new version, still do not "
-                f"digest the same ({rest.localisation.weight}): the new version holds them otherwise "
-                "(another dtype or layout), so this replay cannot confirm more"
-            )
-            return
-        mechanism.confirmation = (
-            f"Replay: {what}, the histories still part (from step {parting}{earlier}); next {rest.sentence}"
-        )
-        if rest.key != NOT_LOCALISED:
-            mechanism.also += rest.all  # masked by the first one, found once it was set back
-
-
-def _key(path: Path) -> Key | None:
-    stem = path.name[: -len(".npz")]
-    if not stem.endswith("]") or "[" not in stem:
-        return None
-    case, _, dtype = stem[:-1].rpartition("[")
-    return case, dtype
-
-
-def _set_back_words(set_back: dict[str, str]) -> str:
-    words = []
-    if "loss_dtype" in set_back:
-        words.append(f"with the loss dtype set back to {set_back['loss_dtype']}")
-    if "initial_weights" in set_back:
-        words.append("with the old version's initial weights")
-    return " and ".join(words) or "replayed"
-
-
-def _first_difference(old: RunRecord, new: RunRecord) -> int | None:
-    """The first checkpoint where two runs' losses differ bitwise (or the last step, when only
-    their final weights do); None when they are the same run."""
-    steps, i, j = np.intersect1d(old.checkpoint_steps, new.checkpoint_steps, return_indices=True)
-    a = np.asarray(old.checkpoint_losses, np.float64)[i]
-    b = np.asarray(new.checkpoint_losses, np.float64)[j]
-    differs = ~((a == b) | (np.isnan(a) & np.isnan(b)))
-    if differs.any():
-        return int(steps[np.argmax(differs)])
-    if old.final_weights != new.final_weights or len(steps) != len(old.checkpoint_steps):
-        return int(old.steps)
-    return None
-
-
-# ------------------------------------------------------------------------------ planning
 def plan_round(round_name: str, old: Results, new: Results, directory: Path) -> dict[str, ReplayPlan]:
     """The replay plans of one round, by side (``old``, ``new``); a plan may hold no run."""
-    from .verdict import compare_results
-
     directory = Path(directory)
     if round_name == "localise":
         verdict = compare_results(old, new)

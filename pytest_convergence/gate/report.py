@@ -20,20 +20,8 @@ from ..errors import ConvergenceError
 from ..files import atomic_write_text
 from .plot import draw_pair
 from .results import Results
-from .verdict import (
-    ADDED,
-    FAIL,
-    PASS,
-    REMOVED,
-    RENAMED,
-    SLOWER,
-    Row,
-    Verdict,
-    changed_count,
-    count_line,
-    mechanism_sentence,
-    speed_cell,
-)
+from .verdict_data import ADDED, FAIL, PASS, REMOVED, RENAMED, SLOWER, Row, Verdict
+from .verdict_text import changed_count, count_line, mechanism_sentence, speed_cell
 
 if TYPE_CHECKING:
     pass

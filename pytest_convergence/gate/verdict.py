@@ -10,21 +10,24 @@ only are reported as added, removed or (same history, other name) renamed, never
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import tables
 from ..snapshot.compare import allowed_misses, relative_error, weight_errors, weight_floor
 from ..tolerance import DEFAULT_RTOL, Tolerance
-from .mechanism import Mechanism, difference_notes, explain, group
+from .mechanism import Mechanism, difference_notes, explain
 from .results import Results, RunRecord
+from .verdict_data import ADDED, FAIL, PASS, REMOVED, RENAMED, SLOWER, Row, Verdict
+
+# The rendering is verdict_text's; plugin/session.py still imports format_table from here, so it is
+# re-exported until that import names verdict_text (then this line goes).
+from .verdict_text import format_table as format_table
 
 if TYPE_CHECKING:
-    from .replay_rounds import ReplayEvidence
+    from .replay_evidence import ReplayEvidence
 
-PASS, FAIL, SLOWER, ADDED, REMOVED, RENAMED = "pass", "FAIL", "slower", "added", "removed", "renamed"
 MIN_TIMINGS = 3
 """Timings needed on each side to know their spread; fewer, and speed is shown but not judged."""
 
@@ -40,59 +43,6 @@ class Thresholds:
     """Runs shorter than this (CPU seconds) are too short to time: speed is "not compared"."""
     speed: str = "warn"
     """What a slowdown beyond the spread does: ``warn`` (a ``slower`` verdict), ``fail`` or ``off``."""
-
-
-@dataclass
-class Row:
-    case: str
-    dtype: str
-    verdict: str
-    reasons: list[str] = field(default_factory=list)
-    old: RunRecord | None = None
-    new: RunRecord | None = None
-    parting_step: int | None = None
-    speed_ratio: float | None = None
-    speed_note: str = ""
-    """Why speed was not compared ("runs too short to time"...), or empty."""
-    notes: list[str] = field(default_factory=list)
-    """What ran differently (optimizer or loss class and config): context, not a failure."""
-    mechanism: Mechanism | None = None
-    """Why it changed (:mod:`.mechanism`), for every case whose history or weights differ."""
-
-    @property
-    def label(self) -> str:
-        return f"{self.case} [{self.dtype}]"
-
-
-@dataclass
-class Verdict:
-    rows: list[Row]
-    warnings: list[str]
-    old_versions: dict[str, str]
-    new_versions: dict[str, str]
-
-    machine_differences: list[str] = field(default_factory=list)
-    """How the two machines' fingerprints differ (empty: the same machine)."""
-
-    @property
-    def passed(self) -> bool:
-        return all(row.verdict != FAIL for row in self.rows)
-
-    @property
-    def failed_rows(self) -> list[Row]:
-        return [row for row in self.rows if row.verdict == FAIL]
-
-    @property
-    def mechanisms(self) -> list[tuple[str, str, list[str]]]:
-        """(key, title, case labels) of every mechanism, the largest group first."""
-        return group([(row.label, row.mechanism) for row in self.rows if row.mechanism is not None])
-
-    @property
-    def title(self) -> str:
-        old = describe_versions(self.old_versions)
-        new = describe_versions(self.new_versions)
-        crossing = _keras_crossing(self.old_versions, self.new_versions)
-        return f"{old} -> {new}{crossing}"
 
 
 def compare_results(
@@ -382,149 +332,6 @@ def _unmatched(
     for _, new in sorted(added.items()):
         rows.append(Row(new.case, new.dtype, ADDED, ["only in the new results"], new=new))
     return rows
-
-
-# ------------------------------------------------------------------------------ rendering
-HEADERS = ("case", "dtype", "outcome old -> new", "final loss old -> new", "parts at", "speed", "verdict")
-
-
-def _cells(row: Row) -> tuple[str, ...]:
-    outcome = f"{_get(row.old, 'outcome')} -> {_get(row.new, 'outcome')}"
-    loss = f"{_loss(row.old)} -> {_loss(row.new)}"
-    parting = "-" if row.parting_step is None else str(row.parting_step)
-    return (row.case, row.dtype, outcome, loss, parting, speed_cell(row), row.verdict)
-
-
-def speed_cell(row: Row) -> str:
-    """The speed column: new/old steps per CPU second, or why it was not compared."""
-    if row.speed_note.startswith("not compared"):
-        return "not compared"
-    if row.speed_ratio is None:
-        return "-"
-    return f"{row.speed_ratio:.2f}x" + (" (not judged)" if row.speed_note else "")
-
-
-def explanation_lines(row: Row) -> list[str]:
-    """What a reviewer reads under the table for one row: why it failed or was flagged, then what
-    ran differently, each on a line of its own kind."""
-    lines = []
-    if row.reasons:
-        kind = "SLOWER (speed only, a warning)" if row.verdict == SLOWER else row.verdict
-        lines.append(f"{kind}: {row.case} [{row.dtype}]: {'; '.join(row.reasons)}")
-    if row.mechanism is not None:
-        lines.append(f"why: {row.label}: {mechanism_sentence(row.mechanism)}")
-    lines += [f"note: {row.case} [{row.dtype}]: {note}" for note in row.notes]
-    return lines
-
-
-def mechanism_sentence(mechanism: Mechanism) -> str:
-    """The case's sentence, with what its replay showed."""
-    sentence = mechanism.sentence
-    for further in mechanism.also:
-        if further.sentence.startswith("also:"):  # shown by its own evidence, not by a replay
-            sentence += f"; {further.sentence}"
-    if not mechanism.confirmation:
-        return sentence
-    return f"{sentence}. {mechanism.confirmation}"
-
-
-def changed_count(verdict: Verdict) -> int:
-    """Cases with a mechanism (a case with several is counted once)."""
-    return sum(1 for row in verdict.rows if row.mechanism is not None)
-
-
-def mechanism_lines(verdict: Verdict) -> list[str]:
-    """The mechanisms, grouped: one numbered line each, its cases after it."""
-    groups = verdict.mechanisms
-    if not groups:
-        return []
-    lines = [f"mechanisms: {len(groups)} explain the {changed_count(verdict)} changed cases"]
-    for number, (_, title, labels) in enumerate(groups, 1):
-        lines.append(f"  {number}. {title} ({len(labels)}): {', '.join(labels)}")
-    return lines
-
-
-def format_table(verdict: Verdict) -> list[str]:
-    lines = [f"convergence gate: {verdict.title}"]
-    lines += tables.format_table(HEADERS, [_cells(r) for r in verdict.rows])
-    for row in verdict.rows:
-        lines += explanation_lines(row)
-    lines += mechanism_lines(verdict)
-    lines += [f"warning: {w}" for w in verdict.warnings]
-    lines.append(f"verdict: {'PASS' if verdict.passed else 'FAIL'} ({count_line(verdict)})")
-    return lines
-
-
-def count_line(verdict: Verdict) -> str:
-    failed = len(verdict.failed_rows)
-    slower = sum(r.verdict == SLOWER for r in verdict.rows)
-    text = f"{failed} of {len(verdict.rows)} failed"
-    return text + (f", {slower} slower (speed warnings)" if slower else "")
-
-
-BADGES = {FAIL: "❌ FAIL", PASS: "✅ pass", SLOWER: "⚠️ slower (speed)"}
-
-
-def markdown(verdict: Verdict) -> str:
-    """A summary fit for a CI job summary or a pull-request comment."""
-    mark = "✅ pass" if verdict.passed else "❌ FAIL"
-    lines = [f"## Convergence gate: {mark}", "", f"**{verdict.title}** ({count_line(verdict)})", ""]
-    groups = verdict.mechanisms
-    if groups:
-        lines += [f"### Mechanisms: {len(groups)} explain {changed_count(verdict)} changed cases", ""]
-        for number, (_, title, labels) in enumerate(groups, 1):
-            lines.append(f"{number}. **{title}** ({len(labels)}): {', '.join(labels)}")
-        lines.append("")
-    lines.append("| " + " | ".join(HEADERS) + " |")
-    lines.append("|" + "---|" * len(HEADERS))
-    for row in verdict.rows:
-        cells = list(_cells(row))
-        cells[-1] = BADGES.get(row.verdict, row.verdict)
-        lines.append("| " + " | ".join(cells) + " |")
-    numerical = [r for r in verdict.rows if r.reasons and r.verdict != SLOWER]
-    if numerical:
-        lines += ["", "### Why", ""]
-        lines += [f"- **{r.case} [{r.dtype}]** ({r.verdict}): {'; '.join(r.reasons)}" for r in numerical]
-    explained = [(r, r.mechanism) for r in verdict.rows if r.mechanism is not None]
-    if explained:
-        lines += ["", "### First differences", ""]
-        lines += [f"- **{r.label}** ({r.verdict}): {mechanism_sentence(m)}" for r, m in explained]
-    slower = [r for r in verdict.rows if r.verdict == SLOWER]
-    if slower:
-        lines += ["", "### Speed (warnings, not failures)", ""]
-        lines += [f"- **{r.case} [{r.dtype}]**: {'; '.join(r.reasons)}" for r in slower]
-    noted = [r for r in verdict.rows if r.notes]
-    if noted:
-        lines += ["", "### What ran differently", ""]
-        lines += [f"- **{r.case} [{r.dtype}]**: {'; '.join(r.notes)}" for r in noted]
-    if verdict.warnings:
-        lines += ["", "### Warnings", "", *[f"- {w}" for w in verdict.warnings]]
-    return "\n".join(lines) + "\n"
-
-
-def _get(record: RunRecord | None, name: str) -> str:
-    return "-" if record is None else str(getattr(record, name))
-
-
-def _loss(record: RunRecord | None) -> str:
-    return "-" if record is None else f"{record.final_loss:.4g}"
-
-
-def describe_versions(versions: dict[str, str]) -> str:
-    keys = [k for k in ("tensorflow", "keras") if k in versions]
-    return ", ".join(f"{k} {versions[k]}" for k in keys) or "unknown versions"
-
-
-def keras_major(versions: dict[str, str]) -> str:
-    """2 or 3: recorded since runs could be either; older results only have the version."""
-    return versions.get("keras_major") or versions.get("keras", "")[:1]
-
-
-def _keras_crossing(old: dict[str, str], new: dict[str, str]) -> str:
-    before, after = keras_major(old), keras_major(new)
-    if before and after and before != after:
-        return f" (Keras {before} → Keras {after})"
-    return ""
 
 
 def _machine_key(machine: dict[str, object]) -> tuple[object, ...]:

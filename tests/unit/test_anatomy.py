@@ -33,9 +33,11 @@ from pytest_convergence.gate.localise import (
     localise,
 )
 from pytest_convergence.gate.mechanism import NOT_LOCALISED, explain, group
-from pytest_convergence.gate.replay_rounds import ReplayEvidence, plan_path, plan_round, write_round
+from pytest_convergence.gate.replay_evidence import ReplayEvidence
+from pytest_convergence.gate.replay_rounds import plan_path, plan_round, write_round
 from pytest_convergence.gate.results import Results, RunRecord
-from pytest_convergence.gate.verdict import compare_results, format_table, markdown
+from pytest_convergence.gate.verdict import compare_results
+from pytest_convergence.gate.verdict_text import format_table, markdown
 from pytest_convergence.replay_plan import Replay, ReplayError, ReplayPlan, load_plan
 
 WEIGHT_NAMES = ["dense/kernel", "dense/bias"]
@@ -924,7 +926,7 @@ def test_batches_with_other_samples_after_the_first_difference_are_a_further_mec
         "also: the batch at step 3 holds other samples: the shuffle gives the same order every epoch now "
         "(a new order every epoch before)"
     )
-    from pytest_convergence.gate.verdict import mechanism_sentence
+    from pytest_convergence.gate.verdict_text import mechanism_sentence
 
     assert mechanism_sentence(mechanism).endswith(f"; {mechanism.also[0].sentence}")
     groups = group([("x [float32]", mechanism)])

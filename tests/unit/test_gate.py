@@ -14,19 +14,9 @@ import pytest
 from pytest_convergence.cli import main
 from pytest_convergence.gate import results
 from pytest_convergence.gate.results import Results, RunRecord
-from pytest_convergence.gate.verdict import (
-    ADDED,
-    FAIL,
-    PASS,
-    REMOVED,
-    RENAMED,
-    SLOWER,
-    Thresholds,
-    Verdict,
-    compare_results,
-    format_table,
-    markdown,
-)
+from pytest_convergence.gate.verdict import Thresholds, compare_results
+from pytest_convergence.gate.verdict_data import ADDED, FAIL, PASS, REMOVED, RENAMED, SLOWER, Verdict
+from pytest_convergence.gate.verdict_text import format_table, markdown
 from pytest_convergence.tolerance import DEFAULT_RTOL, Tolerance
 
 OLD_VERSIONS = {"tensorflow": "2.15.1", "keras": "2.15.0", "python": "3.11.9"}

@@ -13,7 +13,8 @@ import pytest
 
 from pytest_convergence.errors import ConvergenceError
 from pytest_convergence.gate.results import Results, RunRecord
-from pytest_convergence.gate.verdict import FAIL, Verdict, compare_results
+from pytest_convergence.gate.verdict import compare_results
+from pytest_convergence.gate.verdict_data import FAIL, Verdict
 from pytest_convergence.snapshot.format import checkpoint_steps
 
 pytest.importorskip("matplotlib")
