@@ -14,6 +14,7 @@ _EXPORTS = {
     "Case": "case",
     "Expectation": "case",
     "Run": "run",
+    "History": "history",
     "Outcome": "outcome",
     "Diagnosis": "diagnosis",
     "diagnose": "diagnosis",
@@ -35,6 +36,7 @@ __all__ = [
     "Diagnosis",
     "Expectation",
     "ExpectationFailed",
+    "History",
     "Outcome",
     "Run",
     "TensorFlowMissingError",
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from .diagnosis.rules import Diagnosis, diagnose
     from .dtypes import DTYPES
     from .errors import CaseError, ConvergenceError, ExpectationFailed, TensorFlowMissingError
+    from .history import History
     from .outcome import ENGINES, Outcome
     from .run import Run
 

@@ -11,7 +11,8 @@ import pytest
 
 from pytest_convergence import Case
 from pytest_convergence.backend.keras_adapter import installed_major
-from pytest_convergence.run import Run
+from pytest_convergence.history import History
+from pytest_convergence.run import Run, Timing
 
 KERAS_MAJOR = installed_major()
 """2 or 3, known without importing TensorFlow, so tests can state what each Keras does."""
@@ -87,27 +88,23 @@ def _storage_dtype(dtype: str) -> np.dtype:
     return np.dtype("float32") if dtype == "bfloat16" else np.dtype(dtype)
 
 
-def make_run(
+def make_history(
     loss: Any,
     update_size: Any = None,
+    *,
     variable_dtype: str = "float32",
-    loss_dtype: str = "float32",
+    compute_dtype: str | None = None,
     final_weights: dict[str, np.ndarray] | None = None,
     final_gradients: dict[str, np.ndarray] | None = None,
-    extra: dict[str, Any] | None = None,
     steps_per_epoch: int = 1,
-    target_loss: float | None = None,
     epoch_metrics: dict[str, list[float]] | None = None,
-) -> Run:
-    """A synthetic Run: the given per-step history and plausible values for everything else.
-
-    Without ``epoch_metrics``, History's ``loss`` is taken as each epoch's last step loss.
-    """
+    **fields: Any,
+) -> History:
+    """A synthetic History: the given per-step losses (and largest updates, 1e-2 by default) and
+    plausible values for the rest; ``fields`` sets any other History field (``loss_dtype``,
+    ``output_evidence``...). Without ``epoch_metrics``, its ``loss`` is each epoch's last step loss."""
     loss = np.asarray(loss, np.float64)
-    steps = loss.size
-    if update_size is None:
-        update_size = np.full(steps, 1e-2)
-    update_size = np.asarray(update_size, np.float64)
+    update_size = np.asarray(np.full(loss.size, 1e-2) if update_size is None else update_size, np.float64)
     assert update_size.shape == loss.shape
     storage = _storage_dtype(variable_dtype)
     if final_weights is None:
@@ -117,28 +114,45 @@ def make_run(
         }
     if final_gradients is None:
         final_gradients = {name: np.full(w.shape, 1e-3, storage) for name, w in final_weights.items()}
-    epochs = max(1, steps // steps_per_epoch)
-    epoch_ends = [float(v) for v in loss[steps_per_epoch - 1 :: steps_per_epoch][:epochs]]
-    return Run(
-        case="synthetic",
-        dtype=variable_dtype,
-        engine="loop",
-        seed=0,
+    if epoch_metrics is None:
+        ends = loss[steps_per_epoch - 1 :: steps_per_epoch][: max(1, loss.size // steps_per_epoch)]
+        epoch_metrics = {"loss": [float(v) for v in ends]}
+    fields.setdefault("loss_dtype", "float32")
+    fields.setdefault("optimizer", "SGD")
+    return History(
         loss=loss,
-        loss_dtype=loss_dtype,
         variable_dtype=variable_dtype,
-        compute_dtype=variable_dtype,
+        compute_dtype=compute_dtype or variable_dtype,
         weights_changed=(update_size != 0) | np.isnan(update_size),
         update_size=update_size,
         initial_weights={name: np.zeros_like(w) for name, w in final_weights.items()},
         final_weights=final_weights,
         final_gradients=final_gradients,
-        epoch_metrics=epoch_metrics if epoch_metrics is not None else {"loss": epoch_ends},
+        epoch_metrics=epoch_metrics,
         steps_per_epoch=steps_per_epoch,
-        target_loss=target_loss,
-        wall_time=1.0,
-        trace_time=0.0,
-        versions={},
-        optimizer="SGD",
-        **(extra or {}),
+        **fields,
+    )
+
+
+def make_run(
+    loss: Any,
+    update_size: Any = None,
+    *,
+    case: str = "synthetic",
+    dtype: str | None = None,
+    seed: int = 0,
+    versions: dict[str, str] | None = None,
+    **history: Any,
+) -> Run:
+    """A synthetic Run of :func:`make_history` (``history`` are its keywords), trained in its
+    ``variable_dtype`` unless ``dtype`` says otherwise, by the loop engine in one second."""
+    made = make_history(loss, update_size, **history)
+    return Run(
+        case=case,
+        dtype=dtype or made.variable_dtype,
+        engine="loop",
+        seed=seed,
+        history=made,
+        timing=Timing(wall_time=1.0, trace_time=0.0),
+        versions=dict(versions or {}),
     )

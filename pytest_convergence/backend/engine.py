@@ -28,9 +28,10 @@ import numpy as np
 from ..case import Case
 from ..dtypes import DtypeInfo, dtype_info
 from ..errors import CaseError, ConvergenceError, KerasVersionError, first_line
+from ..history import History
 from ..outcome import check_engine
 from ..perturb import Perturbation, nudge_dtype, one_ulp_away
-from ..run import Run
+from ..run import InProcess, Run, Timing
 from . import probes
 from .batches import plan_batches
 from .build import build_model, case_error, check_dtypes, pin_initial_weights
@@ -53,7 +54,7 @@ def train(
     """Train ``case`` in ``dtype`` with ``engine`` (default: the case's, else ``loop``).
 
     ``trace_weights`` records the first that many (flattened) weights at every step, in
-    ``run.weight_trace``; the ``loop`` and ``xla`` engines only. ``perturbation`` trains as
+    ``run.history.weight_trace``; the ``loop`` and ``xla`` engines only. ``perturbation`` trains as
     another machine's rounding might (:mod:`..perturb`).
     """
     training = Training.prepare(
@@ -78,9 +79,8 @@ def train(
             fix="check that the loss fits the labels (e.g. from_logits for unbounded outputs) "
             "and the model's output on x is finite",
         )
-    run = training.to_run(record, wall_time=wall_time, trace_time=trace_time)
-    run.cpu_time = cpu_time
-    run.batch_plan = training.plan
+    run = training.to_run(record, Timing(wall_time, trace_time, cpu_time))
+    run.in_process.batch_plan = training.plan
     return run
 
 
@@ -252,7 +252,7 @@ class Training:
             raise case_error(self.case, self.dtype, "the data gave no batch", "x")
         return batches[0]
 
-    def to_run(self, record: StepRecord, *, wall_time: float, trace_time: float) -> Run:
+    def to_run(self, record: StepRecord, timing: Timing) -> Run:
         """The run: the record, the final weights and the probes' evidence, with versions."""
         if not self.trained.checked_layers:  # built while tracing (older Keras): check it now
             self.trained = check_dtypes(self.case, self.dtype, self.flavour, self.model)
@@ -264,11 +264,7 @@ class Training:
         loss_dtype = record.loss_dtype
         if not self.pinned_loss_dtype:
             loss_dtype = probes.loss_compute_dtype(self.flavour, self.model, record.loss_dtype)
-        return Run(
-            case=self.case.name,
-            dtype=self.dtype,
-            engine=self.engine,
-            seed=self.case.seed,
+        history = History(
             loss=record.loss,
             loss_dtype=loss_dtype,
             variable_dtype=self.info.variable_dtype,
@@ -281,27 +277,33 @@ class Training:
             epoch_metrics=record.epoch_metrics,
             steps_per_epoch=self.case.batches_per_epoch,
             target_loss=self.case.target_loss,
-            wall_time=wall_time,
-            trace_time=trace_time,
-            versions=framework_versions(),
             optimizer=probes.describe_optimizer(self.flavour, self.model.optimizer),
-            optimizer_ran=probes.what_ran(self.flavour.base_optimizer(self.model.optimizer)),
-            loss_ran=probes.what_ran(self.model.loss),
-            expectation=self.case.expectations.get(self.dtype),
-            snapshot_tolerance=self.case.snapshot_tolerance,
+            dtype_mismatch=self.trained.mismatch,
             step_logs=record.step_logs,
             log_names=record.log_names,
-            intended_update=probes.intended_update(self.flavour, self.model, gradients),
-            update_in_variable_dtype=probes.intended_update(
-                self.flavour, self.model, gradients, self.info.variable_dtype
-            ),
             weight_trace=record.weight_trace,
-            output_evidence=probes.output_evidence(self.flavour, self.model, first_batch),
+            weight_trace_names=self._flat_names()[: record.weight_trace.shape[1]],
             tensor_names=[self._name(w) for w in self.model.trainable_weights],
             tensor_update=record.tensor_update,
             tensor_checksum=record.tensor_checksum,
             gradient_zero=record.gradient_zero,
-            weight_trace_names=self._flat_names()[: record.weight_trace.shape[1]],
-            dtype_mismatch=self.trained.mismatch,
-            model=self.model,
+            intended_update=probes.intended_update(self.flavour, self.model, gradients),
+            update_in_variable_dtype=probes.intended_update(
+                self.flavour, self.model, gradients, self.info.variable_dtype
+            ),
+            output_evidence=probes.output_evidence(self.flavour, self.model, first_batch),
+        )
+        return Run(
+            case=self.case.name,
+            dtype=self.dtype,
+            engine=self.engine,
+            seed=self.case.seed,
+            history=history,
+            timing=timing,
+            versions=framework_versions(),
+            optimizer_ran=probes.what_ran(self.flavour.base_optimizer(self.model.optimizer)),
+            loss_ran=probes.what_ran(self.model.loss),
+            expectation=self.case.expectations.get(self.dtype),
+            snapshot_tolerance=self.case.snapshot_tolerance,
+            in_process=InProcess(model=self.model),
         )

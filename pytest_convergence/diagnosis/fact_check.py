@@ -16,21 +16,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..numerics import spacing
+from .rules import Diagnosis, diagnose
 
 if TYPE_CHECKING:
-    from ..run import Run
-    from .rules import Diagnosis
+    from ..history import History
 
 
 class DiagnosisFactWarning(UserWarning):
     """A diagnosis stated something its own run's history does not show (a bug to report)."""
 
 
-def check_facts(run: Run, diagnosis: Diagnosis | None = None) -> list[str]:
-    """The facts that do not hold, in words; empty when every stated fact does."""
-    diagnosis = diagnosis or run.diagnosis
+def check_facts(history: History, diagnosis: Diagnosis | None = None, *, dtype: str = "") -> list[str]:
+    """The facts that do not hold, in words; empty when every stated fact does.
+
+    ``diagnosis`` is the history's (diagnosed here when not given); ``dtype`` is the dtype the run
+    was asked to train in (``mixed_float16``...), which the words may name too.
+    """
+    if diagnosis is None:
+        diagnosis = diagnose(history)
     evidence = diagnosis.evidence
-    loss = np.asarray(run.loss, np.float64)
+    loss = np.asarray(history.loss, np.float64)
     problems: list[str] = []
     steps_proved: set[int] = set()
 
@@ -47,13 +52,13 @@ def check_facts(run: Run, diagnosis: Diagnosis | None = None) -> list[str]:
         return None
 
     _check_nonfinite(loss, evidence, step_key, fact, steps_proved)
-    _check_zero(run, loss, evidence, step_key, fact)
-    _check_stall(run, evidence, step_key, fact)
+    _check_zero(history, loss, evidence, step_key, fact)
+    _check_stall(history, evidence, step_key, fact)
     _check_cycle(loss, evidence, step_key, fact)
-    _check_flat(run, loss, evidence, step_key, fact)
-    _check_window(run, loss, evidence, step_key, fact, steps_proved)
-    _check_weights(run, evidence, fact, steps_proved)
-    _check_words(run, diagnosis, evidence, fact, steps_proved)
+    _check_flat(history, loss, evidence, step_key, fact)
+    _check_window(history, loss, evidence, step_key, fact, steps_proved)
+    _check_weights(history, evidence, fact, steps_proved)
+    _check_words(history, dtype, diagnosis, evidence, fact, steps_proved)
     return problems
 
 
@@ -74,7 +79,9 @@ def _check_nonfinite(
         )
 
 
-def _check_zero(run: Run, loss: np.ndarray, evidence: dict[str, Any], step_key: Any, fact: Any) -> None:
+def _check_zero(
+    history: History, loss: np.ndarray, evidence: dict[str, Any], step_key: Any, fact: Any
+) -> None:
     first = step_key("first_zero_step")
     if first is not None:
         fact(loss[first - 1] == 0.0, f"the loss at step {first} is not 0")
@@ -88,7 +95,7 @@ def _check_zero(run: Run, loss: np.ndarray, evidence: dict[str, Any], step_key: 
         fact(
             evidence.get("last_nonzero_loss") == loss[since - 2], "last_nonzero_loss is not the step before's"
         )
-    changed = np.asarray(run.weights_changed, bool)
+    changed = np.asarray(history.weights_changed, bool)
     last = step_key("last_weight_change_step")
     if last is not None:
         fact(
@@ -100,18 +107,18 @@ def _check_zero(run: Run, loss: np.ndarray, evidence: dict[str, Any], step_key: 
     if moved is not None and last is not None:
         fact(moved == last - since + 1, "steps_moved_after_zero does not count the steps")
     if evidence.get("moved_without_gradient") and last is not None:
-        zeros = np.asarray(run.gradient_zero, bool)
+        zeros = np.asarray(history.gradient_zero, bool)
         fact(bool(zeros[since - 1 : last].all()), "a gradient was not 0 while the weights moved after zero")
     if "final_gradients_zero" in evidence:
-        zero = all(not np.any(np.asarray(g, np.float64)) for g in run.final_gradients.values())
+        zero = all(not np.any(np.asarray(g, np.float64)) for g in history.final_gradients.values())
         fact(evidence["final_gradients_zero"] == zero, "final_gradients_zero is wrong")
 
 
-def _check_stall(run: Run, evidence: dict[str, Any], step_key: Any, fact: Any) -> None:
+def _check_stall(history: History, evidence: dict[str, Any], step_key: Any, fact: Any) -> None:
     stall = step_key("stall_step")
     if stall is None:
         return
-    changed = np.asarray(run.weights_changed, bool)
+    changed = np.asarray(history.weights_changed, bool)
     fact(not changed[stall - 1 :].any(), f"a weight changed at or after the stall step {stall}")
     fact(stall == 1 or bool(changed[stall - 2]), f"no weight changed at step {stall - 1} either")
     fact(
@@ -120,12 +127,12 @@ def _check_stall(run: Run, evidence: dict[str, Any], step_key: Any, fact: Any) -
     )
     name = evidence.get("weight")
     if name is not None:
-        weights = np.asarray(run.final_weights[name])
+        weights = np.asarray(history.final_weights[name])
         fact(
             float(evidence["weight_value"]) in weights.astype(np.float64),
             f"{name} holds no {evidence['weight_value']}",
         )
-        gap = float(spacing(np.asarray([evidence["weight_value"]]), run.variable_dtype)[0])
+        gap = float(spacing(np.asarray([evidence["weight_value"]]), history.variable_dtype)[0])
         fact(evidence.get("spacing") == gap, f"the spacing of {evidence['weight_value']} is {gap}")
 
 
@@ -147,7 +154,9 @@ def _check_cycle(loss: np.ndarray, evidence: dict[str, Any], step_key: Any, fact
     fact(evidence.get("loss_max") == float(np.max(last)), "loss_max is not the cycle's largest loss")
 
 
-def _check_flat(run: Run, loss: np.ndarray, evidence: dict[str, Any], step_key: Any, fact: Any) -> None:
+def _check_flat(
+    history: History, loss: np.ndarray, evidence: dict[str, Any], step_key: Any, fact: Any
+) -> None:
     since = step_key("flat_since_step")
     if since is None:
         return
@@ -155,18 +164,18 @@ def _check_flat(run: Run, loss: np.ndarray, evidence: dict[str, Any], step_key: 
     fact(bool(np.all(loss[since - 1 :] == value)), f"the loss is not {value} at every step from {since}")
     fact(since == 1 or loss[since - 2] != value, f"the loss is {value} already at step {since - 1}")
     fact(evidence.get("flat_steps") == loss.size - since + 1, "flat_steps does not count the steps")
-    moves = np.asarray(run.update_size, np.float64)[since - 1 :]
+    moves = np.asarray(history.update_size, np.float64)[since - 1 :]
     fact(evidence.get("largest_recent_update") == float(np.nanmax(moves)), "largest_recent_update is wrong")
 
 
 def _check_window(
-    run: Run, loss: np.ndarray, evidence: dict[str, Any], step_key: Any, fact: Any, proved: set[int]
+    history: History, loss: np.ndarray, evidence: dict[str, Any], step_key: Any, fact: Any, proved: set[int]
 ) -> None:
     start = step_key("window_start_step")
     end = step_key("window_end_step")
     if start is None or end is None:
         return
-    per = run.steps_per_epoch if evidence.get("window_unit") == "epoch" else 1
+    per = history.steps_per_epoch if evidence.get("window_unit") == "epoch" else 1
     values = loss[start - 1 : end].reshape(-1, per).mean(axis=1)
     first, last = float(values[0]), float(values[-1])
     fact(evidence.get("window_first_loss") == first, f"the window's first loss is {first}")
@@ -176,23 +185,23 @@ def _check_window(
     relative = (last - first) / max(abs(first), np.finfo(np.float64).tiny)
     fact(evidence.get("relative_change") == relative, f"the relative change is {relative}")
     if "largest_recent_update" in evidence:
-        moves = np.asarray(run.update_size, np.float64)[start - 1 :]
+        moves = np.asarray(history.update_size, np.float64)[start - 1 :]
         fact(evidence["largest_recent_update"] == float(np.nanmax(moves)), "largest_recent_update is wrong")
     accuracy = evidence.get("training_accuracy")
     if accuracy is not None:
         fact(accuracy == 1.0, "separable data is claimed below 100% accuracy")
 
 
-def _check_weights(run: Run, evidence: dict[str, Any], fact: Any, proved: set[int]) -> None:
+def _check_weights(history: History, evidence: dict[str, Any], fact: Any, proved: set[int]) -> None:
     records = evidence.get("weights") or []
     if not records:
         return
-    updates = np.asarray(run.tensor_update)
-    zeros = np.asarray(run.gradient_zero, bool)
-    sums = np.asarray(run.tensor_checksum)
+    updates = np.asarray(history.tensor_update)
+    zeros = np.asarray(history.gradient_zero, bool)
+    sums = np.asarray(history.tensor_checksum)
     for record in records:
         name = record["name"]
-        column = run.tensor_names.index(name)
+        column = history.tensor_names.index(name)
         frozen = record["frozen_since_step"]
         if frozen is not None:
             proved.add(frozen)
@@ -232,7 +241,7 @@ CYCLING = re.compile(r"the (\w+) (?:every|in a cycle of) (\d+) steps")
 
 
 def _check_words(
-    run: Run, diagnosis: Diagnosis, evidence: dict[str, Any], fact: Any, proved: set[int]
+    history: History, label: str, diagnosis: Diagnosis, evidence: dict[str, Any], fact: Any, proved: set[int]
 ) -> None:
     text = " ".join(part for _, part in diagnosis.story_parts())
     for match in STEP.finditer(text):
@@ -252,9 +261,16 @@ def _check_words(
             f"the words say the {short} cycles every {period} steps",
         )
     for dtype in re.findall(r"\b(b?float\d+)\b", text):
-        known = {run.dtype, run.variable_dtype, run.compute_dtype, run.loss_dtype, "float32", "float64"}
-        known |= {str(v) for v in (run.output_evidence or {}).values() if isinstance(v, str)}
-        fact(dtype in known or dtype in run.dtype, f"the words name {dtype}, a dtype this run did not use")
+        known = {
+            label,
+            history.variable_dtype,
+            history.compute_dtype,
+            history.loss_dtype,
+            "float32",
+            "float64",
+        }
+        known |= {str(v) for v in (history.output_evidence or {}).values() if isinstance(v, str)}
+        fact(dtype in known or dtype in label, f"the words name {dtype}, a dtype this run did not use")
 
 
 def _repeats(values: np.ndarray, period: int) -> bool:

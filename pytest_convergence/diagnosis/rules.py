@@ -30,7 +30,7 @@ from .cycles import find_cycle
 from .weight_events import FREEZE_CAUSES, WeightEvents, min_frozen_steps, weight_events
 
 if TYPE_CHECKING:
-    from ..run import Run
+    from ..history import History
 
 PLATEAU_RELATIVE_CHANGE = 1e-3
 """Relative change (first to last value) of the loss over the last tenth of a run at or below
@@ -78,18 +78,18 @@ class Diagnosis:
         return parts
 
 
-def diagnose(run: Run) -> Diagnosis:
+def diagnose(history: History) -> Diagnosis:
     """Classify a run's history; see the module docstring for the order of the checks."""
-    loss = np.asarray(run.loss, np.float64)
-    weights = weight_events(run)
+    loss = np.asarray(history.loss, np.float64)
+    weights = weight_events(history)
     for check in (_diverged, _reached_zero, _stalled, _oscillating, _flat):
-        found = check(run, loss, weights)
+        found = check(history, loss, weights)
         if found is not None:
-            return _with_weights(found, run, weights)
-    return _with_weights(_trend(run, loss, weights), run, weights)
+            return _with_weights(found, history, weights)
+    return _with_weights(_trend(history, loss, weights), history, weights)
 
 
-def _with_weights(found: Diagnosis, run: Run, weights: list[WeightEvents]) -> Diagnosis:
+def _with_weights(found: Diagnosis, history: History, weights: list[WeightEvents]) -> Diagnosis:
     """The diagnosis with every weight's events in its evidence and story."""
     evidence = dict(found.evidence)
     if weights:
@@ -101,15 +101,15 @@ def _with_weights(found: Diagnosis, run: Run, weights: list[WeightEvents]) -> Di
         found.explanation,
         evidence,
         remedy=found.remedy,
-        weights_story=found.weights_story or _weights_story(run, weights),
+        weights_story=found.weights_story or _weights_story(history, weights),
     )
 
 
 # ------------------------------------------------------------------------------------ checks
-def _diverged(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
+def _diverged(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
     bad = np.flatnonzero(~np.isfinite(loss))
     bad_weights = [
-        name for name, w in run.final_weights.items() if not np.all(np.isfinite(w.astype(np.float64)))
+        name for name, w in history.final_weights.items() if not np.all(np.isfinite(w.astype(np.float64)))
     ]
     if not bad.size and not bad_weights:
         return None
@@ -131,9 +131,9 @@ def _diverged(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagno
     else:
         text = (
             f"the loss became {kind} at step {first + 1} after {_fmt(last_finite)} at step {first}"
-            f" (loss computed in {run.loss_dtype}, weights in {run.variable_dtype})"
+            f" (loss computed in {history.loss_dtype}, weights in {history.variable_dtype})"
         )
-        largest = float(np.nanmax(run.update_size[:first])) if first else float("nan")
+        largest = float(np.nanmax(history.update_size[:first])) if first else float("nan")
         if math.isfinite(largest):
             text += f"; the largest update before it was {_fmt(largest)}"
     return Diagnosis(
@@ -146,7 +146,7 @@ def _diverged(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagno
     )
 
 
-def _reached_zero(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
+def _reached_zero(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
     if loss[-1] != 0.0:
         return None
     zeros = np.flatnonzero(loss == 0.0)
@@ -154,7 +154,7 @@ def _reached_zero(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Di
     first_zero = int(zeros[0]) + 1
     zero_since = int(nonzero[-1]) + 2 if nonzero.size else 1
     last_nonzero = float(loss[zero_since - 2]) if zero_since > 1 else None
-    dtype = run.loss_dtype
+    dtype = history.loss_dtype
     evidence: dict[str, Any] = {
         "first_zero_step": first_zero,
         "zero_since_step": zero_since,
@@ -166,7 +166,7 @@ def _reached_zero(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Di
         text += f" (the step before: {_fmt(last_nonzero)})"
     if first_zero < zero_since:
         text += f"; it first touched 0 at step {first_zero} and left it again"
-    probe = run.output_evidence or {}
+    probe = history.output_evidence or {}
     exact = probe.get("float64_loss")
     remedy = ""
     if exact is not None:
@@ -186,26 +186,26 @@ def _reached_zero(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Di
                 "pinning the loss's dtype to float32 or float64 (the case's loss_dtype) "
                 "keeps it from rounding to 0"
             )
-    text += _after_zero(run, zero_since, evidence)
+    text += _after_zero(history, zero_since, evidence)
     return Diagnosis(Outcome.REACHED_ZERO, zero_since, 0.0, text, evidence, remedy=remedy)
 
 
-def _after_zero(run: Run, zero_since: int, evidence: dict[str, Any]) -> str:
+def _after_zero(history: History, zero_since: int, evidence: dict[str, Any]) -> str:
     """What the gradients and weights did once the loss was 0, each checked, not assumed."""
-    gradients = run.final_gradients
+    gradients = history.final_gradients
     text = ""
     if gradients:
         all_zero = all(not np.any(np.asarray(g, np.float64)) for g in gradients.values())
         evidence["final_gradients_zero"] = all_zero
         text += "; the final gradients are exactly 0" if all_zero else "; the final gradients are not all 0"
-    changed = np.flatnonzero(np.asarray(run.weights_changed, bool))
+    changed = np.flatnonzero(np.asarray(history.weights_changed, bool))
     last_change = int(changed[-1]) + 1 if changed.size else None
     evidence["last_weight_change_step"] = last_change
     if last_change is None or last_change < zero_since:
         return text + ", and no weight moved after the loss reached 0"
     carried = last_change - zero_since + 1
     evidence["steps_moved_after_zero"] = carried
-    zero_flags = np.asarray(run.gradient_zero, bool)
+    zero_flags = np.asarray(history.gradient_zero, bool)
     window = zero_flags[zero_since - 1 : last_change] if zero_flags.ndim == 2 else np.zeros((0, 0))
     if window.size and window.all():
         evidence["moved_without_gradient"] = True
@@ -216,8 +216,8 @@ def _after_zero(run: Run, zero_since: int, evidence: dict[str, Any]) -> str:
     return text + f"; the weights still moved for {carried} steps after it (last at step {last_change})"
 
 
-def _stalled(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
-    changed = np.asarray(run.weights_changed, bool)
+def _stalled(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
+    changed = np.asarray(history.weights_changed, bool)
     steps = changed.size
     moved = np.flatnonzero(changed)
     last_change = int(moved[-1]) + 1 if moved.size else 0  # steps 1..last_change moved something
@@ -229,39 +229,39 @@ def _stalled(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnos
     evidence: dict[str, Any] = {
         "stall_step": stall_step,
         "unchanged_steps": still,
-        "variable_dtype": run.variable_dtype,
-        "loss_dtype": run.loss_dtype,
+        "variable_dtype": history.variable_dtype,
+        "loss_dtype": history.loss_dtype,
     }
     if moved.size:
-        evidence["last_update"] = float(run.update_size[moved[-1]])
-    gradients = run.final_gradients
+        evidence["last_update"] = float(history.update_size[moved[-1]])
+    gradients = history.final_gradients
     all_zero = bool(gradients) and all(not np.any(g.astype(np.float64)) for g in gradients.values())
     if all_zero:
-        text, remedy = _zero_gradient_cause(run, at_loss, evidence)
+        text, remedy = _zero_gradient_cause(history, at_loss, evidence)
         return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence, remedy=remedy)
-    intended = run.intended_update or {}
-    expressible = run.update_in_variable_dtype or {}
-    finer = "float32" if run.variable_dtype in ("float16", "bfloat16") else "float64"
+    intended = history.intended_update or {}
+    expressible = history.update_in_variable_dtype or {}
+    finer = "float32" if history.variable_dtype in ("float16", "bfloat16") else "float64"
     if intended and expressible and _all_zero(expressible) and not _all_zero(intended):
         largest = max(float(np.max(np.abs(u))) for u in intended.values() if np.size(u))
         evidence.update({"cause": "update-underflow", "update": largest})
         text = (
-            f"the optimizer's update computes to exactly 0 in {run.variable_dtype} (in float64 it "
+            f"the optimizer's update computes to exactly 0 in {history.variable_dtype} (in float64 it "
             f"would be about {_fmt(largest)}): its arithmetic loses the update before it reaches the weights"
             + (
                 " (Adam's beta_2=0.999, for one, rounds to 1.0 in bfloat16)"
-                if run.variable_dtype == "bfloat16"
+                if history.variable_dtype == "bfloat16"
                 else ""
             )
             + f"; no weight has changed for the last {still} steps"
         )
         remedy = (
             f"{finer} weights (a mixed policy keeps them so), "
-            f"or an optimizer whose constants survive {run.variable_dtype}"
+            f"or an optimizer whose constants survive {history.variable_dtype}"
         )
         return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence, remedy=remedy)
     evidence["cause"] = "update-below-half-spacing"
-    closest = _closest_to_moving(run)
+    closest = _closest_to_moving(history)
     remedy = ""
     if closest is None:
         evidence["cause"] = "weights-unchanged"
@@ -279,7 +279,7 @@ def _stalled(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnos
         name, value, gap, update = closest
         evidence.update({"weight": name, "weight_value": value, "spacing": gap, "update": update})
         short = name.rsplit("/", 1)[-1]
-        where = f"{run.variable_dtype} spacing of the {short} (value {_fmt(value)}, spacing {_fmt(gap)})"
+        where = f"{history.variable_dtype} spacing of the {short} (value {_fmt(value)}, spacing {_fmt(gap)})"
         if update >= gap / 2:
             evidence["cause"] = "weights-unchanged"
             text = (
@@ -299,15 +299,15 @@ def _stalled(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnos
     return Diagnosis(Outcome.STALLED, stall_step, at_loss, text, evidence, remedy=remedy)
 
 
-def _zero_gradient_cause(run: Run, at_loss: float, evidence: dict[str, Any]) -> tuple[str, str]:
+def _zero_gradient_cause(history: History, at_loss: float, evidence: dict[str, Any]) -> tuple[str, str]:
     """Why every gradient is 0, from the probe of the final outputs: a saturated output (the loss
     itself is flat there), a cast underflow (the loss's gradient is not 0 but is in the outputs'
     dtype), or a gradient lost inside the layers. Without the probe, no cause is named."""
-    probe = run.output_evidence or {}
-    loss_dtype = probe.get("loss_dtype") or run.loss_dtype
-    outputs_dtype = probe.get("outputs_dtype") or run.compute_dtype
+    probe = history.output_evidence or {}
+    loss_dtype = probe.get("loss_dtype") or history.loss_dtype
+    outputs_dtype = probe.get("outputs_dtype") or history.compute_dtype
     text = (
-        f"the gradients of every weight are exactly 0 in {run.variable_dtype} although the loss "
+        f"the gradients of every weight are exactly 0 in {history.variable_dtype} although the loss "
         f"({_fmt(at_loss)}, computed in {loss_dtype}) is not"
     )
     flat_loss = probe.get("loss_gradient_zero")
@@ -351,7 +351,7 @@ def _zero_gradient_cause(run: Run, at_loss: float, evidence: dict[str, Any]) -> 
     return text, ""
 
 
-def _oscillating(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
+def _oscillating(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
     cycle = find_cycle(loss)
     if cycle is None or cycle.period < 2:
         return None
@@ -373,7 +373,7 @@ def _oscillating(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Dia
     )
     cycling = [w for w in moving if w.cycle_period is not None]
     if frozen and moving:
-        text += "; " + _frozen_clause(frozen, run) + f", only the {_names(moving)} still {_verb(moving)}"
+        text += "; " + _frozen_clause(frozen, history) + f", only the {_names(moving)} still {_verb(moving)}"
         if cycling:
             text += (
                 " ("
@@ -387,13 +387,13 @@ def _oscillating(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Dia
             + ")"
         )
     else:
-        largest = float(np.max(run.update_size[-period:]))
+        largest = float(np.max(history.update_size[-period:]))
         text += f" while the weights keep moving (largest update {_fmt(largest)})"
     remedy = "a smaller learning rate, or a dtype with finer spacing"
     return Diagnosis(Outcome.OSCILLATING, start + 1, low, text, evidence, remedy=remedy)
 
 
-def _flat(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
+def _flat(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis | None:
     """The loss has been one exact value over the whole last tenth of the run (the trend's
     window) or longer while some weight still moves. A shorter flat stretch is a tread of a
     staircase (float16 outputs change only in steps while float32 weights move): the trend
@@ -404,7 +404,7 @@ def _flat(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis 
         return None
     since = cycle.start + 1
     value = float(loss[-1])
-    moves = np.asarray(run.update_size, np.float64)[cycle.start :]
+    moves = np.asarray(history.update_size, np.float64)[cycle.start :]
     largest = float(np.nanmax(moves)) if moves.size else 0.0
     evidence: dict[str, Any] = {
         "flat_since_step": since,
@@ -413,7 +413,7 @@ def _flat(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis 
         "largest_recent_update": largest,
     }
     text = (
-        f"the loss has been exactly {_fmt(value)} (in {run.loss_dtype}) from step {since} to the end, "
+        f"the loss has been exactly {_fmt(value)} (in {history.loss_dtype}) from step {since} to the end, "
         f"{loss.size - cycle.start} steps, while weights still move (largest change {_fmt(largest)})"
     )
     frozen = [w for w in weights if w.frozen_since_step is not None]
@@ -421,7 +421,7 @@ def _flat(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis 
     if frozen and moving:
         text += (
             "; "
-            + _frozen_clause(frozen, run)
+            + _frozen_clause(frozen, history)
             + f", only the {_names(moving)} still {_verb(moving)}, too little to change the loss"
         )
     return Diagnosis(
@@ -436,9 +436,9 @@ def _flat(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis 
     )
 
 
-def _trend(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis:
-    series, unit = _smoothed(loss, run.steps_per_epoch)
-    per = run.steps_per_epoch if unit == "epoch" else 1
+def _trend(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis:
+    series, unit = _smoothed(loss, history.steps_per_epoch)
+    per = history.steps_per_epoch if unit == "epoch" else 1
     n = series.size
     window = max(2, n // 10)
     tail = series[-window:]
@@ -470,7 +470,7 @@ def _trend(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis
     if swing:
         moved += ", swinging between {} and {} on the way".format(*fmt_range(low, high))
     if swing or abs(change) <= PLATEAU_RELATIVE_CHANGE or change > 0:
-        recent = np.asarray(run.update_size, np.float64)[start_step - 1 :]
+        recent = np.asarray(history.update_size, np.float64)[start_step - 1 :]
         moving = float(np.nanmax(recent)) if recent.size else 0.0
         evidence["largest_recent_update"] = moving
         judged = "it is not falling" if swing or change > 0 else "it is flat"
@@ -488,7 +488,7 @@ def _trend(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis
         text += f"; loss ~ {unit}s^{exponent:.2f} over the second half"
         if -1.25 <= exponent <= -0.75:
             text += " (loss x steps roughly constant"
-            accuracy = _training_accuracy(run)
+            accuracy = _training_accuracy(history)
             if accuracy == 1.0:
                 evidence["training_accuracy"] = accuracy
                 text += (
@@ -500,7 +500,7 @@ def _trend(run: Run, loss: np.ndarray, weights: list[WeightEvents]) -> Diagnosis
 
 
 # ------------------------------------------------------------------------------ weight words
-def _weights_story(run: Run, weights: list[WeightEvents]) -> str:
+def _weights_story(history: History, weights: list[WeightEvents]) -> str:
     """One clause per weight that froze, lost its gradient or cycles (the others just moved)."""
     clauses = []
     for w in weights:
@@ -533,13 +533,13 @@ def _weights_story(run: Run, weights: list[WeightEvents]) -> str:
     return ". ".join(clauses)
 
 
-def _frozen_clause(frozen: list[WeightEvents], run: Run) -> str:
+def _frozen_clause(frozen: list[WeightEvents], history: History) -> str:
     texts = []
     for w in frozen:
         cause = {
-            "update-below-half-spacing": f"its updates round away at {run.variable_dtype}'s spacing",
+            "update-below-half-spacing": f"its updates round away at {history.variable_dtype}'s spacing",
             "gradient-zero": "its gradient is exactly 0",
-            "update-arithmetic-zero": f"its update computes to 0 in {run.variable_dtype}",
+            "update-arithmetic-zero": f"its update computes to 0 in {history.variable_dtype}",
         }.get(w.freeze_cause or "", "")
         since = (
             "never moved" if w.frozen_since_step == 1 else f"has been frozen since step {w.frozen_since_step}"
@@ -561,24 +561,24 @@ def _all_zero(arrays: dict[str, np.ndarray]) -> bool:
     return all(not np.any(np.asarray(a, np.float64)) for a in arrays.values())
 
 
-def _training_accuracy(run: Run) -> float | None:
+def _training_accuracy(history: History) -> float | None:
     """The final epoch's training accuracy, when an accuracy metric was recorded."""
-    for name, values in run.epoch_metrics.items():
+    for name, values in history.epoch_metrics.items():
         if "accuracy" in name and not name.startswith("val_") and values:
             return float(values[-1])
     return None
 
 
-def _closest_to_moving(run: Run) -> tuple[str, float, float, float] | None:
+def _closest_to_moving(history: History) -> tuple[str, float, float, float] | None:
     """The weight whose intended update comes nearest its spacing: if even that rounds away, all
     do. None without the optimizer's intended update (a gradient says nothing about rounding)."""
-    intended = run.intended_update or {}
+    intended = history.intended_update or {}
     best: tuple[float, tuple[str, float, float, float]] | None = None
     for name, update in intended.items():
-        if name not in run.final_weights:
+        if name not in history.final_weights:
             continue
-        weights = np.asarray(run.final_weights[name])
-        gaps = spacing(weights, run.variable_dtype).reshape(-1)
+        weights = np.asarray(history.final_weights[name])
+        gaps = spacing(weights, history.variable_dtype).reshape(-1)
         size = np.abs(np.asarray(update, np.float64)).reshape(-1)
         if not size.size:
             continue

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .rules import Diagnosis, diagnose
+
 if TYPE_CHECKING:
-    from ..run import Run
+    from ..history import History
 
 
-def tell(run: Run) -> str:
-    """Several lines: a heading, then the diagnosis's paragraphs, each on its own line."""
-    diagnosis = run.diagnosis
-    heading = f"{run.case}[{run.dtype}] ({run.engine}, {run.steps} steps): {diagnosis.outcome.value}"
+def tell(history: History, *, case: str, dtype: str, engine: str, diagnosis: Diagnosis | None = None) -> str:
+    """Several lines: a heading, then the diagnosis's paragraphs, each on its own line.
+
+    ``case``, ``dtype`` and ``engine`` name the run in the heading; ``diagnosis`` is the
+    history's (diagnosed here when not given)."""
+    if diagnosis is None:
+        diagnosis = diagnose(history)
+    heading = f"{case}[{dtype}] ({engine}, {history.steps} steps): {diagnosis.outcome.value}"
     lines = [heading]
     for title, text in diagnosis.story_parts():
         lines.append(f"  {title}: {text}")

@@ -6,7 +6,7 @@ freeze while the bias alone cycles. Read per weight (per tensor: ``dense/kernel`
 history says so; read as a whole it says "still falling" or "the updates overshoot".
 
 Pure numpy over what the ``loop`` and ``xla`` engines record per step and weight
-(:attr:`Run.tensor_update`, :attr:`Run.tensor_checksum`, :attr:`Run.gradient_zero`); ``fit``
+(:attr:`History.tensor_update`, :attr:`History.tensor_checksum`, :attr:`History.gradient_zero`); ``fit``
 records none of it, and then there is nothing to say per weight.
 """
 
@@ -21,7 +21,7 @@ from ..numerics import spacing
 from .cycles import find_cycle
 
 if TYPE_CHECKING:
-    from ..run import Run
+    from ..history import History
 
 FREEZE_CAUSES = {
     "gradient-zero": "its gradient is exactly 0",
@@ -66,17 +66,17 @@ def min_frozen_steps(steps: int) -> int:
     return max(3, min(100, steps // 10))
 
 
-def weight_events(run: Run) -> list[WeightEvents]:
+def weight_events(history: History) -> list[WeightEvents]:
     """Every trainable weight's events, in the model's order; empty without per-weight records."""
-    updates = np.asarray(run.tensor_update)
-    if updates.ndim != 2 or updates.shape[1] != len(run.tensor_names) or not updates.shape[1]:
+    updates = np.asarray(history.tensor_update)
+    if updates.ndim != 2 or updates.shape[1] != len(history.tensor_names) or not updates.shape[1]:
         return []
     steps = updates.shape[0]
-    zeros = np.asarray(run.gradient_zero, bool)
+    zeros = np.asarray(history.gradient_zero, bool)
     has_zeros = zeros.shape == updates.shape
-    checksums = np.asarray(run.tensor_checksum)
+    checksums = np.asarray(history.tensor_checksum)
     events = []
-    for column, name in enumerate(run.tensor_names):
+    for column, name in enumerate(history.tensor_names):
         moved = np.flatnonzero((updates[:, column] != 0) | np.isnan(updates[:, column]))
         last = int(moved[-1]) if moved.size else -1  # 0-based index of its last change
         unchanged = steps - 1 - last
@@ -99,7 +99,7 @@ def weight_events(run: Run) -> list[WeightEvents]:
             WeightEvents(
                 name=name,
                 frozen_since_step=frozen_since,
-                freeze_cause=_freeze_cause(run, name, frozen_since, zero_since) if frozen else None,
+                freeze_cause=_freeze_cause(history, name, frozen_since, zero_since) if frozen else None,
                 last_change=float(updates[last, column]) if last >= 0 else None,
                 first_zero_gradient_step=first_zero,
                 zero_gradient_since_step=zero_since,
@@ -110,15 +110,15 @@ def weight_events(run: Run) -> list[WeightEvents]:
     return events
 
 
-def _freeze_cause(run: Run, name: str, frozen_since: int | None, zero_since: int | None) -> str:
+def _freeze_cause(history: History, name: str, frozen_since: int | None, zero_since: int | None) -> str:
     """Why the weight stays where it froze, each cause checked on this weight's own numbers."""
     if zero_since is not None and frozen_since is not None and zero_since <= frozen_since:
         return "gradient-zero"
-    gradient = run.final_gradients.get(name)
+    gradient = history.final_gradients.get(name)
     if zero_since is None and gradient is not None and not np.any(np.asarray(gradient, np.float64)):
         return "gradient-zero"  # no per-step flags: the final gradient says it
-    intended = (run.intended_update or {}).get(name)
-    expressible = (run.update_in_variable_dtype or {}).get(name)
+    intended = (history.intended_update or {}).get(name)
+    expressible = (history.update_in_variable_dtype or {}).get(name)
     if (
         intended is not None
         and expressible is not None
@@ -126,10 +126,10 @@ def _freeze_cause(run: Run, name: str, frozen_since: int | None, zero_since: int
         and not np.any(np.asarray(expressible, np.float64))
     ):
         return "update-arithmetic-zero"
-    weights = run.final_weights.get(name)
+    weights = history.final_weights.get(name)
     # the update as the weights' dtype computes it (else as float64 does): what meets the spacing
     update = expressible if expressible is not None else intended
     if update is None or weights is None:
         return "unknown"  # without the optimizer's own update, a gradient says nothing about rounding
-    ratio = np.abs(np.asarray(update, np.float64)) / spacing(np.asarray(weights), run.variable_dtype)
+    ratio = np.abs(np.asarray(update, np.float64)) / spacing(np.asarray(weights), history.variable_dtype)
     return "update-below-half-spacing" if float(np.nanmax(ratio, initial=0.0)) < 0.5 else "unknown"

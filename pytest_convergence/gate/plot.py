@@ -172,14 +172,15 @@ def _m(text: str) -> str:
 
 def plot_run(run: Run, path: Path) -> None:
     plt = _pyplot()
-    steps = np.arange(1, run.steps + 1)
-    trace = np.asarray(run.weight_trace)
+    history = run.history
+    steps = np.arange(1, history.steps + 1)
+    trace = np.asarray(history.weight_trace)
     rows = 2 if trace.size else 1
     figure, axes = plt.subplots(rows, 1, figsize=(9, 3.6 * rows), sharex=True, squeeze=False)
     loss_axis = axes[0][0]
-    positive = np.where(run.loss > 0, run.loss, np.nan)
-    loss_axis.plot(steps, positive, lw=1.2, color="tab:blue", label=f"loss ({run.loss_dtype})")
-    zero = run.loss == 0
+    positive = np.where(history.loss > 0, history.loss, np.nan)
+    loss_axis.plot(steps, positive, lw=1.2, color="tab:blue", label=f"loss ({history.loss_dtype})")
+    zero = history.loss == 0
     if zero.any():
         floor = np.nanmin(positive) if np.isfinite(np.nanmin(positive)) else 1e-30
         loss_axis.plot(
@@ -206,14 +207,14 @@ def plot_run(run: Run, path: Path) -> None:
     loss_axis.legend(loc="lower left", fontsize=8)
     loss_axis.grid(True, which="major", alpha=0.3)
     if trace.size:
-        names = list(run.weight_trace_names)
+        names = list(history.weight_trace_names)
         shown = np.argsort(-np.abs(trace[-1]))[:SHOWN_WEIGHTS]
         weight_axis = axes[1][0]
         for index in shown:
             weight_axis.plot(
                 steps, trace[:, index], lw=1, label=names[index] if index < len(names) else str(index)
             )
-        weight_axis.set_ylabel(f"weights ({run.variable_dtype})")
+        weight_axis.set_ylabel(f"weights ({history.variable_dtype})")
         weight_axis.set_xlabel("step (log)")
         weight_axis.legend(loc="best", fontsize=7, ncol=2)
         weight_axis.grid(True, alpha=0.3)

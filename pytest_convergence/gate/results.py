@@ -115,8 +115,9 @@ class RunRecord:
         from ..diagnosis.expectations import unmet
         from ..snapshot.format import checkpoint_steps
 
-        steps = checkpoint_steps(run.steps)
-        problems = unmet(run, run.expectation) if run.expectation is not None else []
+        history, timing = run.history, run.timing
+        steps = checkpoint_steps(history.steps)
+        problems = unmet(history, run.expectation, run.diagnosis) if run.expectation is not None else []
         evidence = {k: _plain(v) for k, v in run.diagnosis.evidence.items()}
         return cls(
             case=run.case,
@@ -126,31 +127,31 @@ class RunRecord:
             status=status,
             outcome=run.outcome,
             evidence=evidence,
-            final_loss=_plain(run.final_loss),
-            steps=run.steps,
-            target_loss=run.target_loss,
-            steps_to_target=run.steps_to_target,
-            converged=None if run.target_loss is None else run.converged,
+            final_loss=_plain(history.final_loss),
+            steps=history.steps,
+            target_loss=history.target_loss,
+            steps_to_target=history.steps_to_target,
+            converged=None if history.target_loss is None else history.converged,
             expectation_met=None if run.expectation is None else not problems,
             expectation_problems=problems,
             checkpoint_steps=[int(s) for s in steps],
-            checkpoint_losses=[_plain(v) for v in run.loss[steps - 1]],
+            checkpoint_losses=[_plain(v) for v in history.loss[steps - 1]],
             steps_per_second=run.steps_per_second,
-            wall_times=[float(t) for t in (run.wall_times or [run.wall_time])],
-            loss_dtype=run.loss_dtype,
-            variable_dtype=run.variable_dtype,
+            wall_times=[float(t) for t in (timing.wall_times or [timing.wall_time])],
+            loss_dtype=history.loss_dtype,
+            variable_dtype=history.variable_dtype,
             versions=dict(run.versions),
             tolerance=tolerance,
-            final_metrics={name: _plain(values[-1]) for name, values in run.epoch_metrics.items() if values},
-            loss_kind="epoch" if run.judged_on_epochs else "step",
+            final_metrics={name: _plain(v[-1]) for name, v in history.epoch_metrics.items() if v},
+            loss_kind="epoch" if history.judged_on_epochs else "step",
             final_weights=stored_weights(run),
             snapshot_problems=list(snapshot_problems),
-            cpu_times=[float(t) for t in (run.cpu_times or [run.cpu_time]) if math.isfinite(t)],
+            cpu_times=[float(t) for t in (timing.cpu_times or [timing.cpu_time]) if math.isfinite(t)],
             optimizer_ran=run.optimizer_ran,
             loss_ran=run.loss_ran,
             fingerprint=run.versions.get("fingerprint", ""),
             perturbation=run.perturbation,
-            dtype_mismatch=run.dtype_mismatch,
+            dtype_mismatch=history.dtype_mismatch,
             anatomy=run.anatomy.to_json() if run.anatomy is not None else {},
             set_back=dict(run.set_back),
         )

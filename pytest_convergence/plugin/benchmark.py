@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 def measure(benchmark: Any, case: Case, dtype: str, engine: str, *, rounds: int = 3) -> Run:
     """Benchmark one training of ``case`` and return its (last) run."""
     from ..backend import Training, framework_versions
+    from ..run import Timing
 
     training = Training.prepare(case, dtype, engine)
     start = time.perf_counter()
@@ -46,9 +47,7 @@ def measure(benchmark: Any, case: Case, dtype: str, engine: str, *, rounds: int 
     stats = getattr(getattr(benchmark, "stats", None), "stats", None)
     median = float(stats.median) if stats is not None else sorted(timings)[len(timings) // 2]
     benchmark.extra_info["steps_per_second"] = steps / median if median > 0 else float("inf")
-    run = training.to_run(record, wall_time=median, trace_time=trace_time)
-    run.wall_times = timings
-    return run
+    return training.to_run(record, Timing(median, trace_time, wall_times=timings))
 
 
 class MachineInfo:

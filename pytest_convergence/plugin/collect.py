@@ -72,11 +72,20 @@ class SpecItem(pytest.Item):
             return
         run = session.train(self.spec.case, self.convergence_dtype, None, NO_MARKER)
         self.stash.setdefault(ITEM_RUNS_KEY, []).append(run)
-        problems = unmet(run, run.expectation) if run.expectation is not None else []
+        problems = unmet(run.history, run.expectation, run.diagnosis) if run.expectation is not None else []
         snapshot_report = session.snapshot_problem(self, NO_MARKER, run)
         messages = []
         if problems:
-            messages.append(failure_message(run, problems))
+            messages.append(
+                failure_message(
+                    run.history,
+                    problems,
+                    case=run.case,
+                    dtype=run.dtype,
+                    engine=run.engine,
+                    diagnosis=run.diagnosis,
+                )
+            )
         if snapshot_report:
             messages.append(snapshot_report)
         if messages:

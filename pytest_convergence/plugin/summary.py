@@ -39,20 +39,23 @@ class SummaryRow:
         if explain:
             from ..diagnosis.story import tell
 
-            story = tell(run)
+            story = tell(
+                run.history, case=run.case, dtype=run.dtype, engine=run.engine, diagnosis=run.diagnosis
+            )
+        history = run.history
         return cls(
             case=run.case,
             # a case that allows a dtype mismatch says what really trained
-            dtype=run.dtype if not run.dtype_mismatch else f"{run.dtype} (trained {run.trained_dtype})",
+            dtype=run.dtype if not history.dtype_mismatch else f"{run.dtype} (trained {run.trained_dtype})",
             engine=run.engine,
             outcome=run.outcome,
-            final_loss=run.final_loss,
-            steps=run.steps,
+            final_loss=history.final_loss,
+            steps=history.steps,
             steps_per_second=run.steps_per_second,
-            converged=None if run.target_loss is None else run.converged,
+            converged=None if history.target_loss is None else history.converged,
             status=status,
-            loss_kind="epoch" if run.judged_on_epochs else "step",
-            trace_seconds=run.trace_time,
+            loss_kind="epoch" if history.judged_on_epochs else "step",
+            trace_seconds=run.timing.trace_time,
             story=story,
         )
 

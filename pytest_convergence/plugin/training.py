@@ -76,11 +76,11 @@ def train_with_checks(
         enable_op_determinism()
     perturbation = None if request.simulate is None else Perturbation(request.simulate)
     run = train(case, dtype, engine, perturbation=perturbation)
-    wall_times, cpu_times = [run.wall_time], [run.cpu_time]
+    wall_times, cpu_times = [run.timing.wall_time], [run.timing.cpu_time]
     for attempt in range(2, request.repeat + 1):
         again = train(case, dtype, engine, perturbation=perturbation)
-        wall_times.append(again.wall_time)
-        cpu_times.append(again.cpu_time)
+        wall_times.append(again.timing.wall_time)
+        cpu_times.append(again.timing.cpu_time)
         difference = first_difference(run, again)
         if difference is not None:
             raise NotDeterministicError(
@@ -89,8 +89,9 @@ def train_with_checks(
                 "bit-identical histories: look for ops without a deterministic kernel "
                 "(tf.config.experimental.enable_op_determinism() makes TensorFlow raise on them)"
             )
-    run.wall_times, run.cpu_times = wall_times, cpu_times  # the gate judges speed on their spread
-    problems = check_facts(run)
+    # the gate judges speed on their spread
+    run.timing.wall_times, run.timing.cpu_times = wall_times, cpu_times
+    problems = check_facts(run.history, run.diagnosis, dtype=run.dtype)
     if problems:
         warnings.warn(
             DiagnosisFactWarning(
@@ -120,16 +121,16 @@ def _take_apart(run: Run, case: Case, dtype: str, engine: str, request: Training
     model built again, checked against the run's own losses."""
     from ..backend.anatomy import record_anatomy
 
-    replay = request.replay
+    replay, plan = request.replay, run.in_process.batch_plan
     if replay is not None:
         run.set_back = dict(replay.set_back)
         last = replay.last_step or case.total_steps
-        anatomy = record_anatomy(case, dtype, engine, 0, last, keep_initial=True, plan=run.batch_plan)
+        anatomy = record_anatomy(case, dtype, engine, 0, last, keep_initial=True, plan=plan)
         anatomy.check_against(run.loss)
         anatomy.save(replay.anatomy_path(case.name, dtype))
         run.anatomy = _first_steps(anatomy, max(request.anatomy_steps, 1))
     elif request.anatomy_steps > 0:
-        run.anatomy = record_anatomy(case, dtype, engine, 0, request.anatomy_steps, plan=run.batch_plan)
+        run.anatomy = record_anatomy(case, dtype, engine, 0, request.anatomy_steps, plan=plan)
         run.anatomy.check_against(run.loss)
 
 

@@ -122,11 +122,11 @@ HEADERS = (
 
 
 def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fraction: float) -> Calibration:
-    steps = checkpoint_steps(base.steps)
-    reference = base.loss[steps - 1]
+    steps = checkpoint_steps(base.history.steps)
+    reference = base.history.loss[steps - 1]
     spreads = np.zeros(steps.size)
     for run in others:
-        spreads = np.maximum(spreads, relative_error(reference, run.loss[steps - 1]))
+        spreads = np.maximum(spreads, relative_error(reference, run.history.loss[steps - 1]))
     finite = spreads[np.isfinite(spreads)]
     # What compare would need to accept each rerun (final loss, checkpoints, weights), so the
     # recommendation is exactly what the snapshot comparison accepts, times the margin.
@@ -171,7 +171,7 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
         recommended_miss_fraction=allowed_miss if allowed_miss > miss_fraction else 0.0,
         recommended_weight_rtol=weights_needed * MARGIN,
         divergence_unstable=divergence_unstable,
-        steps=base.steps,
+        steps=base.history.steps,
     )
 
 

@@ -86,27 +86,27 @@ class Trajectory:
 
     @classmethod
     def from_run(cls, run: Run, tolerance: Tolerance, test: str = "") -> Trajectory:
-        diagnosis = run.diagnosis
+        diagnosis, history = run.diagnosis, run.history
         events = {k: int(v) for k, v in diagnosis.evidence.items() if k in EVENT_KEYS and v is not None}
-        if run.target_loss is not None:
-            reached = run.steps_to_target
+        if history.target_loss is not None:
+            reached = history.steps_to_target
             events["steps_to_target"] = -1 if reached is None else reached
-        steps = checkpoint_steps(run.steps)
+        steps = checkpoint_steps(history.steps)
         versions = run.versions
         header = {
             "case": run.case,
             "dtype": run.dtype,
             "engine": run.engine,
-            "steps": str(run.steps),
+            "steps": str(history.steps),
             "seed": str(run.seed),
-            "optimizer": run.optimizer,
+            "optimizer": history.optimizer,
             **({"optimizer ran": run.optimizer_ran} if run.optimizer_ran else {}),
             **({"loss ran": run.loss_ran} if run.loss_ran else {}),
-            "loss dtype": run.loss_dtype,
-            "weights dtype": run.variable_dtype,
-            **({"dtype mismatch": run.dtype_mismatch} if run.dtype_mismatch else {}),
+            "loss dtype": history.loss_dtype,
+            "weights dtype": history.variable_dtype,
+            **({"dtype mismatch": history.dtype_mismatch} if history.dtype_mismatch else {}),
             "final loss of": "the last epoch (History's mean of its batches)"
-            if run.judged_on_epochs
+            if history.judged_on_epochs
             else "the last step",
             "versions": ", ".join(
                 f"{name} {versions[name]}"
@@ -123,7 +123,7 @@ class Trajectory:
         if test:
             header = {"test": test, **header}
         weights: dict[str, tuple[str, np.ndarray]] = {}
-        for name, values in run.final_weights.items():
+        for name, values in history.final_weights.items():
             flat = np.asarray(values).astype(np.float64).reshape(-1)
             if flat.size <= FULL_TENSOR_LIMIT:
                 weights[f"{name} {tuple(np.shape(values))}"] = ("values", flat)
@@ -142,12 +142,12 @@ class Trajectory:
             header=header,
             outcome=diagnosis.outcome.value,
             events=events,
-            final_loss=run.final_loss,
+            final_loss=history.final_loss,
             weights=weights,
             steps=steps,
-            losses=run.loss[steps - 1],
-            loss_dtype=run.loss_dtype,
-            weight_dtype=run.variable_dtype,
+            losses=history.loss[steps - 1],
+            loss_dtype=history.loss_dtype,
+            weight_dtype=history.variable_dtype,
         )
 
     # --------------------------------------------------------------------------- writing

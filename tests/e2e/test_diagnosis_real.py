@@ -38,7 +38,7 @@ def test_float16_mse_reaches_exactly_zero_by_an_exact_fit_not_a_rounding() -> No
     assert run.final_weights["dense/kernel"].item() == -0.5 and run.final_weights["dense/bias"].item() == 0.5
     assert evidence["exact_fit"] is True and evidence["float64_loss"] == 0.0
     assert "an exact fit" in run.diagnosis.explanation and "rounded" not in run.diagnosis.explanation
-    assert check_facts(run) == []
+    assert check_facts(run.history, run.diagnosis, dtype=run.dtype) == []
 
 
 @keras3_dynamics
@@ -56,7 +56,7 @@ def test_float16_loss_rounding_to_zero_with_adam_carrying_the_weights_on() -> No
     assert run.weights_changed[last - 1] and not run.weights_changed[last:].any()
     assert run.gradient_zero[since - 1 : last].all()
     assert "momentum" in run.diagnosis.explanation and "stops moving" not in run.diagnosis.explanation
-    assert check_facts(run) == []
+    assert check_facts(run.history, run.diagnosis, dtype=run.dtype) == []
 
 
 @keras3_dynamics
@@ -72,7 +72,7 @@ def test_float32_mse_cycles_with_period_92_and_its_weights_with_period_184() -> 
     weights = {w["name"]: w for w in diagnosis.evidence["weights"]}
     assert weights["dense/kernel"]["cycle_period"] == weights["dense/bias"]["cycle_period"] == 184
     assert "the kernel every 184 steps" in diagnosis.explanation
-    assert check_facts(run) == []
+    assert check_facts(run.history, run.diagnosis, dtype=run.dtype) == []
 
 
 @keras3_dynamics
@@ -88,7 +88,7 @@ def test_float16_kernel_frozen_while_the_bias_alone_cycles_is_said_so() -> None:
     assert bias["frozen_since_step"] is None and bias["cycle_period"] == 2
     assert f"the kernel has been frozen since step {frozen}" in diagnosis.explanation
     assert "only the bias still moves (the bias in a cycle of 2 steps)" in diagnosis.explanation
-    assert check_facts(run) == []
+    assert check_facts(run.history, run.diagnosis, dtype=run.dtype) == []
 
 
 @keras3_dynamics  # Keras 2 computes this loss in float16 from the logits behind the softmax
@@ -117,7 +117,7 @@ def test_saturated_float16_classifier_is_not_called_an_underflow() -> None:
     assert run.output_evidence["loss_gradient_zero"] is True
     assert diagnosis.evidence["saturated_share"] > 0.5
     assert "underflowed" not in diagnosis.explanation
-    assert check_facts(run) == []
+    assert check_facts(run.history, run.diagnosis, dtype=run.dtype) == []
 
 
 def test_float32_default_rmsprop_is_still_descending_after_300_steps() -> None:
@@ -141,7 +141,7 @@ def test_the_hidden_relu_variant_stalls_with_underflowed_gradients(dtype: str) -
     # checked, not assumed: the float32 loss's gradient is not 0 but is 0 once cast to float16
     assert run.output_evidence["loss_gradient_zero"] is False
     assert run.output_evidence["output_gradient_zero"] is True
-    assert check_facts(run) == []
+    assert check_facts(run.history, run.diagnosis, dtype=run.dtype) == []
 
 
 def test_adam_in_bfloat16_never_moves_because_its_update_computes_to_zero() -> None:

@@ -63,7 +63,7 @@ def test_loop_is_bit_identical_to_fit_with_shuffled_batches(dtype: str) -> None:
     case = _multi_batch_case()
     fit = train(case, dtype, "fit")
     loop = train(case, dtype, "loop")
-    assert loop.steps == 21 and loop.steps_per_epoch == 7
+    assert loop.steps == 21 and loop.history.steps_per_epoch == 7
     assert set(loop.epoch_metrics) == {"loss", "accuracy"}
     assert len(loop.epoch_metrics["accuracy"]) == 3
     _assert_same_run(fit, loop)

@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any
 
+import factories
 import numpy as np
 import pytest
 
@@ -68,32 +69,11 @@ def snapshot(
 
 
 def make_run(loss: Any, *, target_loss: float | None = None) -> Run:
-    """A float32 Run with the given history and plausible values for everything else."""
+    """A float32 Run of the shared factory, its history rounded to float32 (NaN: no update)."""
     loss = np.asarray(loss, np.float64).astype(np.float32).astype(np.float64)
     update_size = np.where(np.isfinite(loss), 1e-2, np.nan)
-    weights = {"dense/kernel": np.array([[0.75]], np.float32), "dense/bias": np.array([-0.25], np.float32)}
-    return Run(
-        case="synthetic",
-        dtype="float32",
-        engine="loop",
-        seed=0,
-        loss=loss,
-        loss_dtype="float32",
-        variable_dtype="float32",
-        compute_dtype="float32",
-        weights_changed=(update_size != 0) | np.isnan(update_size),
-        update_size=update_size,
-        initial_weights={name: np.zeros_like(w) for name, w in weights.items()},
-        final_weights=weights,
-        final_gradients={name: np.full(w.shape, 1e-3, np.float32) for name, w in weights.items()},
-        epoch_metrics={"loss": [float(v) for v in loss]},
-        steps_per_epoch=1,
-        target_loss=target_loss,
-        wall_time=1.0,
-        trace_time=0.0,
-        versions={"python": "3.11", "platform": "Linux"},
-        optimizer="SGD",
-    )
+    versions = {"python": "3.11", "platform": "Linux"}
+    return factories.make_run(loss, update_size, target_loss=target_loss, versions=versions)
 
 
 def through_text(run: Run, tolerance: Tolerance) -> Trajectory:
@@ -685,7 +665,7 @@ def test_weights_of_a_run_through_text() -> None:
     tolerance = resolve("float32")
     run = make_run(history)
     moved = make_run(history)
-    moved.final_weights = {
+    moved.history.final_weights = {
         "dense/kernel": np.array([[0.8]], np.float32),
         "dense/bias": np.array([-0.25], np.float32),
     }

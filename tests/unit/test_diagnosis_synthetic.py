@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from factories import make_run
+from factories import make_history, make_run
 
 from pytest_convergence.diagnosis.rules import PLATEAU_RELATIVE_CHANGE, Diagnosis, diagnose
 from pytest_convergence.errors import CaseError, ExpectationFailed
@@ -39,7 +39,7 @@ def test_nonfinite_loss_at_step_k_is_diverged_at_k(bad: float, kind: str) -> Non
     update = np.full(40, 0.02)
     update[10] = 0.5
     update[24:] = math.nan
-    d = diagnose(make_run(loss, update))
+    d = diagnose(make_history(loss, update))
     assert d.outcome is Outcome.DIVERGED
     assert d.step == 25
     assert d.loss == loss[23]
@@ -53,7 +53,7 @@ def test_nonfinite_loss_at_step_k_is_diverged_at_k(bad: float, kind: str) -> Non
 
 def test_nan_from_first_step() -> None:
     loss = np.full(30, math.nan)
-    d = diagnose(make_run(loss, np.full(30, math.nan)))
+    d = diagnose(make_history(loss, np.full(30, math.nan)))
     assert d.outcome is Outcome.DIVERGED
     assert d.step == 1
     assert d.loss is None
@@ -69,7 +69,7 @@ def test_finite_loss_with_nonfinite_final_weights_is_diverged() -> None:
         "dense/bias": np.array([0.5], np.float16),
     }
     loss = falling(50)
-    d = diagnose(make_run(loss, variable_dtype="float16", final_weights=weights))
+    d = diagnose(make_history(loss, variable_dtype="float16", final_weights=weights))
     assert d.outcome is Outcome.DIVERGED
     assert d.step is None
     assert d.loss == loss[-1]
@@ -80,7 +80,7 @@ def test_finite_loss_with_nonfinite_final_weights_is_diverged() -> None:
 # ------------------------------------------------------------------------------ reached-zero
 def test_loss_exactly_zero_at_the_end_is_reached_zero() -> None:
     loss = np.concatenate([falling(30, 1.0, 0.01), np.zeros(10)])  # zero from step 31
-    d = diagnose(make_run(loss, loss_dtype="float16", variable_dtype="float16"))
+    d = diagnose(make_history(loss, loss_dtype="float16", variable_dtype="float16"))
     assert d.outcome is Outcome.REACHED_ZERO
     assert d.step == 31
     assert d.loss == 0.0
@@ -103,16 +103,16 @@ def test_reached_zero_names_a_rounding_only_when_float64_says_the_loss_is_not_ze
         update,
         loss_dtype="float16",
         variable_dtype="float16",
-        extra={"output_evidence": {"float64_loss": 3e-9}},
+        output_evidence={"float64_loss": 3e-9},
     )
-    d = diagnose(rounded)
+    d = diagnose(rounded.history)
     assert d.evidence["exact_fit"] is False and d.evidence["float64_loss"] == 3e-9
     assert "in float64 the final outputs give a loss of 3e-09: the float16 loss rounded to 0" in d.explanation
     assert "smallest positive float16 is 5.96e-08" in d.explanation
     assert "no weight moved after the loss reached 0" in d.explanation
     assert "loss_dtype" in d.remedy
-    exact = make_run(loss, update, loss_dtype="float16", extra={"output_evidence": {"float64_loss": 0.0}})
-    d = diagnose(exact)
+    exact = make_run(loss, update, loss_dtype="float16", output_evidence={"float64_loss": 0.0})
+    d = diagnose(exact.history)
     assert d.evidence["exact_fit"] is True
     assert "an exact fit" in d.explanation and "rounded" not in d.explanation
 
@@ -125,14 +125,12 @@ def test_weights_moving_after_zero_with_zero_gradients_are_carried_by_the_optimi
     run = make_run(
         loss,
         update,
-        extra={
-            "gradient_zero": zero_gradients,
-            "tensor_names": ["dense/kernel"],
-            "tensor_update": update[:, None],
-            "tensor_checksum": np.cumsum(update)[:, None],
-        },
+        gradient_zero=zero_gradients,
+        tensor_names=["dense/kernel"],
+        tensor_update=update[:, None],
+        tensor_checksum=np.cumsum(update)[:, None],
     )
-    d = diagnose(run)
+    d = diagnose(run.history)
     assert d.evidence["steps_moved_after_zero"] == 20 and d.evidence["moved_without_gradient"] is True
     assert "moved for 20 steps after it (last at step 50) with every gradient exactly 0" in d.explanation
     assert "momentum" in d.explanation
@@ -142,7 +140,7 @@ def test_first_zero_step_counts_only_the_final_run_of_zeros() -> None:
     loss = falling(40, 1.0, 0.01)
     loss[9] = 0.0  # touched zero at step 10, left it
     loss[34:] = 0.0  # zero for good from step 35
-    d = diagnose(make_run(loss))
+    d = diagnose(make_history(loss))
     assert d.outcome is Outcome.REACHED_ZERO
     assert d.step == 35
     assert d.evidence["first_zero_step"] == 10  # the first zero, as its name says
@@ -152,7 +150,7 @@ def test_first_zero_step_counts_only_the_final_run_of_zeros() -> None:
 
 
 def test_loss_zero_from_the_first_step() -> None:
-    d = diagnose(make_run(np.zeros(20)))
+    d = diagnose(make_history(np.zeros(20)))
     assert d.outcome is Outcome.REACHED_ZERO
     assert d.step == 1
     assert d.evidence["last_nonzero_loss"] is None
@@ -161,7 +159,7 @@ def test_loss_zero_from_the_first_step() -> None:
 def test_loss_that_touched_zero_and_left_is_not_reached_zero() -> None:
     loss = 1.0 / np.arange(1, 101)
     loss[19] = 0.0
-    d = diagnose(make_run(loss))
+    d = diagnose(make_history(loss))
     assert d.outcome is Outcome.DESCENDING
 
 
@@ -184,9 +182,9 @@ def test_stall_with_zero_gradients_is_gradient_underflow_naming_both_dtypes() ->
         variable_dtype="float16",
         loss_dtype="float32",
         final_gradients=grads,
-        extra={"output_evidence": CAST_UNDERFLOW},
+        output_evidence=CAST_UNDERFLOW,
     )
-    d = diagnose(run)
+    d = diagnose(run.history)
     assert d.outcome is Outcome.STALLED
     assert d.step == 61
     assert d.loss == pytest.approx(0.29)
@@ -225,10 +223,8 @@ def test_zero_gradients_name_only_the_cause_the_probe_shows(
 ) -> None:
     loss, update = stalled_history()
     grads = {"dense/kernel": np.zeros((1, 1), np.float16)}
-    run = make_run(
-        loss, update, variable_dtype="float16", final_gradients=grads, extra={"output_evidence": probe}
-    )
-    d = diagnose(run)
+    run = make_run(loss, update, variable_dtype="float16", final_gradients=grads, output_evidence=probe)
+    d = diagnose(run.history)
     assert d.evidence["cause"] == cause
     assert said in d.explanation and not_said not in d.explanation
 
@@ -237,10 +233,8 @@ def test_stall_with_optimizer_update_below_half_spacing() -> None:
     loss, update = stalled_history()
     weights = {"dense/kernel": np.array([[-4.0]], np.float16), "dense/bias": np.array([0.5], np.float16)}
     intended = {"dense/kernel": np.array([[0.001]]), "dense/bias": np.array([1e-5])}
-    run = make_run(
-        loss, update, variable_dtype="float16", final_weights=weights, extra={"intended_update": intended}
-    )
-    d = diagnose(run)
+    run = make_run(loss, update, variable_dtype="float16", final_weights=weights, intended_update=intended)
+    d = diagnose(run.history)
     assert d.outcome is Outcome.STALLED
     assert d.step == 61
     assert d.evidence["cause"] == "update-below-half-spacing"
@@ -260,7 +254,7 @@ def test_stall_without_intended_update_measures_the_gradient() -> None:
     weights = {"dense/kernel": np.array([[2.0]], np.float16)}
     grads = {"dense/kernel": np.array([[3e-4]], np.float16)}
     run = make_run(loss, update, variable_dtype="float16", final_weights=weights, final_gradients=grads)
-    d = diagnose(run)
+    d = diagnose(run.history)
     # without the optimizer's own update the diagnosis cannot claim rounding: it says what it knows
     assert d.evidence["cause"] == "weights-unchanged"
     assert d.evidence["largest_gradient"] == pytest.approx(3e-4, rel=1e-3)
@@ -275,9 +269,9 @@ def test_stall_whose_intended_update_exceeds_half_the_spacing_is_not_blamed_on_r
     grads = {"dense/kernel": np.array([[0.5]], np.float16)}
     extra = {"intended_update": {"dense/kernel": np.array([[0.01]])}}
     run = make_run(
-        loss, update, variable_dtype="float16", final_weights=weights, final_gradients=grads, extra=extra
+        loss, update, variable_dtype="float16", final_weights=weights, final_gradients=grads, **extra
     )
-    d = diagnose(run)
+    d = diagnose(run.history)
     assert d.outcome is Outcome.STALLED
     assert d.evidence["cause"] == "weights-unchanged"
     assert "above half the float16 spacing" in d.explanation
@@ -290,7 +284,7 @@ def test_stall_with_update_lost_in_variable_dtype_is_update_underflow() -> None:
         "intended_update": {"dense/kernel": np.array([[-2.5e-4]]), "dense/bias": np.array([1e-5])},
         "update_in_variable_dtype": {"dense/kernel": np.zeros((1, 1)), "dense/bias": np.zeros(1)},
     }
-    d = diagnose(make_run(loss, update, variable_dtype="bfloat16", loss_dtype="bfloat16", extra=extra))
+    d = diagnose(make_history(loss, update, variable_dtype="bfloat16", loss_dtype="bfloat16", **extra))
     assert d.outcome is Outcome.STALLED
     assert d.step == 61
     assert d.evidence["cause"] == "update-underflow"
@@ -307,8 +301,8 @@ def test_nonzero_update_in_variable_dtype_is_not_update_underflow() -> None:
         "intended_update": {"dense/kernel": np.array([[0.001]])},
         "update_in_variable_dtype": {"dense/kernel": np.array([[0.001]])},
     }
-    run = make_run(loss, update, variable_dtype="float16", final_weights=weights, extra=extra)
-    assert diagnose(run).evidence["cause"] == "update-below-half-spacing"
+    run = make_run(loss, update, variable_dtype="float16", final_weights=weights, **extra)
+    assert diagnose(run.history).evidence["cause"] == "update-below-half-spacing"
 
 
 @pytest.mark.parametrize(("steps", "minimum"), [(20, 3), (100, 10), (2000, 100)])
@@ -316,18 +310,18 @@ def test_stall_needs_the_minimum_number_of_unchanged_steps(steps: int, minimum: 
     loss = 1.0 / np.arange(1, steps + 1)
     update = np.full(steps, 0.01)
     update[-minimum:] = 0.0
-    stalled = diagnose(make_run(loss, update))
+    stalled = diagnose(make_history(loss, update))
     assert stalled.outcome is Outcome.STALLED
     assert stalled.evidence["unchanged_steps"] == minimum
     assert stalled.step == steps - minimum + 1
 
     update[-minimum] = 0.01  # one unchanged step fewer
-    assert diagnose(make_run(loss, update)).outcome is Outcome.DESCENDING
+    assert diagnose(make_history(loss, update)).outcome is Outcome.DESCENDING
 
 
 def test_nothing_ever_moved_stalls_from_step_1() -> None:
     loss = np.full(50, 0.7)
-    d = diagnose(make_run(loss, np.zeros(50)))
+    d = diagnose(make_history(loss, np.zeros(50)))
     assert d.outcome is Outcome.STALLED
     assert d.step == 1
     assert d.evidence["unchanged_steps"] == 50
@@ -345,7 +339,7 @@ def test_exact_cycle_with_moving_weights_is_oscillating(
 ) -> None:
     loss = np.concatenate([np.linspace(3.0, 2.0, prefix), np.tile(cycle, repeats)])
     update = np.full(loss.size, 0.2)
-    d = diagnose(make_run(loss, update))
+    d = diagnose(make_history(loss, update))
     assert d.outcome is Outcome.OSCILLATING
     assert d.evidence["period"] == len(cycle)
     assert d.evidence["cycle_start_step"] == prefix + 1
@@ -359,7 +353,7 @@ def test_exact_cycle_with_moving_weights_is_oscillating(
 def test_cycle_too_short_to_be_sure_is_not_oscillating() -> None:
     # period 2 needs 64 + 2 steps of history; 60 steps of an exact cycle are not enough
     loss = np.tile([0.3, 0.7], 30)
-    assert diagnose(make_run(loss)).outcome is not Outcome.OSCILLATING
+    assert diagnose(make_history(loss)).outcome is not Outcome.OSCILLATING
 
 
 # ---------------------------------------------------------------------------------- plateau
@@ -367,7 +361,7 @@ def test_flat_loss_with_moving_weights_is_plateau() -> None:
     rng = np.random.default_rng(1)
     loss = 0.25 + 1e-6 * rng.standard_normal(200)
     update = rng.uniform(0.01, 0.05, 200)
-    d = diagnose(make_run(loss, update))
+    d = diagnose(make_history(loss, update))
     assert d.outcome is Outcome.PLATEAU
     assert d.step == 181
     assert d.evidence["window_start_step"] == 181
@@ -379,7 +373,7 @@ def test_flat_loss_with_moving_weights_is_plateau() -> None:
 
 
 def test_constant_loss_with_moving_weights_is_plateau_not_oscillating() -> None:
-    d = diagnose(make_run(np.full(200, 0.5), np.full(200, 0.03)))
+    d = diagnose(make_history(np.full(200, 0.5), np.full(200, 0.03)))
     assert d.outcome is Outcome.PLATEAU
     assert d.evidence["flat_since_step"] == 1 and d.evidence["flat_loss"] == 0.5
     assert d.evidence["largest_recent_update"] == 0.03
@@ -397,15 +391,13 @@ def test_a_loss_constant_since_a_freeze_is_a_plateau_from_that_step_not_descendi
     run = make_run(
         loss,
         per_weight.max(axis=1),
-        extra={
-            "tensor_names": ["dense/kernel", "dense/bias"],
-            "tensor_update": per_weight,
-            "tensor_checksum": np.cumsum(per_weight, axis=0),
-            "gradient_zero": np.zeros((steps, 2), bool),
-            "intended_update": {"dense/kernel": np.array([[1e-9]]), "dense/bias": np.array([1e-11])},
-        },
+        tensor_names=["dense/kernel", "dense/bias"],
+        tensor_update=per_weight,
+        tensor_checksum=np.cumsum(per_weight, axis=0),
+        gradient_zero=np.zeros((steps, 2), bool),
+        intended_update={"dense/kernel": np.array([[1e-9]]), "dense/bias": np.array([1e-11])},
     )
-    d = diagnose(run)
+    d = diagnose(run.history)
     assert d.outcome is Outcome.PLATEAU and d.step == 401
     assert d.evidence["flat_since_step"] == 401 and d.evidence["flat_steps"] == 3600
     kernel_events, bias_events = d.evidence["weights"]
@@ -419,7 +411,7 @@ def test_a_loss_constant_since_a_freeze_is_a_plateau_from_that_step_not_descendi
 # ------------------------------------------------------------------------------- descending
 def test_loss_falling_as_one_over_step_is_descending_with_logistic_signature() -> None:
     loss = 3.0 / np.arange(1, 201)
-    d = diagnose(make_run(loss, epoch_metrics={"loss": [float(loss[-1])], "accuracy": [1.0]}))
+    d = diagnose(make_history(loss, epoch_metrics={"loss": [float(loss[-1])], "accuracy": [1.0]}))
     assert d.outcome is Outcome.DESCENDING
     assert d.step == 181
     assert d.loss == loss[-1]
@@ -437,7 +429,7 @@ def test_loss_falling_as_one_over_step_is_descending_with_logistic_signature() -
 @pytest.mark.parametrize("metrics", [{"accuracy": [0.99]}, {}], ids=["99-percent", "no-accuracy"])
 def test_separable_data_is_claimed_only_when_every_sample_is_classified(metrics: dict[str, Any]) -> None:
     loss = 3.0 / np.arange(1, 201)
-    d = diagnose(make_run(loss, epoch_metrics={"loss": [float(loss[-1])], **metrics}))
+    d = diagnose(make_history(loss, epoch_metrics={"loss": [float(loss[-1])], **metrics}))
     assert d.outcome is Outcome.DESCENDING
     assert "loss x steps roughly constant" in d.explanation
     assert "separable" not in d.explanation
@@ -448,7 +440,7 @@ def test_a_window_that_swings_is_described_by_its_range_not_as_a_rise() -> None:
     tail = np.where(rng.random(100) < 0.5, 2e-17, 0.5)
     tail[0], tail[-1] = 0.5, 0.516  # ends 3.2% higher than it starts
     loss = np.concatenate([np.linspace(1.0, 0.6, 900), tail])
-    d = diagnose(make_run(loss))
+    d = diagnose(make_history(loss))
     assert d.outcome is Outcome.PLATEAU
     assert "swinging between 2e-17 and 0.516" in d.explanation
     assert "rose" not in d.explanation
@@ -457,7 +449,7 @@ def test_a_window_that_swings_is_described_by_its_range_not_as_a_rise() -> None:
 def test_a_window_that_did_not_change_says_so_not_changed_by_zero() -> None:
     loss = np.concatenate([np.linspace(1.0, 0.5, 180), [0.5, 0.50001] * 10])
     loss[-1] = 0.5
-    d = diagnose(make_run(loss))
+    d = diagnose(make_history(loss))
     assert d.evidence["relative_change"] == 0.0
     assert "is 0.5 at both ends" in d.explanation and "by only 0" not in d.explanation
 
@@ -465,14 +457,14 @@ def test_a_window_that_did_not_change_says_so_not_changed_by_zero() -> None:
 def test_exponential_decay_is_descending_without_logistic_signature() -> None:
     steps = np.arange(1, 101)
     loss = np.exp(-steps / 20.0)
-    d = diagnose(make_run(loss))
+    d = diagnose(make_history(loss))
     assert d.outcome is Outcome.DESCENDING
     assert d.evidence["power_law_exponent"] < -1.25
     assert "logistic-loss signature" not in d.explanation
 
 
 def test_short_run_has_no_power_law() -> None:
-    d = diagnose(make_run(1.0 / np.arange(1, 11)))
+    d = diagnose(make_history(1.0 / np.arange(1, 11)))
     assert d.outcome is Outcome.DESCENDING
     assert d.evidence["power_law_exponent"] is None
 
@@ -491,7 +483,7 @@ def noisy_epochs(epochs: int = 40, steps_per_epoch: int = 10) -> np.ndarray:
 
 def test_noisy_batches_are_judged_per_epoch() -> None:
     loss = noisy_epochs()
-    d = diagnose(make_run(loss, steps_per_epoch=10))
+    d = diagnose(make_history(loss, steps_per_epoch=10))
     assert d.outcome is Outcome.DESCENDING
     assert d.evidence["window_unit"] == "epoch"
     assert d.evidence["window_start_step"] == (40 - 4) * 10 + 1
@@ -501,7 +493,7 @@ def test_noisy_batches_are_judged_per_epoch() -> None:
 
 def test_same_noisy_batches_read_step_by_step_look_flat() -> None:
     # the control for the test above: without smoothing, the batch noise hides the descent
-    d = diagnose(make_run(noisy_epochs(), steps_per_epoch=1))
+    d = diagnose(make_history(noisy_epochs(), steps_per_epoch=1))
     assert d.evidence["window_unit"] == "step"
     assert d.outcome is Outcome.PLATEAU
 
@@ -510,7 +502,7 @@ def test_epoch_plateau_reports_the_largest_update_of_the_whole_window() -> None:
     loss = 0.5 + 1e-7 * np.sin(np.arange(400) * 0.37)  # flat, but not one exact value
     update = np.full(400, 0.01)
     update[364] = 0.05  # step 365: inside the window of the last 4 epochs (steps 361..400)
-    d = diagnose(make_run(loss, update, steps_per_epoch=10))
+    d = diagnose(make_history(loss, update, steps_per_epoch=10))
     assert d.outcome is Outcome.PLATEAU
     assert d.evidence["window_unit"] == "epoch"
     assert d.evidence["window_start_step"] == 361
@@ -518,25 +510,25 @@ def test_epoch_plateau_reports_the_largest_update_of_the_whole_window() -> None:
 
 
 def test_too_few_epochs_are_not_smoothed() -> None:
-    d = diagnose(make_run(1.0 / np.arange(1, 16), steps_per_epoch=10))
+    d = diagnose(make_history(1.0 / np.arange(1, 16), steps_per_epoch=10))
     assert d.evidence["window_unit"] == "step"
 
 
 # ---------------------------------------------------------------------------- priority order
 def test_nan_beats_stall() -> None:
     loss, update = stalled_history()
-    assert diagnose(make_run(loss, update)).outcome is Outcome.STALLED  # control
+    assert diagnose(make_history(loss, update)).outcome is Outcome.STALLED  # control
     loss[-1] = math.nan
-    d = diagnose(make_run(loss, update))
+    d = diagnose(make_history(loss, update))
     assert d.outcome is Outcome.DIVERGED
     assert d.step == 100
 
 
 def test_reached_zero_beats_stall() -> None:
     loss, update = stalled_history()
-    assert diagnose(make_run(loss, update)).outcome is Outcome.STALLED  # control
+    assert diagnose(make_history(loss, update)).outcome is Outcome.STALLED  # control
     loss[60:] = 0.0
-    d = diagnose(make_run(loss, update))
+    d = diagnose(make_history(loss, update))
     assert d.outcome is Outcome.REACHED_ZERO
     assert d.step == 61
 
@@ -545,7 +537,7 @@ def test_stall_beats_oscillation() -> None:
     loss = np.concatenate([np.linspace(3.0, 2.0, 10), np.tile([0.3, 0.7], 45)])
     update = np.full(loss.size, 0.2)
     update[-20:] = 0.0
-    assert diagnose(make_run(loss, update)).outcome is Outcome.STALLED
+    assert diagnose(make_history(loss, update)).outcome is Outcome.STALLED
 
 
 # ---------------------------------------------------------------------------------- describe
@@ -565,7 +557,7 @@ def _examples() -> list[tuple[str, Run, Outcome, str]]:
 @pytest.mark.parametrize("index", range(5))
 def test_describe_starts_with_dtype_and_outcome(index: int) -> None:
     dtype, run, outcome, where = _examples()[index]
-    line = diagnose(run).describe(dtype)
+    line = diagnose(run.history).describe(dtype)
     assert line.startswith(f"{dtype}: {outcome.value} {where}")
 
 
@@ -576,7 +568,7 @@ def test_describe_without_step() -> None:
 
 def test_run_diagnosis_is_the_diagnose_result() -> None:
     run = make_run(1.0 / np.arange(1, 101))
-    assert run.diagnosis == diagnose(run)
+    assert run.diagnosis == diagnose(run.history)
     assert run.outcome == "descending"
 
 

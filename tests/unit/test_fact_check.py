@@ -9,31 +9,27 @@ from typing import Any
 
 import numpy as np
 import pytest
-from factories import make_run
+from factories import make_history
 
 from pytest_convergence.diagnosis.fact_check import check_facts
 from pytest_convergence.diagnosis.rules import diagnose
-from pytest_convergence.run import Run
+from pytest_convergence.history import History
 
 
-def per_weight(loss: np.ndarray, kernel: np.ndarray, bias: np.ndarray, **extra: Any) -> Run:
+def per_weight(loss: np.ndarray, kernel: np.ndarray, bias: np.ndarray, **extra: Any) -> History:
     updates = np.stack([kernel, bias], axis=1)
-    return make_run(
+    return make_history(
         loss,
         updates.max(axis=1),
-        extra={
-            "tensor_names": ["dense/kernel", "dense/bias"],
-            "tensor_update": updates,
-            "tensor_checksum": np.cumsum(
-                np.where(np.arange(loss.size)[:, None] % 2 == 0, updates, -updates), 0
-            ),
-            "gradient_zero": np.zeros((loss.size, 2), bool),
-            **extra,
-        },
+        tensor_names=["dense/kernel", "dense/bias"],
+        tensor_update=updates,
+        tensor_checksum=np.cumsum(np.where(np.arange(loss.size)[:, None] % 2 == 0, updates, -updates), 0),
+        gradient_zero=np.zeros((loss.size, 2), bool),
+        **extra,
     )
 
 
-def runs() -> dict[str, Run]:
+def runs() -> dict[str, History]:
     diverged = np.linspace(1.0, 0.5, 40)
     diverged[24:] = math.nan
     zero = np.concatenate([np.linspace(1.0, 0.01, 30), np.zeros(10)])
@@ -43,11 +39,11 @@ def runs() -> dict[str, Run]:
     stall_update = np.concatenate([np.full(60, 0.01), np.zeros(40)])
     flat = np.concatenate([np.linspace(1.0, 0.21, 400), np.full(3600, 0.2)])
     return {
-        "diverged": make_run(diverged),
-        "reached-zero": make_run(zero, np.r_[np.full(30, 0.01), np.zeros(10)]),
-        "oscillating": make_run(cycle, np.full(cycle.size, 0.2)),
-        "stalled": make_run(stall, stall_update),
-        "descending": make_run(3.0 / np.arange(1, 201)),
+        "diverged": make_history(diverged),
+        "reached-zero": make_history(zero, np.r_[np.full(30, 0.01), np.zeros(10)]),
+        "oscillating": make_history(cycle, np.full(cycle.size, 0.2)),
+        "stalled": make_history(stall, stall_update),
+        "descending": make_history(3.0 / np.arange(1, 201)),
         "plateau-frozen-kernel": per_weight(
             flat, np.r_[np.full(400, 1e-3), np.zeros(3600)], np.full(4000, 1e-11)
         ),
@@ -56,14 +52,14 @@ def runs() -> dict[str, Run]:
 
 @pytest.mark.parametrize("name", list(runs()))
 def test_every_fact_of_a_true_diagnosis_holds(name: str) -> None:
-    run = runs()[name]
-    assert run.outcome == name.split("-frozen")[0]
-    assert check_facts(run) == []
+    history = runs()[name]
+    assert diagnose(history).outcome.value == name.split("-frozen")[0]
+    assert check_facts(history) == []
 
 
-def tampered(run: Run, **evidence: Any) -> list[str]:
-    true = diagnose(run)
-    return check_facts(run, dataclasses.replace(true, evidence={**true.evidence, **evidence}))
+def tampered(history: History, **evidence: Any) -> list[str]:
+    true = diagnose(history)
+    return check_facts(history, dataclasses.replace(true, evidence={**true.evidence, **evidence}))
 
 
 @pytest.mark.parametrize(
@@ -87,30 +83,32 @@ def test_a_stated_fact_that_does_not_hold_is_caught(name: str, change: dict[str,
 
 
 def test_a_wrong_freeze_step_of_one_weight_is_caught_in_the_evidence_and_in_the_words() -> None:
-    run = runs()["plateau-frozen-kernel"]
-    true = diagnose(run)
+    history = runs()["plateau-frozen-kernel"]
+    true = diagnose(history)
     records = [dict(r) for r in true.evidence["weights"]]
     records[0]["frozen_since_step"] = 390
     wrong_words = true.explanation.replace("frozen since step 401", "frozen since step 390")
     problems = check_facts(
-        run,
+        history,
         dataclasses.replace(true, evidence={**true.evidence, "weights": records}, explanation=wrong_words),
     )
     assert any("dense/kernel changed after step 390" in p for p in problems), problems
     # the words' step is checked against the (true) weight it names too
-    words_only = check_facts(run, dataclasses.replace(true, explanation=wrong_words))
+    words_only = check_facts(history, dataclasses.replace(true, explanation=wrong_words))
     assert any("the kernel froze at step 390" in p for p in words_only), words_only
 
 
 def test_a_step_in_the_words_that_no_fact_is_about_is_caught() -> None:
-    run = runs()["stalled"]
-    true = diagnose(run)
-    problems = check_facts(run, dataclasses.replace(true, explanation=true.explanation + " (since step 7)"))
+    history = runs()["stalled"]
+    true = diagnose(history)
+    problems = check_facts(
+        history, dataclasses.replace(true, explanation=true.explanation + " (since step 7)")
+    )
     assert problems == ["the words name step 7, which no checked fact is about"]
 
 
 def test_a_dtype_the_run_did_not_use_is_caught() -> None:
-    run = runs()["stalled"]
-    true = diagnose(run)
-    problems = check_facts(run, dataclasses.replace(true, explanation=true.explanation + " in bfloat16"))
+    history = runs()["stalled"]
+    true = diagnose(history)
+    problems = check_facts(history, dataclasses.replace(true, explanation=true.explanation + " in bfloat16"))
     assert problems == ["the words name bfloat16, a dtype this run did not use"]

@@ -34,7 +34,7 @@ def test_a_multi_batch_run_whose_last_batch_has_loss_0_is_judged_on_its_epoch_me
     assert not run.converged  # the epoch's mean is above the target, though one batch reached 0
     assert run.steps_to(0.1) is None
     assert run.steps_to(0.35) == 8  # the end of the first epoch whose mean is at or below it
-    problems = unmet(run, Expectation(converged=True))
+    problems = unmet(run.history, Expectation(converged=True))
     assert problems == ["expected to converge (final loss <= 0.1), final loss 0.3; target never reached"]
 
 
@@ -67,7 +67,7 @@ def test_epoch_judgement_reaches_the_target_at_the_end_of_the_epoch() -> None:
 )
 def test_metric_expectations_judge_the_final_epoch(conditions: object, problems: list[str]) -> None:
     run = multi_batch_run()
-    assert unmet(run, Expectation.from_kwargs({"metrics": conditions})) == problems
+    assert unmet(run.history, Expectation.from_kwargs({"metrics": conditions})) == problems
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import factories
 import numpy as np
 import pytest
 
@@ -35,6 +36,9 @@ VERSIONS = {
 }
 
 
+WEIGHTS = {"dense/kernel": [[0.75]], "dense/bias": [-0.25]}
+
+
 def make_run(
     loss: Any,
     *,
@@ -44,37 +48,19 @@ def make_run(
     target_loss: float | None = None,
     case: str = "synthetic",
 ) -> Run:
-    """A Run with the given history (rounded to ``loss_dtype``) and plausible values elsewhere."""
+    """A Run of the shared factory, its history rounded to ``loss_dtype``, float32 weights."""
     storage = np.dtype("float32") if loss_dtype == "bfloat16" else np.dtype(loss_dtype)
-    loss = np.asarray(loss, np.float64).astype(storage).astype(np.float64)
-    steps = loss.size
-    update_size = np.full(steps, 1e-2)
-    if final_weights is None:
-        final_weights = {
-            "dense/kernel": np.array([[0.75]], np.float32),
-            "dense/bias": np.array([-0.25], np.float32),
-        }
-    return Run(
+    return factories.make_run(
+        np.asarray(loss, np.float64).astype(storage).astype(np.float64),
         case=case,
         dtype=dtype,
-        engine="loop",
         seed=7,
-        loss=loss,
+        versions=VERSIONS,
         loss_dtype=loss_dtype,
         variable_dtype="float32" if dtype.startswith("mixed_") else dtype,
         compute_dtype=dtype.removeprefix("mixed_"),
-        weights_changed=update_size != 0,
-        update_size=update_size,
-        initial_weights={name: np.zeros_like(w) for name, w in final_weights.items()},
-        final_weights=final_weights,
-        final_gradients={name: np.full(w.shape, 1e-3, w.dtype) for name, w in final_weights.items()},
-        epoch_metrics={"loss": [float(v) for v in loss]},
-        steps_per_epoch=1,
+        final_weights=final_weights or {k: np.array(v, np.float32) for k, v in WEIGHTS.items()},
         target_loss=target_loss,
-        wall_time=1.0,
-        trace_time=0.0,
-        versions=dict(VERSIONS),
-        optimizer="SGD",
     )
 
 
