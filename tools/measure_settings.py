@@ -1,6 +1,10 @@
 #!/usr/bin/env python
 """Which process settings change a training history bit for bit on this machine, and which do not.
 
+A one-off measurement, kept to repeat it on another machine: its result (21 settings x 7 cases, and
+the catalogue against the Intel machine's snapshots) is docs/machine-settings.md, summed up in
+docs/machines.md ("Why two CPUs part: measured"). Nothing in the package or the tests uses it.
+
 Why this exists: the bundled catalogue's snapshots were made on an Intel CPU with AVX-512; on an AMD
 EPYC with AVX2 and the same wheels, some histories part from them in the last place of the float32
 loss (linear-regression float32 from step 16, bfloat16 cases further), and ONEDNN_MAX_CPU_ISA=SSE41
@@ -16,11 +20,11 @@ data changes.
 
 Run it from the repository root, alone on the machine (each setting trains in a new process):
 
-    nice -n 10 .venv/bin/python scripts/measure_settings.py                 # all: 14 min on 2 cores
-    .venv/bin/python scripts/measure_settings.py --list                     # the settings
-    .venv/bin/python scripts/measure_settings.py --settings default,onednn-on --cases spirals:float32
-    .venv/bin/python scripts/measure_settings.py --sensitivity-only         # no TensorFlow, seconds
-    nice -n 10 .venv/bin/python scripts/measure_settings.py --settings default,onednn-on --cases catalogue
+    nice -n 10 .venv/bin/python tools/measure_settings.py                   # all: 14 min on 2 cores
+    .venv/bin/python tools/measure_settings.py --list                       # the settings
+    .venv/bin/python tools/measure_settings.py --settings default,onednn-on --cases spirals:float32
+    .venv/bin/python tools/measure_settings.py --sensitivity-only           # no TensorFlow, seconds
+    nice -n 10 .venv/bin/python tools/measure_settings.py --settings default,onednn-on --cases catalogue
 
 Cases are ``spec-stem:dtype`` (spec files in fixtures/); a spec with more than --step-cap optimizer
 steps (seed-hidden-relu6 has 100,000) is cut to --step-cap steps. docs/machine-settings.md holds
