@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Open a convergence-gate HTML report in headless Chromium: check that it loads and take a screenshot.
 #
-#   scripts/check_report.sh REPORT.html OUT.png
+#   tools/check_report.sh REPORT.html OUT.png
 #
 # Dumps the DOM Chromium built from the page and fails (exit 1) unless it holds the verdict heading
 # and exactly one <img> per figure (the report's data-figures count); then saves a screenshot of the

@@ -5,7 +5,7 @@
 # trains the suite in both, compares the results and writes the verdict, a markdown summary and an
 # HTML report. See `pytest-convergence gate --help`.
 #
-#   scripts/upgrade_gate.sh OLD NEW [OUT] [OPTION...]    e.g. scripts/upgrade_gate.sh 2.19.0 2.21.0
+#   tools/upgrade_gate.sh OLD NEW [OUT] [OPTION...]    e.g. tools/upgrade_gate.sh 2.19.0 2.21.0
 #
 # OUT defaults to docs/gate-OLD-to-NEW; OPTIONs go to the command as they are (--dry-run prints
 # every command it would run and runs none). The environment variables of earlier versions of this script
@@ -21,7 +21,7 @@
 # TF_USE_LEGACY_KERAS=1 (it then applies to both sides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: scripts/upgrade_gate.sh OLD NEW [OUT] [OPTION...]"
+usage="usage: tools/upgrade_gate.sh OLD NEW [OUT] [OPTION...]"
 old="${1:?$usage}"
 new="${2:?$usage}"
 out="docs/gate-$old-to-$new"

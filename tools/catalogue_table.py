@@ -1,7 +1,7 @@
 """Print the catalogue's table (docs/catalogue.md) from a results file of the whole catalogue.
 
     ./dev demo -n 2 --convergence-results=catalogue.json
-    .venv/bin/python scripts/catalogue_table.py catalogue.json
+    .venv/bin/python tools/catalogue_table.py catalogue.json
 
 Regenerated rather than typed, so the table says what this machine's run said; the dtypes Keras
 refuses (an expectation with ``raises``) come from the spec files, since they leave no run.

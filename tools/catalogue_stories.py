@@ -1,6 +1,6 @@
 """docs/catalogue-explanations.md from the output of ``./dev demo --convergence-explain``.
 
-Usage: ``python scripts/catalogue_stories.py LOG [LOG ...] > docs/catalogue-explanations.md``.
+Usage: ``python tools/catalogue_stories.py LOG [LOG ...] > docs/catalogue-explanations.md``.
 Each LOG is a pytest session's terminal output; a run told in a later log replaces the same run
 told in an earlier one (a partial rerun, ``-k``, updates the whole document). Every story here was
 fact-checked as it was printed: ``./dev demo`` fails on a stated fact its history does not show.
@@ -45,7 +45,7 @@ def main(paths: list[str]) -> None:
     print("[← the catalogue](catalogue.md) · [the diagnosis](diagnosis.md)\n")
     print(
         "Every run of `pytest --convergence fixtures`, as `--convergence-explain` tells it "
-        "(regenerated with `scripts/catalogue_stories.py`). Each fact was checked against the run's "
+        "(regenerated with `tools/catalogue_stories.py`). Each fact was checked against the run's "
         "history as it was printed (`./dev demo` fails on one that does not hold).\n"
     )
     for run in told:
