@@ -1,4 +1,8 @@
-"""The anatomy of a few training steps: what each was made of, as exact digests.
+"""The anatomy's record: what each of a few training steps was made of, as exact digests.
+
+The anatomy has three homes: this record (numpy only), its recorder on TensorFlow
+(:mod:`.backend.anatomy`, which takes the steps apart) and its reader (:mod:`.gate.localise`,
+which compares two records).
 
 Per recorded step: the batch, every trainable weight before and after the step, the model's
 output, the loss and every gradient the optimizer received. Digests (64-bit, of the values' bit

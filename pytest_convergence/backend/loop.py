@@ -10,11 +10,7 @@ XLA fuses and reorders arithmetic, so its numbers are near, not equal).
 from __future__ import annotations
 
 import itertools
-import signal
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from types import FrameType, TracebackType
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,43 +19,19 @@ from ..case import Case
 from ..errors import CaseError, KerasVersionError, first_line
 from .batches import BatchPlan
 from .build import case_error
-from .capture import GradientCapture, LayerCapture, LossCapture, OutputCapture
-from .digests import digest, row_set_digest, value_sum
+from .capture import GradientCapture, LossCapture
+from .interrupts import HeldInterrupt
 from .keras_adapter import Flavour
+from .pacing import Pace
 from .record import StepRecord, epoch_metrics
 
 MAX_VALIDATION_BATCHES_IN_GRAPH = 32
 """Validation is unrolled into the loop's graph up to this many batches; larger sets are
 evaluated with Keras's ``evaluate`` between epochs (exact too, slower by its per-call cost)."""
 
-SECONDS_PER_CALL = 0.5
-"""About how long one call of the compiled loop runs: a Ctrl-C is acted on between two calls, so
-this bounds how long it waits. Per call the loop costs about a millisecond, so the split is free."""
-FIRST_CALL_STEPS = 32
-"""Steps of the first call, before the time of a step is known; each later call grows by at most
-:data:`MAX_GROWTH` times towards :data:`SECONDS_PER_CALL`."""
-MAX_GROWTH = 8
 XLA_CALL_STEPS = 1 << 17
 """Under XLA the loop's arrays need a size known when compiling: this many rows, the most steps one
 call runs. A call costs the size of its arrays (about 40 ns a row), so they are not the run's length."""
-
-ANATOMY_FIELDS = (
-    "loss",
-    "batch",
-    "batch_set",
-    "output",
-    "output_set",
-    "output_sum",
-    "weights_before",
-    "gradients",
-    "gradient_sums",
-    "weights_after",
-    "weight_sums",
-    "layer_outputs",
-    "layer_sets",
-)
-"""What :meth:`TrainingLoop.anatomy` records per step: six scalars, five rows of one value per
-trainable weight, then two rows of one digest per layer output (ordered, and whatever the order)."""
 
 
 class TrainingLoop:
@@ -175,7 +147,7 @@ class TrainingLoop:
             return tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
 
         tensor_count = len(trainables)
-        step_on = self._stepper(plan, log_names)
+        step_on = self.stepper(plan, log_names)
 
         same_dtype = len({v.dtype for v in trainables}) == 1
 
@@ -303,138 +275,19 @@ class TrainingLoop:
         model.reset_metrics()
         return loop
 
-    def anatomy(
-        self,
-        plan: BatchPlan,
-        outputs: OutputCapture | None,
-        first: int,
-        last: int,
-        layers: LayerCapture | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Steps ``first`` to ``last - 1``, each taken apart: the digest (:mod:`.digests`) of its
-        batch, of every trainable weight before and after it, of the output and of every gradient,
-        with its loss and float64 sums that say by how much two differ.
+    def read_log_names(self, plan: BatchPlan) -> list[str]:
+        """Names of the logs ``train_step`` returns: those :meth:`compile` read, else read now."""
+        return self.log_names or self._log_names(plan.first)
 
-        The steps before ``first`` run in the plain compiled loop (:meth:`compile` first). The
-        recorded steps run in a loop of their own, traced with the digests, on a model built for
-        this (:mod:`.anatomy`), so the timed run's graph is the plain one.
-        """
+    def run_steps(self, first: int, last: int, pace: Pace, interrupt: HeldInterrupt) -> None:
+        """Steps ``first`` to ``last - 1`` in the plain compiled loop (after :meth:`compile`), their
+        records dropped: the steps before the first one a step anatomy records."""
+        assert self._loop is not None, "call compile() first"
         tf = self.tf
-        model = self.model
-        trainables = self.flavour.trainable_variables(model)
-        count = len(trainables)
-        log_names = self.log_names or self._log_names(plan.first)
-        gradients = self.gradients.gradients
+        for part_first, part_last in pace.parts(first, last, interrupt):
+            self._loop(tf.constant(part_first, tf.int32), tf.constant(part_last, tf.int32))
 
-        def extras(batch: Any) -> tuple[Any, ...]:
-            grads = gradients[-1] if gradients else None
-            y_pred = outputs.tensors[-1] if outputs is not None and outputs.tensors else None
-            if y_pred is None:
-                output, output_set = tf.constant(0, tf.int64), tf.constant(0, tf.int64)
-                output_sum = tf.constant(float("nan"), tf.float64)
-            else:
-                output, output_set = digest(tf, y_pred), row_set_digest(tf, y_pred)
-                output_sum = value_sum(tf, y_pred)
-            if grads is None or not count:
-                grad, grad_sum = tf.zeros([count], tf.int64), tf.fill([count], float("nan"))
-            else:
-                zero = tf.constant(0, tf.int64)
-                grad = tf.stack([zero if g is None else digest(tf, g) for g in grads])
-                grad_sum = tf.stack(
-                    [tf.constant(0.0, tf.float64) if g is None else value_sum(tf, g) for g in grads]
-                )
-            batch_set = row_set_digest(tf, batch)
-            captured = layers.step()[1] if layers is not None else []
-            if captured:
-                layer_outputs = tf.stack([digest(tf, o) for o in captured])
-                layer_sets = tf.stack([row_set_digest(tf, o) for o in captured])
-            else:
-                layer_outputs = layer_sets = tf.zeros([0], tf.int64)
-            return (
-                digest(tf, batch),
-                batch_set,
-                output,
-                output_set,
-                output_sum,
-                grad,
-                grad_sum,
-                layer_outputs,
-                layer_sets,
-            )
-
-        step_on = self._stepper(plan, log_names, extras, layers.start if layers is not None else None)
-        jit = self.jit
-        size_when_jit = min(self.case.total_steps, XLA_CALL_STEPS)
-
-        def digests(values: list[Any]) -> Any:
-            return tf.stack([digest(tf, v) for v in values]) if values else tf.zeros([0], tf.int64)
-
-        def sums(values: list[Any]) -> Any:
-            return tf.stack([value_sum(tf, v) for v in values]) if values else tf.zeros([0], tf.float64)
-
-        int64, float64 = tf.int64, tf.float64
-        # loss, batch, batch_set, output, output_set, output_sum
-        scalar_dtypes = (float64, int64, int64, int64, int64, float64)
-        row_dtypes = (int64, int64, float64, int64, float64)  # before, gradients, sums, after, sums
-        tracked = len(scalar_dtypes) + len(row_dtypes) + 2  # and the layers' outputs, two digests
-
-        @tf.function(jit_compile=jit, autograph=False)
-        def steps(first_step: Any, stop: Any) -> tuple[Any, ...]:
-            size = size_when_jit if jit else stop - first_step
-            arrays = [tf.TensorArray(d, size=size, element_shape=[]) for d in scalar_dtypes]
-            arrays += [tf.TensorArray(d, size=size, element_shape=[count]) for d in row_dtypes]
-            arrays += [tf.TensorArray(int64, size=size, element_shape=[None]) for _ in range(2)]
-
-            def body(step: Any, *carried: Any) -> tuple[Any, ...]:
-                written, before = carried[:tracked], list(carried[tracked:])
-                weights_before = digests(before)
-                loss, _, _, batch, batch_set, output, output_set, output_sum, grad, grad_sum, *by_layer = (
-                    step_on(step)
-                )
-                now = [v.read_value() for v in trainables]
-                row = step - first_step
-                values = (
-                    loss,
-                    batch,
-                    batch_set,
-                    output,
-                    output_set,
-                    output_sum,
-                    weights_before,
-                    grad,
-                    grad_sum,
-                    digests(now),
-                    sums(now),
-                    *by_layer,
-                )
-                return (step + 1, *[a.write(row, v) for a, v in zip(written, values)], *now)
-
-            results = tf.while_loop(
-                lambda step, *_: step < stop,
-                body,
-                (first_step, *arrays, *[v.read_value() for v in trainables]),
-                maximum_iterations=self.case.total_steps,
-            )
-            return tuple(a.stack() for a in results[1 : 1 + tracked])
-
-        # Traced here, in plain Python, where a Ctrl-C is raised at once: held, it would wait
-        # for the whole trace (seconds on a loaded machine) before the session could end.
-        bound = tf.TensorSpec([], tf.int32)
-        steps = steps.get_concrete_function(bound, bound)
-        recorded: list[list[np.ndarray]] = [[] for _ in ANATOMY_FIELDS]
-        pace = Pace(size_when_jit if jit else self.case.total_steps)
-        with HeldInterrupt() as interrupt:
-            if first > 0:
-                assert self._loop is not None, "call compile() first"
-                for part_first, part_last in pace.parts(0, first, interrupt):
-                    self._loop(tf.constant(part_first, tf.int32), tf.constant(part_last, tf.int32))
-            for part_first, part_last in Pace(pace.most).parts(first, last, interrupt):
-                arrays = steps(tf.constant(part_first, tf.int32), tf.constant(part_last, tf.int32))
-                for kept, values in zip(recorded, arrays):
-                    kept.append(values.numpy()[: part_last - part_first])
-        return {name: np.concatenate(parts) for name, parts in zip(ANATOMY_FIELDS, recorded)}
-
-    def _stepper(
+    def stepper(
         self,
         plan: BatchPlan,
         log_names: list[str],
@@ -443,7 +296,7 @@ class TrainingLoop:
     ) -> Callable[[Any], tuple[Any, ...]]:
         """``step_on(step)``: one ``train_step`` on the batch ``fit`` trains on at ``step``
         (a tensor), returning the step's loss, logs and gradient flags, then ``extras(batch)``
-        computed after the step (a step's anatomy, :meth:`anatomy`)."""
+        computed after the step (a step's anatomy, :func:`.anatomy.take_steps_apart`)."""
         tf = self.tf
         model = self.model
         batches_per_epoch = self.case.batches_per_epoch
@@ -517,8 +370,9 @@ class TrainingLoop:
 
         ``on_pause(step)`` is called before each step in ``pauses``, between two calls of the
         compiled loop (the perturbation's nudges); a stretch gives the same history as one call.
-        The loop is called in stretches of about :data:`SECONDS_PER_CALL` each, and a Ctrl-C is
-        raised as ``KeyboardInterrupt`` at the end of the stretch it came in (:class:`HeldInterrupt`).
+        The loop is called in stretches of about :data:`.pacing.SECONDS_PER_CALL` each, and a Ctrl-C
+        is raised as ``KeyboardInterrupt`` at the end of the stretch it came in
+        (:class:`.interrupts.HeldInterrupt`).
 
         With validation data, the loop runs one epoch at a time and the model is evaluated after
         each, with Keras's own ``evaluate`` as ``fit`` calls it, so History's ``val_*`` metrics
@@ -618,74 +472,6 @@ def _epochs_ended(validated: Any, first: int, last: int, case: Case) -> dict[int
         for epoch in range(first // per_epoch, (last - 1) // per_epoch + 1)
         if first <= min((epoch + 1) * per_epoch, steps) - 1 < last
     }
-
-
-class Pace:
-    """Cuts a stretch of steps into calls of about :data:`SECONDS_PER_CALL`, measured as they run."""
-
-    def __init__(self, most: int) -> None:
-        self.most = most
-        self.steps = min(FIRST_CALL_STEPS, most)
-
-    def parts(self, first: int, last: int, interrupt: HeldInterrupt) -> Iterator[tuple[int, int]]:
-        """``[first, last)`` in parts; before each, a held Ctrl-C is raised."""
-        while first < last:
-            interrupt.raise_if_received()
-            end = min(first + self.steps, last)
-            started = time.perf_counter()
-            yield first, end
-            self.took(end - first, time.perf_counter() - started)
-            first = end
-        interrupt.raise_if_received()
-
-    def took(self, steps: int, seconds: float) -> None:
-        """Size the next call from this one: ``steps`` ran in ``seconds``."""
-        if steps < self.steps:
-            return  # the end of a stretch (a pause, an epoch): too short to say much
-        wanted = steps * SECONDS_PER_CALL / seconds if seconds > 0 else float("inf")
-        self.steps = max(1, int(min(wanted, steps * MAX_GROWTH, self.most)))
-
-
-class HeldInterrupt:
-    """Ctrl-C (SIGINT) held while TensorFlow runs, raised as ``KeyboardInterrupt`` between calls.
-
-    Python runs a signal handler at the next bytecode of the main thread. While a compiled loop
-    runs, that bytecode is often a weakref callback TensorFlow's C++ calls back into, or the
-    release of the call's tensors; a ``KeyboardInterrupt`` raised there cannot propagate (pytest
-    reports a ``PytestUnraisableExceptionWarning``) and the session trained on to its end. Held
-    here, the signal is raised in plain code at the end of the call it came in, which ends the
-    run and (pytest's own handling) the session. Only the default handler is replaced, in the
-    main thread: a handler someone installed, or an ignored SIGINT (an xdist worker), is kept.
-    """
-
-    def __init__(self) -> None:
-        self.received = False
-        self._previous: Any = None
-
-    def __enter__(self) -> HeldInterrupt:
-        if (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        ):
-            self._previous = signal.signal(signal.SIGINT, self._hold)
-        return self
-
-    def _hold(self, signum: int, frame: FrameType | None) -> None:
-        self.received = True
-
-    def raise_if_received(self) -> None:
-        if self.received:
-            self.received = False
-            raise KeyboardInterrupt
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-        if kind is not KeyboardInterrupt:
-            self.raise_if_received()  # also over an error of the last call: the user asked to stop
 
 
 def _stretches(start: int, stop: int, pauses: list[int]) -> list[tuple[int, int]]:

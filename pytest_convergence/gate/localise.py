@@ -1,4 +1,8 @@
-"""Where inside a training step two versions first differ: the stage and the weight.
+"""The anatomy's reader: where inside a training step two versions first differ, the stage and
+the weight.
+
+The anatomy has three homes: the record (:mod:`..anatomy`, numpy only), its recorder on
+TensorFlow (:mod:`..backend.anatomy`) and this reader, which compares two records.
 
 A step is made of, in order: the batch, the weights it starts from, the model's output, the loss,
 the gradients the optimizer receives and the update it applies. Two anatomies of one case
