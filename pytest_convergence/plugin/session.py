@@ -144,7 +144,7 @@ class ConvergenceSession:
         """Train with ``--convergence-repeat`` / ``--convergence-calibrate``; a user's mistake fails
         the test with one clear line."""
         __tracebackhide__ = True
-        from .training import AnatomyRecorded, TrainingRequest, train_with_checks
+        from .training import AnatomyOnly, TrainingRequest, train_with_checks
 
         settings = self.settings
         replay = None
@@ -168,9 +168,7 @@ class ConvergenceSession:
         problem = None
         chosen = self.engine_for(case, marker, engine)
         try:
-            run, calibration = train_with_checks(case, dtype, chosen, checks, current_rtol=current)
-        except AnatomyRecorded as recorded:
-            pytest.skip(str(recorded))
+            trained = train_with_checks(case, dtype, chosen, checks, current_rtol=current)
         except ConvergenceError as error:
             problem = str(error)
         if problem is not None:  # failed outside the handler, so no chained traceback is shown
@@ -178,6 +176,9 @@ class ConvergenceSession:
 
             self.rows.append(SummaryRow.failed_to_train(case.name, dtype, chosen, case.total_steps))
             pytest.fail(problem, pytrace=False)
+        if isinstance(trained, AnatomyOnly):
+            pytest.skip(trained.message)
+        run, calibration = trained
         if calibration is not None:
             self.calibrations.append(calibration)
         return run
@@ -187,14 +188,16 @@ class ConvergenceSession:
         error (the summary row says ``refused``), fail if it trains or fails otherwise."""
         __tracebackhide__ = True
         from .summary import SummaryRow
-        from .training import TrainingRequest, train_with_checks
+        from .training import AnatomyOnly, TrainingRequest, train_with_checks
 
         chosen = self.engine_for(case, marker)
         problem = None
         try:
-            run, _ = train_with_checks(
+            trained = train_with_checks(
                 case, dtype, chosen, TrainingRequest(), current_rtol=lambda _: (0.0, 0.0)
             )
+            assert not isinstance(trained, AnatomyOnly), "no replay was asked for"
+            run, _ = trained
         except ConvergenceError as error:
             message = str(error)
             if text in message:

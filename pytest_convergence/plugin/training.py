@@ -8,22 +8,33 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..anatomy import Anatomy
 from ..case import Case
 from ..diagnosis.fact_check import DiagnosisFactWarning, check_facts
-from ..errors import ConvergenceError, NotDeterministicError
+from ..errors import NotDeterministicError
 from ..perturb import Perturbation
 from ..replay_plan import Replay
 from ..run import Run
 from ..snapshot.calibrate import Calibration, calibrate, calibration_perturbations
 
 
-class AnatomyRecorded(ConvergenceError):
-    """A replay that only takes steps apart (nothing set back) trained no run: its anatomy is
-    saved, and the test says so instead of judging a run (the plugin skips it)."""
+@dataclass(frozen=True)
+class AnatomyOnly:
+    """What a replay that only takes steps apart (nothing set back) gives instead of a run: its
+    anatomy is saved, and the test says so instead of judging a run (the plugin skips it)."""
+
+    case: str
+    dtype: str
+    last_step: int
+    path: Path
+
+    @property
+    def message(self) -> str:
+        return f"replay: steps 1-{self.last_step} of {self.case} [{self.dtype}] taken apart into {self.path}"
 
 
 @dataclass(frozen=True)
@@ -63,14 +74,17 @@ def train_with_checks(
     request: TrainingRequest,
     *,
     current_rtol: Callable[[Run], tuple[float, float]],
-) -> tuple[Run, Calibration | None]:
+) -> tuple[Run, Calibration | None] | AnatomyOnly:
     """Train ``case``; with ``repeat`` > 1 demand bit-identical reruns; with ``calibrate`` >= 2
-    measure the spread of perturbed reruns. ``current_rtol`` gives (rtol, miss_fraction) of a run."""
+    measure the spread of perturbed reruns. ``current_rtol`` gives (rtol, miss_fraction) of a run.
+
+    A replay that sets nothing back trains no run: its steps are taken apart and saved, and what
+    was saved is returned (:class:`AnatomyOnly`) instead of the run and its calibration."""
     from ..backend import enable_op_determinism, train
 
     if request.replay is not None:
         if not request.replay.set_back:
-            _take_apart_only(case, dtype, engine, request.replay)
+            return _take_apart_only(case, dtype, engine, request.replay)
         case = request.replay.apply(case)
     if request.op_determinism:
         enable_op_determinism()
@@ -143,9 +157,9 @@ def _first_steps(anatomy: Anatomy, steps: int) -> Anatomy:
     return replace(anatomy, initial_weights=[], **cut)
 
 
-def _take_apart_only(case: Case, dtype: str, engine: str, replay: Replay) -> None:
+def _take_apart_only(case: Case, dtype: str, engine: str, replay: Replay) -> AnatomyOnly:
     """Take apart every step up to the replay's last on the case cut to that many steps (its
-    first steps are the whole run's: same seed, same batches), save it and say so.
+    first steps are the whole run's: same seed, same batches), save it and say where.
 
     Nothing is set back, so the run would be the results file's again: training it to its end
     only to read its first steps would cost a whole session. The gate checks the anatomy's
@@ -157,4 +171,4 @@ def _take_apart_only(case: Case, dtype: str, engine: str, replay: Replay) -> Non
     anatomy = record_anatomy(case.with_(steps=last, epochs=None), dtype, engine, 0, last, keep_initial=True)
     path = replay.anatomy_path(case.name, dtype)
     anatomy.save(path)
-    raise AnatomyRecorded(f"replay: steps 1-{last} of {case.name} [{dtype}] taken apart into {path}")
+    return AnatomyOnly(case.name, dtype, last, path)
