@@ -21,10 +21,6 @@ from .mechanism import Mechanism, difference_notes, explain
 from .results import Results, RunRecord
 from .verdict_data import ADDED, FAIL, PASS, REMOVED, RENAMED, SLOWER, Row, Verdict
 
-# The rendering is verdict_text's; plugin/session.py still imports format_table from here, so it is
-# re-exported until that import names verdict_text (then this line goes).
-from .verdict_text import format_table as format_table
-
 if TYPE_CHECKING:
     from .replay_evidence import ReplayEvidence
 

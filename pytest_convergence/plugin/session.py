@@ -314,7 +314,8 @@ class ConvergenceSession:
             results.write(rootpath / self.results_path, current)
         if not self.baseline_path:
             return None
-        from ..gate.verdict import Thresholds, compare_results, format_table
+        from ..gate.verdict import Thresholds, compare_results
+        from ..gate.verdict_text import format_table
 
         try:
             verdict = compare_results(
