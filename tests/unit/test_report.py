@@ -23,7 +23,7 @@ from pytest_convergence.gate.report import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = Path("/usr/bin/chromium")
-CHECK_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "check_report.sh"
+CHECK_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "check_report.sh"
 ESCAPED_CASE = 'deep<&>"net'
 MACHINE = {"node": "ci-runner", "machine": "x86_64", "processor": "x86_64", "cpus": 16}
 OLD_VERSIONS = {"tensorflow": "2.15.1", "keras": "2.15.0"}
