@@ -264,11 +264,26 @@ class Run:
 
     def _check(self, expectation: Expectation) -> None:
         __tracebackhide__ = True
-        from .diagnosis.expectations import check_expectation
+        from .errors import ExpectationFailed
 
-        check_expectation(
+        message = self.expectation_failure(expectation)
+        if message:
+            raise ExpectationFailed(message)
+
+    def expectation_failure(self, expectation: Expectation | None = None) -> str:
+        """Why this run misses ``expectation`` (by default the one its case declared for its
+        dtype), as a failed test says it: every unmet part, then the diagnosis. Empty when met."""
+        from .diagnosis.expectations import failure_message, unmet
+
+        expectation = expectation if expectation is not None else self.expectation
+        if expectation is None:
+            return ""
+        problems = unmet(self.history, expectation, self.diagnosis)
+        if not problems:
+            return ""
+        return failure_message(
             self.history,
-            expectation,
+            problems,
             case=self.case,
             dtype=self.dtype,
             engine=self.engine,

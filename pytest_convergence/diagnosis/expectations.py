@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import ExpectationFailed
 from .rules import Diagnosis, diagnose
 
 if TYPE_CHECKING:
@@ -74,26 +73,6 @@ def unmet(history: History, expectation: Expectation, diagnosis: Diagnosis | Non
         if not condition.holds(actual):
             problems.append(f"expected {condition} (final epoch), got {condition.name} = {actual:.6g}")
     return problems
-
-
-def check_expectation(
-    history: History,
-    expectation: Expectation,
-    *,
-    case: str,
-    dtype: str,
-    engine: str,
-    diagnosis: Diagnosis | None = None,
-) -> None:
-    """Raise :class:`ExpectationFailed` naming every unmet part and the diagnosis of the run."""
-    __tracebackhide__ = True
-    if diagnosis is None:
-        diagnosis = diagnose(history)
-    problems = unmet(history, expectation, diagnosis)
-    if problems:
-        raise ExpectationFailed(
-            failure_message(history, problems, case=case, dtype=dtype, engine=engine, diagnosis=diagnosis)
-        )
 
 
 def failure_message(

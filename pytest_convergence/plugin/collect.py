@@ -59,8 +59,6 @@ class SpecItem(pytest.Item):
         self.obj = stand_in
 
     def runtest(self) -> None:
-        from ..diagnosis.expectations import failure_message, unmet
-
         session = session_of(self.config)
         if not session.settings.enabled:
             pytest.skip("run with --convergence")
@@ -72,20 +70,11 @@ class SpecItem(pytest.Item):
             return
         run = session.train(self.spec.case, self.convergence_dtype, None, NO_MARKER)
         self.stash.setdefault(ITEM_RUNS_KEY, []).append(run)
-        problems = unmet(run.history, run.expectation, run.diagnosis) if run.expectation is not None else []
+        expectation_report = run.expectation_failure()
         snapshot_report = session.snapshot_problem(self, NO_MARKER, run)
         messages = []
-        if problems:
-            messages.append(
-                failure_message(
-                    run.history,
-                    problems,
-                    case=run.case,
-                    dtype=run.dtype,
-                    engine=run.engine,
-                    diagnosis=run.diagnosis,
-                )
-            )
+        if expectation_report:
+            messages.append(expectation_report)
         if snapshot_report:
             messages.append(snapshot_report)
         if messages:
