@@ -195,6 +195,16 @@ class Case:
     """Overrides of the snapshot tolerance: a number (rtol) or a dict of Tolerance fields, where
     rtol may be a dict per dtype; see :mod:`pytest_convergence.tolerance`."""
 
+    callbacks: Sequence[Any] = ()
+    """Keras callbacks, called when ``fit`` calls them (both engines; ``loop`` runs the epochs between
+    their calls). Each entry is a Keras callback object, a zero-argument factory (a class or a
+    function) that returns one, a ``{"class_name": ..., "config": {...}}`` dict naming a class of
+    ``keras.callbacks``, or an importable ``"package.module:Name"`` (in a dict's ``class_name`` too).
+    Every run gets fresh callbacks: a factory is called and a dict built per run, an object is
+    deep-copied per run, so one dtype's ``ReduceLROnPlateau`` wait counter or ``EarlyStopping``
+    best weights never leak into the next dtype's run (the run's own objects are on
+    ``run.in_process.callbacks``)."""
+
     allow_dtype_mismatch: bool = False
     """Train a model whose layers do not all follow the requested dtype (a layer built with
     ``dtype="float32"`` on purpose) and record what trained on the run, instead of failing: by
@@ -255,6 +265,7 @@ class Case:
             check_engine(self.engine, case=name)
         for key in ("loss", "optimizer"):
             _check_keras_spec(getattr(self, key), key, case=name)
+        object.__setattr__(self, "callbacks", _check_callbacks(self.callbacks, case=name))
         if self.loss_dtype is not None and self.loss_dtype not in LOSS_DTYPES:
             raise CaseError(
                 f"unknown loss dtype {self.loss_dtype!r}{_did_you_mean(suggest_dtype(self.loss_dtype))}",
@@ -543,6 +554,42 @@ def _check_keras_spec(value: Any, key: str, *, case: str) -> None:
             if key == "loss"
             else None,
         )
+
+
+CALLBACK_FIX = (
+    'give a list of Keras callbacks: objects, zero-argument factories, {"class_name": '
+    '"ReduceLROnPlateau", "config": {...}} dicts, or importable "package.module:Name" strings'
+)
+
+
+def _check_callbacks(value: Any, *, case: str) -> tuple[Any, ...]:
+    """The callbacks as a tuple, each entry of a form :mod:`.backend.callbacks` can make per run."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise CaseError(
+            f"callbacks must be a list, got {type(value).__name__}", case=case, field="callbacks", fix=CALLBACK_FIX
+        )
+    for index, entry in enumerate(value):
+        where = f"callbacks[{index}]"
+        if isinstance(entry, str):
+            if not entry.strip():
+                raise CaseError("an empty callback name", case=case, field=where, fix=CALLBACK_FIX)
+        elif isinstance(entry, Mapping):
+            if not isinstance(entry.get("class_name"), str) or set(entry) - {"class_name", "config"}:
+                raise CaseError(
+                    'a callback config is a dict like {"class_name": "EarlyStopping", "config": {...}}',
+                    case=case,
+                    field=where,
+                    fix=CALLBACK_FIX,
+                )
+            if not isinstance(entry.get("config", {}), Mapping):
+                raise CaseError("a callback's config must be a dict", case=case, field=f"{where}.config")
+        elif not callable(entry) and not hasattr(entry, "set_model"):
+            raise CaseError(
+                f"expected a Keras callback, got {type(entry).__name__}", case=case, field=where, fix=CALLBACK_FIX
+            )
+    return tuple(value)
 
 
 def is_per_output(loss: Any) -> bool:
