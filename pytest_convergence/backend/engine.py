@@ -120,6 +120,8 @@ class Training:
                 "x",
                 fix="check the input shape of the model against x, and the output against y",
             ) from None
+        if flavour.unbuilt(self.model):
+            self._build_from_data()
         pin_initial_weights(case, dtype, self.model)
         # what trains is what the label says (or, where the case allows otherwise, what is recorded)
         self.trained = check_dtypes(case, dtype, flavour, self.model)
@@ -232,6 +234,32 @@ class Training:
             "loss fits the labels; if it trains in float32, one of its layers does not support "
             f"{self.dtype}: drop {self.dtype} from this case's dtypes",
         )
+
+    def _build_from_data(self) -> None:
+        """Build a model whose variables do not exist yet from the first batch, as ``fit`` does.
+
+        A subclassed model (or a ``Sequential`` without an ``Input``) has no variables until it is
+        first called, and ``model.build(shape)`` on a subclassed model marks it built without
+        building its layers. ``fit`` builds them from the first batch; here they are built the
+        same way before training, under the run's dtype policy (a layer made in ``build`` takes it),
+        so the pinned and initial weights, the dtype check and every engine see them.
+        """
+        batch = self._first_batch()
+        try:
+            with self.flavour.dtype_policy(self.dtype):
+                self.flavour.build_from_batch(self.model, batch)
+        except (ConvergenceError, KerasVersionError):
+            raise
+        except Exception as error:
+            raise case_error(
+                self.case,
+                self.dtype,
+                f"the model could not be built from the first batch of x in {self.dtype}: "
+                f"{type(error).__name__}: {first_line(error)}",
+                "x",
+                fix="check that the model's call() takes x as given (its shape, and a dict's keys "
+                "for several inputs) and returns what the loss takes with y",
+            ) from None
 
     def _weights(self) -> dict[str, np.ndarray]:
         return {self._name(w): np.array(w.numpy()) for w in self.model.weights}

@@ -163,6 +163,19 @@ class Flavour:
         """
         raise NotImplementedError
 
+    @staticmethod
+    def unbuilt(model: Any) -> bool:
+        """Whether some layer of ``model`` (itself included) has not built its variables yet: a
+        subclassed model, or a ``Sequential`` without an ``Input``, before its first call."""
+        flatten = getattr(model, "_flatten_layers", None)
+        layers = list(flatten()) if flatten is not None else [model, *getattr(model, "layers", [])]
+        return not all(getattr(layer, "built", True) for layer in layers)
+
+    def build_from_batch(self, model: Any, batch: Any) -> None:
+        """Build an unbuilt model's variables from one batch of the data, as ``fit`` builds it,
+        without running it: so its weights exist (and are read) before the first step."""
+        raise NotImplementedError
+
     def validation_batches(self, model: Any, x: Any, y: Any, batch_size: int) -> list[Any] | None:
         """The batches ``evaluate`` draws from validation data (in order, unshuffled), for a loop
         that validates inside its graph; None where evaluation must go through ``evaluate``."""
@@ -350,6 +363,15 @@ class Keras3(Flavour):
             symbolic_build(iterator=iterator)
         return self._each_epoch(iterator)
 
+    def build_from_batch(self, model: Any, batch: Any) -> None:
+        # fit's own symbolic build (Keras 3 runs it before training under a distribution strategy
+        # and on JAX): the layers, the compiled loss and metrics and the optimizer, from the
+        # batch's shapes and dtypes, nothing computed
+        symbolic_build = getattr(model, "_symbolic_build", None)
+        if symbolic_build is None:
+            raise self.unsupported("Model._symbolic_build")
+        symbolic_build(data_batch=batch)
+
     def validation_batches(self, model: Any, x: Any, y: Any, batch_size: int) -> list[Any] | None:
         # evaluate's own iterator: TFEpochIterator(shuffle=False), batches in order
         try:
@@ -452,6 +474,14 @@ class Keras2(Flavour):
 
     def epochs(self, model: Any, case: Case, *, build: bool = False) -> Iterator[list[Any]]:
         return self._each_epoch(self._data_handler(model, case))
+
+    def build_from_batch(self, model: Any, batch: Any) -> None:
+        # the model called on the batch's specs in a trace that runs nothing, as fit's first trace
+        # of its step calls it (Keras 2 creates the variables outside the graph, initialised)
+        tf = self.tf
+        x, _, _ = self.unpack(batch)
+        specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), x)
+        tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(specs)
 
     @staticmethod
     def _each_epoch(handler: Any) -> Iterator[list[Any]]:
