@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..anatomy import Anatomy
+from ..config_diff import setting_differences, shared_config_changes
 from .localise import BATCH, GRADIENTS, INITIALISATION, LOSS, OUTPUT, UPDATE, WEIGHTS, Localisation, localise
 
 if TYPE_CHECKING:
@@ -67,12 +68,7 @@ def configuration(record: RunRecord) -> dict[str, str]:
 
 def configuration_differences(old: RunRecord, new: RunRecord) -> dict[str, tuple[str, str]]:
     """The settings recorded on both sides whose values differ: name -> (old, new)."""
-    before, after = configuration(old), configuration(new)
-    return {
-        name: (before[name], after[name])
-        for name in before
-        if name in after and before[name] and after[name] and before[name] != after[name]
-    }
+    return setting_differences(configuration(old), configuration(new))
 
 
 def difference_notes(old: RunRecord, new: RunRecord) -> list[str]:
@@ -267,7 +263,7 @@ def _from_stage(
             f"{where}: the optimizer is {optimizer} now ({_short_class(before_class)} before)",
             localisation=found,
         )
-    changed_config = _shared_config_changes(old.optimizer_ran, new.optimizer_ran)
+    changed_config = shared_config_changes(old.optimizer_ran, new.optimizer_ran)
     if changed_config:
         return Mechanism(
             f"optimizer-config:{optimizer}",
@@ -299,25 +295,6 @@ def _scale_between(old: float | None, new: float | None) -> int | None:
     exponent = math.log2(abs(new / old))
     nearest = round(exponent)
     return abs(nearest) if nearest != 0 and abs(exponent - nearest) < 0.01 else None
-
-
-def _shared_config_changes(before: str, after: str) -> str:
-    """The config keys both sides have with other values (``rho 0.9 -> 0.8``): a key only one
-    version knows (``use_ema``, ``is_legacy_optimizer``) is a new option, not a changed setting."""
-    import json
-
-    try:
-        old = json.loads(before.partition(" ")[2] or "{}")
-        new = json.loads(after.partition(" ")[2] or "{}")
-    except ValueError:
-        return ""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return ""
-    inert = {"name", "jit_compile", "is_legacy_optimizer"}
-    if not old.get("use_ema") and not new.get("use_ema"):  # EMA settings do nothing without it
-        inert |= {"ema_momentum", "ema_overwrite_frequency"}
-    keys = sorted(k for k in set(old) & set(new) if k not in inert and not _same_setting(old[k], new[k]))
-    return ", ".join(f"{k} {old[k]} -> {new[k]}" for k in keys)
 
 
 def _batch_sequence(old: Anatomy, new: Anatomy, changed: dict[str, tuple[str, str]]) -> Mechanism | None:
@@ -392,19 +369,6 @@ def _loss_mechanism(
         f"first difference: {where}: the loss's arithmetic changed (still {new.loss_dtype})",
         localisation=found,
     )
-
-
-def _same_setting(before: object, after: object) -> bool:
-    """Equal, or the same number once stored in float32 (a learning rate read back from a
-    float32 variable by one version, kept as the Python float by the other)."""
-    import numpy as np
-
-    if before == after:
-        return True
-    numbers = (int, float)
-    if isinstance(before, numbers) and isinstance(after, numbers) and not isinstance(before, bool):
-        return bool(np.float32(before) == np.float32(after))
-    return False
 
 
 def _class_of(ran: str) -> str:

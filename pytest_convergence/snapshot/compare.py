@@ -1,8 +1,10 @@
 """Compare a new trajectory with its snapshot under a tolerance, and explain the difference.
 
-The report puts what a reviewer needs first: a changed outcome, then moved event steps, the final
-loss, the first step where the histories part, the checkpoints outside the tolerance with old and
-new values and their relative error, and the weights that moved.
+The report puts what a reviewer needs first: what the new run's header says differently from the
+stored one (the optimizer's settings, the engine, the versions, the machine), then a changed
+outcome, then moved event steps, the final loss, the first step where the histories part, the
+checkpoints outside the tolerance with old and new values and their relative error, and the
+weights that moved.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config_diff import ABSENT, ran_changes, setting_differences
 from ..tolerance import Tolerance
-from .format import Trajectory, format_number
+from .format import Trajectory, format_number, parse_versions
 
 SHOWN_POINTS = 12
 
@@ -41,18 +44,77 @@ class Comparison:
     parting_step: int | None = None
     missed_points: int = 0
 
+    changes: list[str] = field(default_factory=list)
+    """What the new run's header says differently from the stored one (:func:`header_changes`):
+    the first thing a reviewer reads, before the numbers."""
+
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def lines(self, title: str) -> list[str]:
         head = f"{title}: the loss history changed ({self.tolerance.describe()})"
-        return [head, *[f"  {p}" for p in self.problems], *[f"    {d}" for d in self.details]]
+        changes = [f"  {CHANGES_PREFIX} {'; '.join(self.changes)}"] if self.changes else []
+        return [head, *changes, *[f"  {p}" for p in self.problems], *[f"    {d}" for d in self.details]]
+
+
+CHANGES_PREFIX = "what changed since the snapshot:"
+"""Starts the report's line naming the header's differences (never a problem in itself: a changed
+learning rate is why the history moved, not a second failure)."""
+NOT_COMPARED_KEYS = ("test", "case", "calibrated", "optimizer", "optimizer ran", "loss ran", "versions")
+"""Header keys :func:`header_changes` reads its own way (the optimizer and loss by what ran, the
+versions one package at a time) or not at all: the test and case are the snapshot's identity, and
+the calibrated tolerance is carried over from the stored header."""
+MACHINE_KEYS = ("versions", "keras", "platform", "machine")
+
+
+def header_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """Every difference between a stored header and a new run's, one phrase each, most telling
+    first: the optimizer and loss that ran (class, then config: ``optimizer RMSprop learning_rate
+    2.55 -> 1``), the engine, budget, seed and dtypes, the tolerance, then the versions one
+    package at a time, Keras, the platform and the machine (one changed part of its description
+    at a time). The fingerprint is named only when nothing else says why it changed."""
+    changes: list[str] = []
+    if old.get("optimizer ran") and new.get("optimizer ran"):
+        changes += ran_changes("optimizer", old["optimizer ran"], new["optimizer ran"])
+    elif old.get("optimizer", "") != new.get("optimizer", ""):
+        changes.append(f"optimizer {old.get('optimizer') or ABSENT} -> {new.get('optimizer') or ABSENT}")
+    changes += ran_changes("loss", old.get("loss ran", ""), new.get("loss ran", ""))
+    settings = setting_differences(
+        {k: v for k, v in old.items() if k not in NOT_COMPARED_KEYS},
+        {k: v for k, v in new.items() if k not in NOT_COMPARED_KEYS},
+        one_sided=True,
+    )
+    machine = {k: settings.pop(k) for k in MACHINE_KEYS if k in settings}
+    fingerprint = settings.pop("fingerprint", None)
+    changes += [f"{name} {before} -> {after}" for name, (before, after) in settings.items()]
+    versions = setting_differences(
+        parse_versions(old.get("versions", "")), parse_versions(new.get("versions", "")), one_sided=True
+    )
+    changes += [f"{name} {before} -> {after}" for name, (before, after) in versions.items()]
+    if "keras" in machine and "keras" not in versions:
+        changes.append("keras {} -> {}".format(*machine["keras"]))
+    if "platform" in machine:
+        changes.append("platform {} -> {}".format(*machine["platform"]))
+    if "machine" in machine:
+        changes += _machine_changes(*machine["machine"])
+    if fingerprint is not None and not (versions or machine):
+        changes.append("fingerprint {} -> {}".format(*fingerprint))
+    return changes
+
+
+def _machine_changes(before: str, after: str) -> list[str]:
+    """The parts of the machine's description (``; ``-separated: CPU, ISA, CPUs, threads,
+    oneDNN) that differ, or the whole description where the parts do not line up."""
+    old_parts, new_parts = before.split("; "), after.split("; ")
+    if len(old_parts) != len(new_parts):
+        return [f"machine {before} -> {after}"]
+    return [f"machine {a} -> {b}" for a, b in zip(old_parts, new_parts) if a != b]
 
 
 def compare(old: Trajectory, new: Trajectory, tolerance: Tolerance) -> Comparison:
     """Compare ``new`` against the stored ``old``; see the module docstring for the order."""
-    result = Comparison(tolerance)
+    result = Comparison(tolerance, changes=header_changes(old.header, new.header))
     if tolerance.exact:
         _compare_exact(old, new, result)
         return result

@@ -18,7 +18,7 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from ..errors import SnapshotMismatchError
 from ..files import atomic_write_text
-from .compare import compare
+from .compare import CHANGES_PREFIX, compare
 from .format import SnapshotFormatError, Trajectory, render_run
 
 if TYPE_CHECKING:
@@ -131,8 +131,8 @@ class ConvergenceSnapshot:
         """Compare; on a mismatch raise the whole report rather than return False.
 
         pytest cuts an assertion's explanation to 8 lines unless run with ``-vv``; the report is
-        read top-down (outcome first, then events, then where the histories part), so it is raised
-        whole as the assertion's message.
+        read top-down (what changed since the snapshot first, then the outcome, the events, where
+        the histories part), so it is raised whole as the assertion's message.
         """
         __tracebackhide__ = True
         from ..run import Run
@@ -174,7 +174,11 @@ class ConvergenceSnapshot:
                 self._on_mismatch(problem.splitlines())
             pytest.fail(problem, pytrace=False)
         if not matched and self._on_mismatch is not None:
-            self._on_mismatch(self.failure_lines())  # for the results file, so the gate sees it
+            # for the results file, so the gate sees it; without the header's differences, which
+            # the gate names itself from the two records (versions, what ran, configuration)
+            self._on_mismatch(
+                [line for line in self.failure_lines() if not line.lstrip().startswith(CHANGES_PREFIX)]
+            )
         if matched and self._platform_exact:
             self._check_platform(run, text, location)
         return matched

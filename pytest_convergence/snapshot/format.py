@@ -283,6 +283,16 @@ def format_number(value: float, dtype: str) -> str:
     return text if len(text) <= len(scientific) else scientific
 
 
+def parse_versions(text: str) -> dict[str, str]:
+    """The header's ``versions`` line read back: ``python 3.11.7, numpy 2.4.6`` -> name -> version."""
+    versions: dict[str, str] = {}
+    for item in text.split(","):
+        name, _, version = item.strip().partition(" ")
+        if name:
+            versions[name] = version.strip()
+    return versions
+
+
 def render_run(run: Run, tolerance: Tolerance, test: str = "") -> str:
     return Trajectory.from_run(run, tolerance, test).render()
 
