@@ -70,6 +70,31 @@ class History:
     whether the loss's own gradient is 0 there (saturation), whether it underflows when cast to the
     outputs' dtype, the loss recomputed in float64 (an exact fit or a rounding)."""
 
+    learning_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """The learning rate each epoch trained with, as the callbacks left it (read after every
+    ``on_epoch_begin``); empty for a run without callbacks."""
+    stopped_epoch: int | None = None
+    """The epoch (1-based) a callback stopped training in, before the case's budget; None when the
+    run trained every step it planned. The history then holds fewer steps than the case's."""
+    stop_reason: str = ""
+    """Which callback stopped training, in words (``EarlyStopping on val_loss``)."""
+    restored_epoch: int | None = None
+    """The epoch (1-based) whose weights a callback restored at the end
+    (``EarlyStopping(restore_best_weights=True)``), when not the last: the final weights are that
+    epoch's, not the last step's."""
+    callbacks: list[str] = field(default_factory=list)
+    """The case's callbacks, by name."""
+
+    @property
+    def learning_rate_changes(self) -> list[tuple[int, float, float]]:
+        """``(epoch, before, after)`` (1-based epoch) wherever a callback changed the learning rate."""
+        rates = self.learning_rate
+        return [
+            (index + 1, float(rates[index - 1]), float(rates[index]))
+            for index in range(1, rates.shape[0])
+            if rates[index] != rates[index - 1]
+        ]
+
     @property
     def steps(self) -> int:
         return int(self.loss.shape[0])

@@ -48,6 +48,8 @@ class InProcess:
     batch_plan: Any = None
     """The batches it trained on, drawn once: its anatomy reuses them, as drawing 100,000 epochs
     again would cost Keras 2 as much as the training."""
+    callbacks: Any = None
+    """The run's own callback objects, made fresh for it from the case's (their state after training)."""
 
 
 @dataclass(eq=False)

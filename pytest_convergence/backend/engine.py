@@ -35,6 +35,7 @@ from ..run import InProcess, Run, Timing
 from . import probes
 from .batches import plan_batches
 from .build import build_model, case_error, check_dtypes, pin_initial_weights
+from .callbacks import callback_fields, make_callbacks
 from .capture import LossCapture
 from .fit import execute_fit
 from .frameworks import framework_versions, import_keras
@@ -127,6 +128,8 @@ class Training:
         self.trained = check_dtypes(case, dtype, flavour, self.model)
         self.info = DtypeInfo(dtype, self.trained.variable_dtype, self.trained.compute_dtype)
         self.initial_weights = self._weights()
+        self.callbacks: list[Any] = []
+        """The callbacks of the last execution, made fresh for it (:func:`.callbacks.make_callbacks`)."""
         self.plan: Any = None
         """The batches every step trains on (:func:`.batches.plan_batches`), once drawn."""
         self.loop = (
@@ -198,14 +201,20 @@ class Training:
             pauses = self.perturbation.steps(self.case.seed, self.case.total_steps)[1:]
             self.nudge(0)
             self.initial_weights = self._weights()
+        # fresh callbacks for every execution: no state carried from another dtype or repeat
+        self.callbacks = make_callbacks(self.flavour, self.case, self.dtype)
         if self.loop is None:
             try:
-                return execute_fit(self.flavour, self.model, self.case, self.capture, self.pinned_loss_dtype)
+                return execute_fit(
+                    self.flavour, self.model, self.case, self.capture, self.pinned_loss_dtype, self.callbacks
+                )
             except (ConvergenceError, self.tf.errors.OpError):
                 raise
             except Exception as error:  # Keras's own checks in fit: as clear as the loop's messages
                 raise self.loop_error(error) from None
-        return self.loop.execute(self.pinned_loss_dtype, pauses=pauses, on_pause=self.nudge)
+        return self.loop.execute(
+            self.pinned_loss_dtype, pauses=pauses, on_pause=self.nudge, callbacks=self.callbacks
+        )
 
     def nudge(self, step: int) -> None:
         """Move every trainable weight one ulp of the run's coarsest dtype, as the perturbation says."""
@@ -303,6 +312,7 @@ class Training:
             final_weights=final_weights,
             final_gradients=gradients,
             epoch_metrics=record.epoch_metrics,
+            **callback_fields(record, self.case),
             steps_per_epoch=self.case.batches_per_epoch,
             target_loss=self.case.target_loss,
             optimizer=probes.describe_optimizer(self.flavour, self.model.optimizer),
@@ -333,5 +343,5 @@ class Training:
             loss_ran=probes.what_ran(self.model.loss),
             expectation=self.case.expectations.get(self.dtype),
             snapshot_tolerance=self.case.snapshot_tolerance,
-            in_process=InProcess(model=self.model),
+            in_process=InProcess(model=self.model, callbacks=self.callbacks),
         )

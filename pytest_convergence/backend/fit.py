@@ -12,15 +12,26 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
+from .callbacks import effects_callback
 from .capture import LossCapture
 from .keras_adapter import Flavour
 from .record import StepRecord
 
 
 def execute_fit(
-    flavour: Flavour, model: Any, case: Case, capture: LossCapture, pinned_loss_dtype: str | None
+    flavour: Flavour,
+    model: Any,
+    case: Case,
+    capture: LossCapture,
+    pinned_loss_dtype: str | None,
+    callbacks: list[Any] | None = None,
 ) -> StepRecord:
-    """Train with ``model.fit`` for the case's steps and record every step."""
+    """Train with ``model.fit`` for the case's steps and record every step.
+
+    ``callbacks`` (the run's own, :func:`.callbacks.make_callbacks`) go to ``fit`` before the
+    recorders, which then see what they did; a callback that stops training early leaves a
+    record of the steps that ran.
+    """
     keras = flavour.keras
     steps = case.total_steps
     loss_value = capture.into_variable()
@@ -54,6 +65,7 @@ def execute_fit(
             if state["step"] >= steps:
                 model.stop_training = True
 
+    effects_recorder, effects = effects_callback(flavour, callbacks) if callbacks else (None, None)
     validation: dict[str, Any] = {}
     if case.validation_split is not None:
         validation["validation_split"] = case.validation_split  # fit splits x and y itself
@@ -66,16 +78,18 @@ def execute_fit(
         epochs=case.total_epochs,
         shuffle=case.shuffle,
         verbose=0,
-        callbacks=[Recorder()],
+        callbacks=[*callbacks, effects_recorder, Recorder()] if callbacks else [Recorder()],
         **validation,
     )
+    ran = state["step"]
     record = StepRecord(
-        loss=losses,
-        weights_changed=changed,
-        update_size=updates,
-        step_logs=np.array(step_logs, np.float64).reshape(steps, len(names)),
+        loss=losses[:ran],
+        weights_changed=changed[:ran],
+        update_size=updates[:ran],
+        step_logs=np.array(step_logs, np.float64).reshape(ran, len(names)),
         log_names=names,
         loss_dtype=pinned_loss_dtype or capture.loss_dtype(),
+        callback_effects=effects,
     )
     record.epoch_metrics = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     return record

@@ -10,7 +10,7 @@ XLA fuses and reorders arithmetic, so its numbers are near, not equal).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from ..case import Case
 from ..errors import CaseError, KerasVersionError, first_line
 from .batches import BatchPlan
 from .build import case_error
+from .callbacks import CallbackDriver
 from .capture import GradientCapture, LossCapture
 from .interrupts import HeldInterrupt
 from .keras_adapter import Flavour
@@ -62,6 +63,12 @@ class TrainingLoop:
         self.call_steps = case.total_steps
         """The most steps one call of the loop can run."""
         self._loop: Callable[..., Any] | None = None
+        # one execution's state (:meth:`execute`)
+        self._collected = _Collected()
+        self._pending: list[int] = []
+        self._on_pause: Callable[[int], None] | None = None
+        self._pace = Pace(self.call_steps)
+        self._interrupt: Any = None
 
     def compile(self, plan: BatchPlan) -> None:
         """Trace (and for ``xla`` compile) the loop, so execution can be timed alone."""
@@ -89,6 +96,19 @@ class TrainingLoop:
             f"{self.dtype}: drop {self.dtype} from this case's dtypes",
         )
 
+    def _loss_not_tracked(self) -> CaseError:
+        return case_error(
+            self.case,
+            self.dtype,
+            "the model's own train_step does not hand its loss to the model's loss tracker (the "
+            "metric named 'loss' in model.metrics), where each step's loss is read",
+            "model",
+            fix="in train_step, update the metric named 'loss' with the step's loss, as keras.io's "
+            "custom train_step does: for metric in self.metrics: if metric.name == 'loss': "
+            "metric.update_state(loss) (on Keras 2, compute it with self.compiled_loss or "
+            "self.compute_loss); or override compute_loss instead of train_step",
+        )
+
     def _log_names(self, batch: Any) -> list[str]:
         """Names of the logs ``train_step`` returns.
 
@@ -99,14 +119,41 @@ class TrainingLoop:
         nothing builds the same (zero-initialised) state; any error of shapes or dtypes
         surfaces there, before the loop, where it is reported as the user's mistake.
         """
-        names = self.flavour.metric_names_if_built(self.model)
+        # a user's own train_step may return other logs than the model's metrics: traced, always
+        names = None if self._own_train_step() else self.flavour.metric_names_if_built(self.model)
         if names is not None:
             return names
         try:
             traced = self.tf.function(self.model.train_step, autograph=False).get_concrete_function(batch)
         except Exception as error:
             raise self._cannot_train(error) from None
-        return sorted(traced.structured_outputs.keys())
+        return sorted(self._flat_logs(traced.structured_outputs))
+
+    def _own_train_step(self) -> bool:
+        """Whether the model's class overrides Keras's ``train_step`` (a user's own step)."""
+        return getattr(type(self.model), "train_step", None) is not getattr(
+            self.flavour.keras.Model, "train_step", None
+        )
+
+    def _flat_logs(self, logs: Any) -> dict[str, Any]:
+        """``train_step``'s logs flattened as ``fit`` flattens them (Keras 3's ``pythonify_logs``):
+        keras.io's own ``train_step`` returns ``{m.name: m.result() for m in self.metrics}``, whose
+        ``compile_metrics`` entry is a dict of the compiled metrics."""
+        if not isinstance(logs, Mapping):
+            raise case_error(
+                self.case,
+                self.dtype,
+                f"the model's train_step returned a {type(logs).__name__}, not a dict of logs",
+                "model",
+                fix="return a dict from train_step, as Keras's does: {m.name: m.result() for m in self.metrics}",
+            )
+        flat: dict[str, Any] = {}
+        for key, value in sorted(logs.items()):
+            if isinstance(value, Mapping):
+                flat.update(self._flat_logs(value))
+            else:
+                flat[key] = value
+        return flat
 
     def _make_loop(self, plan: BatchPlan) -> Callable[..., Any]:
         tf = self.tf
@@ -323,12 +370,14 @@ class TrainingLoop:
         def one_step(batch: Any) -> tuple[Any, ...]:
             if before_step is not None:
                 before_step()
-            logs = model.train_step(batch)
+            logs = self._flat_logs(model.train_step(batch))
             if sorted(logs) != log_names:
                 raise self.flavour.unsupported(
                     f"train_step's logs ({', '.join(sorted(logs))}) against the metrics read before "
                     f"training ({', '.join(log_names)})"
                 )
+            if not captured:
+                raise self._loss_not_tracked()
             loss = tf.cast(captured[-1], tf.float64)
             values = tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
             flags = gradient_flags[-1] if gradient_flags else None
@@ -365,6 +414,7 @@ class TrainingLoop:
         *,
         pauses: Sequence[int] = (),
         on_pause: Callable[[int], None] | None = None,
+        callbacks: list[Any] | None = None,
     ) -> StepRecord:
         """Run the whole training once (after :meth:`compile`).
 
@@ -377,64 +427,122 @@ class TrainingLoop:
         With validation data, the loop runs one epoch at a time and the model is evaluated after
         each, with Keras's own ``evaluate`` as ``fit`` calls it, so History's ``val_*`` metrics
         are ``fit``'s; without, the whole training is one call.
+
+        With ``callbacks`` (the run's own, :func:`.callbacks.make_callbacks`), Keras's
+        ``CallbackList`` is called as ``fit`` calls it (:meth:`_with_callbacks`).
         """
         assert self._loop is not None, "call compile() first"
-        tf = self.tf
         case = self.case
         steps = case.total_steps
         self.model.reset_metrics()
+        self._collected = _Collected()
+        self._pending = sorted(p for p in pauses if 0 < p < steps)
+        self._on_pause = on_pause
+        self._pace = Pace(self.call_steps)
+        effects = None
         validation = case.validation
-        if validation is None or self.validates_in_graph:
-            bounds = [(0, steps)]
-        else:
-            per_epoch = case.batches_per_epoch
-            bounds = [(start, min(start + per_epoch, steps)) for start in range(0, steps, per_epoch)]
-        losses, updates, step_logs, traces = [], [], [], []
-        per_tensor: list[list[np.ndarray]] = [[], [], []]
-        validation_logs: dict[str, list[float]] = {}
-        pending = sorted(p for p in pauses if 0 < p < steps)
-        validated_rows: dict[int, np.ndarray] = {}
-        pace = Pace(self.call_steps)
         with HeldInterrupt() as interrupt:
-            for start, stop in bounds:
-                for first, last in _stretches(start, stop, pending):
-                    if first in pending and on_pause is not None:
-                        on_pause(first)
-                    for part_first, part_last in pace.parts(first, last, interrupt):
-                        kept = slice(0, part_last - part_first)
-                        loss, update, logs, trace, validated, *tensors = self._loop(
-                            tf.constant(part_first, tf.int32), tf.constant(part_last, tf.int32)
-                        )
-                        for kept_rows, values in zip(per_tensor, tensors):
-                            kept_rows.append(values.numpy()[kept])
-                        losses.append(loss.numpy()[kept])
-                        updates.append(update.numpy()[kept])
-                        step_logs.append(logs.numpy()[kept])
-                        traces.append(trace.numpy()[kept] if trace.shape[0] else trace.numpy())
-                        if validation is not None and self.validates_in_graph:
-                            validated_rows.update(_epochs_ended(validated, part_first, part_last, case))
-                if validation is not None and self.validates_in_graph:
-                    rows = [validated_rows[e] for e in sorted(validated_rows)]
-                    for column, name in enumerate(self.log_names):
-                        validation_logs[f"val_{name}"] = [float(row[column]) for row in rows]
-                elif validation is not None:
-                    for name, value in self._evaluate(validation).items():
-                        validation_logs.setdefault(f"val_{name}", []).append(value)
-        update_size = np.concatenate(updates)
-        record = StepRecord(
-            loss=np.concatenate(losses),
-            weights_changed=(update_size != 0) | np.isnan(update_size),
-            update_size=update_size,
-            step_logs=np.concatenate(step_logs),
-            log_names=list(self.log_names),
-            loss_dtype=pinned_loss_dtype or self.capture.loss_dtype(),
-            weight_trace=np.concatenate(traces) if traces[0].shape[0] else traces[0],
-            tensor_update=np.concatenate(per_tensor[0]),
-            tensor_checksum=np.concatenate(per_tensor[1]),
-            gradient_zero=_flags(np.concatenate(per_tensor[2])),
-        )
-        record.epoch_metrics = {**epoch_metrics(record, case.batches_per_epoch), **validation_logs}
+            self._interrupt = interrupt
+            if callbacks:
+                epoch_metrics_, effects = self._with_callbacks(callbacks)
+            else:
+                if validation is None or self.validates_in_graph:
+                    bounds = [(0, steps)]
+                else:
+                    per_epoch = case.batches_per_epoch
+                    bounds = [(start, min(start + per_epoch, steps)) for start in range(0, steps, per_epoch)]
+                validation_logs: dict[str, list[float]] = {}
+                for start, stop in bounds:
+                    self._run_steps(start, stop)
+                    if validation is not None and self.validates_in_graph:
+                        rows = [self._collected.validated[e] for e in sorted(self._collected.validated)]
+                        for column, name in enumerate(self.log_names):
+                            validation_logs[f"val_{name}"] = [float(row[column]) for row in rows]
+                    elif validation is not None:
+                        for name, value in self._evaluate(validation).items():
+                            validation_logs.setdefault(f"val_{name}", []).append(value)
+        record = self._collected.record(self, pinned_loss_dtype)
+        if callbacks:
+            record.epoch_metrics = epoch_metrics_
+            record.callback_effects = effects
+        else:
+            record.epoch_metrics = {**epoch_metrics(record, case.batches_per_epoch), **validation_logs}
         return record
+
+    def _run_steps(self, start: int, stop: int) -> None:
+        """Steps ``start`` to ``stop - 1``: in paced calls, nudged at pauses, their records kept."""
+        assert self._loop is not None
+        tf = self.tf
+        collected = self._collected
+        in_graph = self.case.validation is not None and self.validates_in_graph
+        for first, last in _stretches(start, stop, self._pending):
+            if first in self._pending and self._on_pause is not None:
+                self._on_pause(first)
+            for part_first, part_last in self._pace.parts(first, last, self._interrupt):
+                kept = slice(0, part_last - part_first)
+                loss, update, logs, trace, validated, *tensors = self._loop(
+                    tf.constant(part_first, tf.int32), tf.constant(part_last, tf.int32)
+                )
+                for kept_rows, values in zip(collected.per_tensor, tensors):
+                    kept_rows.append(values.numpy()[kept])
+                collected.losses.append(loss.numpy()[kept])
+                collected.updates.append(update.numpy()[kept])
+                collected.step_logs.append(logs.numpy()[kept])
+                collected.traces.append(trace.numpy()[kept] if trace.shape[0] else trace.numpy())
+                if in_graph:
+                    collected.validated.update(_epochs_ended(validated, part_first, part_last, self.case))
+
+    def _with_callbacks(self, callbacks: list[Any]) -> tuple[dict[str, list[float]], Any]:
+        """The training as ``fit`` runs it around its callbacks (Keras 3's and Keras 2's ``fit``
+        alike): ``on_train_begin``; per epoch ``on_epoch_begin``, the epoch's steps (one call of
+        the loop, or one call a step between ``on_train_batch_begin``/``end`` when a callback
+        overrides them), its logs as ``fit`` gives them (the metrics after its last step, then
+        ``val_*``), ``on_epoch_end``; ``model.stop_training`` ends it after a batch or an epoch;
+        ``on_train_end``. Returns History's record and what the callbacks did."""
+        case = self.case
+        model = self.model
+        steps, per_epoch = case.total_steps, case.batches_per_epoch
+        driver = CallbackDriver(self.flavour, model, case, callbacks)
+        collected = self._collected
+        model.stop_training = False
+        driver.list.on_train_begin()
+        training_logs = None
+        done = 0
+        for epoch in range(case.total_epochs):
+            if done >= steps:
+                break
+            driver.list.on_epoch_begin(epoch)
+            start, stop = done, min(done + per_epoch, steps)
+            if driver.batch_level:
+                for step in range(start, stop):
+                    driver.list.on_train_batch_begin(step - start)
+                    self._run_steps(step, step + 1)
+                    done = step + 1
+                    driver.list.on_train_batch_end(step - start, self._logs_after(done))
+                    if model.stop_training:
+                        break
+            else:
+                self._run_steps(start, stop)
+                done = stop
+            epoch_logs = self._logs_after(done)
+            if case.validation is not None:
+                if self.validates_in_graph and epoch in collected.validated:
+                    row = collected.validated[epoch]
+                    epoch_logs.update({f"val_{n}": float(row[c]) for c, n in enumerate(self.log_names)})
+                else:  # an epoch cut short by a batch hook: fit evaluates it all the same
+                    epoch_logs.update({f"val_{n}": v for n, v in self._evaluate(case.validation).items()})
+            driver.list.on_epoch_end(epoch, epoch_logs)
+            training_logs = epoch_logs
+            if model.stop_training:
+                break
+        driver.list.on_train_end(logs=training_logs)
+        return driver.history(), driver.effects
+
+    def _logs_after(self, done: int) -> dict[str, float]:
+        """``train_step``'s logs after step ``done - 1`` (the last one run), as ``fit`` hands them
+        to callbacks: python floats of the metrics' values (exact: float32 widened to float64)."""
+        row = self._collected.step_logs[-1][-1]
+        return {name: float(row[column]) for column, name in enumerate(self.log_names)}
 
     def _validation_batches(self) -> list[Any] | None:
         """The validation batches, when the loop can evaluate inside its graph (a model of one
@@ -460,6 +568,34 @@ class TrainingLoop:
             x, y, batch_size=self.case.effective_batch_size, verbose=0, return_dict=True
         )
         return {name: float(value) for name, value in logs.items()}
+
+
+class _Collected:
+    """The per-call arrays of one execution, joined into its :class:`StepRecord` at the end."""
+
+    def __init__(self) -> None:
+        self.losses: list[np.ndarray] = []
+        self.updates: list[np.ndarray] = []
+        self.step_logs: list[np.ndarray] = []
+        self.traces: list[np.ndarray] = []
+        self.per_tensor: list[list[np.ndarray]] = [[], [], []]
+        self.validated: dict[int, np.ndarray] = {}
+
+    def record(self, loop: TrainingLoop, pinned_loss_dtype: str | None) -> StepRecord:
+        update_size = np.concatenate(self.updates)
+        traces = self.traces
+        return StepRecord(
+            loss=np.concatenate(self.losses),
+            weights_changed=(update_size != 0) | np.isnan(update_size),
+            update_size=update_size,
+            step_logs=np.concatenate(self.step_logs),
+            log_names=list(loop.log_names),
+            loss_dtype=pinned_loss_dtype or loop.capture.loss_dtype(),
+            weight_trace=np.concatenate(traces) if traces[0].shape[0] else traces[0],
+            tensor_update=np.concatenate(self.per_tensor[0]),
+            tensor_checksum=np.concatenate(self.per_tensor[1]),
+            gradient_zero=_flags(np.concatenate(self.per_tensor[2])),
+        )
 
 
 def _epochs_ended(validated: Any, first: int, last: int, case: Case) -> dict[int, np.ndarray]:

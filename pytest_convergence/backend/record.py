@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .callbacks import CallbackEffects
+
 
 @dataclass
 class StepRecord:
@@ -26,6 +28,8 @@ class StepRecord:
     """Per step and trainable weight: the sum of its values in float64 (its cycles show here)."""
     gradient_zero: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
     """Per step and trainable weight: whether its gradient was exactly 0 everywhere."""
+    callback_effects: CallbackEffects | None = None
+    """What the case's callbacks did (None without callbacks)."""
 
 
 def epoch_metrics(record: StepRecord, batches_per_epoch: int) -> dict[str, list[float]]:
