@@ -224,6 +224,8 @@ def pin_initial_weights(case: Case, dtype: str, model: Any) -> None:
 
 def _model(case: Case, dtype: str, flavour: Flavour) -> Any:
     spec = case.model
+    if isinstance(spec, flavour.keras.layers.Layer):  # a model is callable: it would be called with the dtype
+        raise model_object_error(spec, case.name, dtype)
     try:
         model = spec(dtype) if callable(spec) else model_from_config(flavour, spec)
     except CaseError:
@@ -238,6 +240,22 @@ def _model(case: Case, dtype: str, flavour: Flavour) -> Any:
             case, dtype, f"the model builder must return a keras.Model, got {type(model).__name__}", "model"
         )
     return model
+
+
+def model_object_error(model: Any, case: str | None = None, dtype: str | None = None) -> CaseError:
+    """The error for a Keras model (or layer) object given where its builder belongs."""
+    kind = type(model).__name__
+    return CaseError(
+        f"got a Keras {kind} object, where a function that builds the model is expected: each dtype "
+        "trains a model of its own, built under that dtype's policy from the case's seed, so one "
+        "object (built once, in one dtype, and changed by training) cannot serve every run",
+        case=case,
+        dtype=dtype,
+        field="model",
+        fix=f"pass the function that builds it, called with the dtype policy name: model=lambda dtype: "
+        f"{kind}(...), or def build(dtype): ... return model, then model=build (a spec file: "
+        'builder = "module:function")',
+    )
 
 
 def _keras_object(case: Case, dtype: str, getter: Callable[[Any], Any], spec: Any, field: str) -> Any:
@@ -295,30 +313,66 @@ def check_dtypes(case: Case, dtype: str, flavour: Flavour, model: Any) -> Traine
 
     A builder that ignores the dtype it is given (a model built outside the policy, or layers
     with ``dtype="float32"``) would train float32 while the summary and snapshot say float16.
-    Checked on each layer that holds weights: its compute dtype and variable dtype (its policy).
-    Layers without weights may cast on purpose (Keras's mixed-precision guide keeps the final
-    softmax in float32), and a layer under the right policy may keep some variables wider by
-    design (Keras 2's BatchNormalization in float16): neither is the builder's doing. Cheap: no
-    tensor is touched, only the layers' attributes.
+    Checked twice, cheaply (no tensor is touched, only attributes):
+
+    - each layer that holds weights: its compute dtype and variable dtype (its policy). Layers
+      without weights may cast on purpose (Keras's mixed-precision guide keeps the final softmax
+      in float32): not the builder's doing.
+    - each floating-point variable, trainable or not, of the user's own layers (a custom layer, a
+      subclassed model), whatever created it: its dtype against the policy's variable dtype (a
+      custom layer's ``add_weight(dtype="float32")`` in a float16 run). Keras's own layers keep
+      the variables Keras gives them under that policy (Keras 2's BatchNormalization keeps
+      float32 parameters under float16, its Normalization its statistics in the compute dtype),
+      and integer variables (counts, seeds) hold no float dtype to lie about.
     """
     wanted = dtype_info(dtype)
     layers = list(_layers_with_weights(flavour, model))
     if not layers:  # not built yet (older Keras builds while tracing): nothing to check now
         return TrainedDtypes(wanted.variable_dtype, wanted.compute_dtype)
     differing: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    reported: set[int] = set()
     for name, layer in layers:
         pair = (str(layer.variable_dtype), str(layer.compute_dtype))
         if pair != (wanted.variable_dtype, wanted.compute_dtype):
             differing.setdefault(pair, []).append((name, flavour.weight_name(model, layer.weights[0])))
-    if not differing:
+            reported.add(id(layer))
+    odd = _variables_off_policy(flavour, model, wanted.variable_dtype, reported)
+    if not differing and not odd:
         return TrainedDtypes(wanted.variable_dtype, wanted.compute_dtype, checked_layers=len(layers))
     asked = f"{dtype} means {_policy_words(wanted.variable_dtype, wanted.compute_dtype)}"
-    mismatch = "; ".join(
+    parts = [
         f"{len(named)} of {len(layers)} layers with weights ({_names(named)}) trained with "
         f"{_policy_words(*pair)}, where {asked}"
         for pair, named in differing.items()
-    )
+    ]
+    by_dtype: dict[str, list[OddVariable]] = {}
+    for each in odd:
+        by_dtype.setdefault(each.dtype, []).append(each)
+    parts += [
+        f"{len(found)} {'variable' if len(found) == 1 else 'variables'} of the model's own layers "
+        f"({_variable_names(found)}) {'is' if len(found) == 1 else 'are'} {variable_dtype}, where {asked}"
+        for variable_dtype, found in by_dtype.items()
+    ]
+    mismatch = "; ".join(parts)
     if not case.allow_dtype_mismatch:
+        allow = (
+            "or, where this is on purpose, set allow_dtype_mismatch=True on the Case "
+            "(allow_dtype_mismatch = true in a spec file) to train it and record what trained"
+        )
+        if not differing:
+            first = odd[0]
+            raise case_error(
+                case,
+                dtype,
+                f"variable '{first.name}' of layer '{first.layer}' ({first.kind}) is {first.dtype}, "
+                f"but {asked}"
+                + (f" ({len(odd)} variables of the model's own layers differ)" if len(odd) > 1 else "")
+                + f": it was made with its own dtype, so the summary and the snapshot would say {dtype} "
+                "of a model that trained otherwise",
+                "model",
+                fix="create the variable without dtype= (add_weight then takes the layer's policy, "
+                f"self.variable_dtype); {allow}",
+            )
         (variable, compute), named = next(iter(differing.items()))
         layer, weight = named[0]
         count = sum(len(named) for named in differing.values())
@@ -337,9 +391,52 @@ def check_dtypes(case: Case, dtype: str, flavour: Flavour, model: Any) -> Traine
         )
     # recorded as what trained: the widest dtype present, so weights print with all their digits
     pairs = {(str(layer.variable_dtype), str(layer.compute_dtype)) for _, layer in layers}
-    variable = max((v for v, _ in pairs), key=lambda d: _WIDTH.get(d, -1))
+    variable = max([v for v, _ in pairs] + [v.dtype for v in odd], key=lambda d: _WIDTH.get(d, -1))
     compute = max((c for _, c in pairs), key=lambda d: _WIDTH.get(d, -1))
     return TrainedDtypes(variable, compute, mismatch=mismatch, checked_layers=len(layers))
+
+
+@dataclass(frozen=True)
+class OddVariable:
+    """A floating-point variable of the user's own layer whose dtype is not the policy's."""
+
+    name: str
+    layer: str
+    kind: str
+    dtype: str
+
+
+def _variables_off_policy(flavour: Flavour, model: Any, wanted: str, reported: set[int]) -> list[OddVariable]:
+    """The user's own layers' float variables that are not ``wanted``, each with the layer that
+    made it (the innermost layer holding it), leaving out layers already reported whole."""
+    owner: dict[int, Any] = {}
+    for layer in flavour.all_layers(model):  # parents first: the innermost holder comes last
+        count = len(layer.weights)
+        for weight in layer.weights:
+            held = owner.get(id(weight))
+            if held is None or count <= len(held.weights):
+                owner[id(weight)] = layer
+    odd = []
+    for weight in model.weights:
+        layer = owner.get(id(weight), model)
+        if id(layer) in reported or _keras_own(layer):
+            continue
+        found = str(getattr(weight.dtype, "name", weight.dtype))
+        if found in _WIDTH and found != wanted:
+            odd.append(
+                OddVariable(flavour.weight_name(model, weight), layer.name, type(layer).__name__, found)
+            )
+    return odd
+
+
+def _keras_own(layer: Any) -> bool:
+    """Whether ``layer`` is one of Keras's own classes (its variables are as Keras makes them)."""
+    return type(layer).__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+
+
+def _variable_names(found: list[OddVariable]) -> str:
+    shown = ", ".join(f"'{v.name}'" for v in found[:3])
+    return shown + (f" and {len(found) - 3} more" if len(found) > 3 else "")
 
 
 def _names(named: list[tuple[str, str]]) -> str:

@@ -164,12 +164,21 @@ class Flavour:
         raise NotImplementedError
 
     @staticmethod
-    def unbuilt(model: Any) -> bool:
+    def all_layers(model: Any) -> list[Any]:
+        """Every layer inside ``model``, itself first, nested ones included (a custom layer's own
+        sublayers too), parents before their children."""
+        flatten = getattr(model, "_flatten_layers", None)
+        if flatten is not None:
+            return list(flatten())
+        found = [model]
+        for layer in getattr(model, "layers", []):
+            found += Flavour.all_layers(layer)
+        return found
+
+    def unbuilt(self, model: Any) -> bool:
         """Whether some layer of ``model`` (itself included) has not built its variables yet: a
         subclassed model, or a ``Sequential`` without an ``Input``, before its first call."""
-        flatten = getattr(model, "_flatten_layers", None)
-        layers = list(flatten()) if flatten is not None else [model, *getattr(model, "layers", [])]
-        return not all(getattr(layer, "built", True) for layer in layers)
+        return not all(getattr(layer, "built", True) for layer in self.all_layers(model))
 
     def build_from_batch(self, model: Any, batch: Any) -> None:
         """Build an unbuilt model's variables from one batch of the data, as ``fit`` builds it,
