@@ -94,11 +94,12 @@ def _with_weights(found: Diagnosis, history: History, weights: list[WeightEvents
     evidence = dict(found.evidence)
     if weights:
         evidence["weights"] = [w.as_evidence() for w in weights]
+    explanation = found.explanation + _callbacks_clause(history, found, evidence)
     return Diagnosis(
         found.outcome,
         found.step,
         found.loss,
-        found.explanation,
+        explanation,
         evidence,
         remedy=found.remedy,
         weights_story=found.weights_story or _weights_story(history, weights),
@@ -483,7 +484,11 @@ def _trend(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> D
         )
     exponent = _power_law_exponent(series)
     evidence["power_law_exponent"] = exponent
-    text = f"still falling when the budget ran out: {where} {moved}"
+    stopped = history.stopped_epoch
+    ended = "the budget ran out"
+    if stopped is not None:
+        ended = f"{_stopper(history)} stopped training at epoch {stopped}"
+    text = f"still falling when {ended}: {where} {moved}"
     if exponent is not None:
         text += f"; loss ~ {unit}s^{exponent:.2f} over the second half"
         if -1.25 <= exponent <= -0.75:
@@ -496,7 +501,52 @@ def _trend(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> D
                     "on separable data, where the weights grow without bound and the loss only approaches 0"
                 )
             text += ")"
-    return Diagnosis(Outcome.DESCENDING, start_step, float(loss[-1]), text, evidence, remedy="more steps")
+    remedy = (
+        "more steps"
+        if stopped is None
+        else f"{_stopper(history)} ended it, not the budget: more patience for it, or no early stop"
+    )
+    return Diagnosis(Outcome.DESCENDING, start_step, float(loss[-1]), text, evidence, remedy=remedy)
+
+
+# ---------------------------------------------------------------------------- callback words
+MAX_LEARNING_RATE_CHANGES_NAMED = 3
+
+
+def _stopper(history: History) -> str:
+    return history.stop_reason or "a callback"
+
+
+def _callbacks_clause(history: History, found: Diagnosis, evidence: dict[str, Any]) -> str:
+    """What the case's callbacks did, as evidence and as a clause after the explanation: a
+    learning-rate change explains a drop (a staircase) or a flattening of the loss, an early stop
+    is why the run is shorter than its budget, restored weights are why the final weights are not
+    the last step's. Epochs, not steps: the callbacks act between epochs."""
+    clauses = []
+    changes = history.learning_rate_changes
+    if changes:
+        evidence["learning_rate_changes"] = [
+            {"epoch": epoch, "before": before, "after": after} for epoch, before, after in changes
+        ]
+        named = ", ".join(
+            f"{_fmt(before)} -> {_fmt(after)} from epoch {epoch}"
+            for epoch, before, after in changes[:MAX_LEARNING_RATE_CHANGES_NAMED]
+        )
+        more = len(changes) - MAX_LEARNING_RATE_CHANGES_NAMED
+        clauses.append(
+            f"a callback changed the learning rate {named}" + (f" and {more} more times" if more > 0 else "")
+        )
+    if history.stopped_epoch is not None:
+        evidence["stopped_epoch"] = history.stopped_epoch
+        evidence["stop_reason"] = history.stop_reason
+        if found.outcome != Outcome.DESCENDING:  # the trend's own words say it there
+            clauses.append(f"{_stopper(history)} stopped training at epoch {history.stopped_epoch}")
+    if history.restored_epoch is not None:
+        evidence["restored_epoch"] = history.restored_epoch
+        clauses.append(
+            f"the final weights are epoch {history.restored_epoch}'s, restored by a callback at the end"
+        )
+    return "".join(f"; {clause}" for clause in clauses)
 
 
 # ------------------------------------------------------------------------------ weight words
