@@ -21,7 +21,7 @@ def test_an_early_stop_is_not_the_budget_running_out():
     assert found.outcome == Outcome.DESCENDING
     assert "EarlyStopping on val_loss stopped training at epoch 10" in found.explanation
     assert "budget" not in found.explanation
-    assert "more steps" != found.remedy and "EarlyStopping" in found.remedy
+    assert found.remedy != "more steps" and "EarlyStopping" in found.remedy
     assert found.evidence["stopped_epoch"] == 10
     assert check_facts(history, found) == []
 
