@@ -108,6 +108,7 @@ def load_spec(path: Path) -> Spec:
             loss=document["loss"],
             optimizer=document.get("optimizer", "rmsprop"),
             metrics=document.get("metrics", []),
+            callbacks=_callbacks(path, document.get("callbacks", [])),
             initial_weights=initial,
             expectations=document.get("expect", {}),
             snapshot_tolerance=document.get("tolerance"),
@@ -177,6 +178,14 @@ def resolve_builder(path: Path, target: str) -> Callable[[str], Any]:
     if not callable(builder):
         raise SpecError(path, "model.builder", f"{module_name!r} has no function {function!r}")
     return builder
+
+
+def _callbacks(path: Path, callbacks: Any) -> Any:
+    """The callbacks as the case takes them; a ``package.module:Name`` among them is imported
+    from beside the spec file, as a builder is, when a run makes them."""
+    if ":" in repr(callbacks) and str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    return callbacks
 
 
 def _data(path: Path, data: Mapping[str, Any], where: str = "data") -> tuple[Any, Any]:

@@ -144,6 +144,13 @@ SCHEMA: dict[str, Any] = {
             "Unset, Keras 3 computes losses in float32 and Keras 2 in the model output's dtype.",
         },
         "metrics": {"type": "array", "items": _KERAS_OBJECT},
+        "callbacks": {
+            "type": "array",
+            "items": _KERAS_OBJECT,
+            "description": "Keras callbacks, called as fit calls them: a keras.callbacks class name, or "
+            '{ class_name = "ReduceLROnPlateau", config = { factor = 0.5 } }; your own as '
+            '"package.module:Name" (a LearningRateScheduler\'s schedule too). A fresh one for every run.',
+        },
         "allow_dtype_mismatch": {
             "type": "boolean",
             "description": "Train even where a layer does not follow the dtype (a layer with its own "
