@@ -25,6 +25,40 @@ def case_error(case: Case, dtype: str, message: str, field: str, fix: str | None
     return CaseError(message, case=case.name, dtype=dtype, field=field, fix=fix)
 
 
+def overrides(flavour: Flavour, model: Any, method: str) -> bool:
+    """Whether the model's class overrides Keras's ``method`` (a user's own ``train_step``)."""
+    return getattr(type(model), method, None) is not getattr(flavour.keras.Model, method, None)
+
+
+def loss_not_tracked(case: Case, dtype: str, flavour: Flavour, model: Any) -> Exception:
+    """The error for a training whose loss never reached the model's loss tracker, where each
+    step's loss is read (:class:`.capture.LossCapture`): a user's own step that bypasses it."""
+    if overrides(flavour, model, "train_step"):
+        return case_error(
+            case,
+            dtype,
+            "the model's own train_step does not hand its loss to the model's loss tracker (the "
+            "metric named 'loss' in model.metrics), where each step's loss is read",
+            "model",
+            fix="in train_step, update the metric named 'loss' with the step's loss, as keras.io's "
+            "custom train_step does: for metric in self.metrics: if metric.name == 'loss': "
+            "metric.update_state(loss) (on Keras 2, compute the loss with self.compiled_loss); or "
+            "override compute_loss instead of train_step",
+        )
+    if overrides(flavour, model, "compute_loss") and flavour.major == 2:
+        return case_error(
+            case,
+            dtype,
+            "the model's own compute_loss does not call self.compiled_loss, where Keras 2 hands the "
+            "loss to the model's loss tracker: each step's loss is read there (fit's History records "
+            "a loss of 0 for this model too)",
+            "model",
+            fix="compute the loss with self.compiled_loss(y, y_pred, sample_weight, "
+            "regularization_losses=self.losses) inside compute_loss and change what it returns",
+        )
+    return flavour.unsupported("the model's loss tracker receiving each step's loss")
+
+
 @dataclass
 class BuiltModel:
     """A compiled model ready to train, and what building it decided."""
@@ -115,7 +149,7 @@ def check_input_shape(case: Case, dtype: str, model: Any) -> None:
     dimensions of a single array input of the same rank are compared: Keras itself adds or drops a
     trailing axis of 1, and a subclassed model declares no input at all.
     """
-    if isinstance(case.x, Mapping):
+    if isinstance(case.x, Mapping) or case.data_kind != "arrays":  # a dataset: Keras checks its batches
         return
     try:
         inputs = list(model.inputs or [])

@@ -34,7 +34,7 @@ from ..perturb import Perturbation, nudge_dtype, one_ulp_away
 from ..run import InProcess, Run, Timing
 from . import probes
 from .batches import plan_batches
-from .build import build_model, case_error, check_dtypes, pin_initial_weights
+from .build import build_model, case_error, check_dtypes, loss_not_tracked, pin_initial_weights
 from .callbacks import callback_fields, make_callbacks
 from .capture import LossCapture
 from .fit import execute_fit
@@ -70,6 +70,8 @@ def train(
         wall_time = time.perf_counter() - start
         # the process's CPU time: what a busy neighbour inflates far less than the wall clock
         cpu_time = time.process_time() - cpu_start
+    if not training.capture.tensors:  # a user's own step that bypassed the loss tracker (fit)
+        raise loss_not_tracked(case, dtype, training.flavour, training.model)
     if not np.isfinite(record.loss[0]):
         raise CaseError(
             f"the loss is {record.loss[0]} at the very first step, before any update: the model, "

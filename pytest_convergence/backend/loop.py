@@ -18,7 +18,7 @@ import numpy as np
 from ..case import Case
 from ..errors import CaseError, KerasVersionError, first_line
 from .batches import BatchPlan
-from .build import case_error
+from .build import case_error, loss_not_tracked, overrides
 from .callbacks import CallbackDriver
 from .capture import GradientCapture, LossCapture
 from .interrupts import HeldInterrupt
@@ -96,19 +96,6 @@ class TrainingLoop:
             f"{self.dtype}: drop {self.dtype} from this case's dtypes",
         )
 
-    def _loss_not_tracked(self) -> CaseError:
-        return case_error(
-            self.case,
-            self.dtype,
-            "the model's own train_step does not hand its loss to the model's loss tracker (the "
-            "metric named 'loss' in model.metrics), where each step's loss is read",
-            "model",
-            fix="in train_step, update the metric named 'loss' with the step's loss, as keras.io's "
-            "custom train_step does: for metric in self.metrics: if metric.name == 'loss': "
-            "metric.update_state(loss) (on Keras 2, compute it with self.compiled_loss or "
-            "self.compute_loss); or override compute_loss instead of train_step",
-        )
-
     def _log_names(self, batch: Any) -> list[str]:
         """Names of the logs ``train_step`` returns.
 
@@ -120,7 +107,8 @@ class TrainingLoop:
         surfaces there, before the loop, where it is reported as the user's mistake.
         """
         # a user's own train_step may return other logs than the model's metrics: traced, always
-        names = None if self._own_train_step() else self.flavour.metric_names_if_built(self.model)
+        own_step = overrides(self.flavour, self.model, "train_step")
+        names = None if own_step else self.flavour.metric_names_if_built(self.model)
         if names is not None:
             return names
         try:
@@ -128,12 +116,6 @@ class TrainingLoop:
         except Exception as error:
             raise self._cannot_train(error) from None
         return sorted(self._flat_logs(traced.structured_outputs))
-
-    def _own_train_step(self) -> bool:
-        """Whether the model's class overrides Keras's ``train_step`` (a user's own step)."""
-        return getattr(type(self.model), "train_step", None) is not getattr(
-            self.flavour.keras.Model, "train_step", None
-        )
 
     def _flat_logs(self, logs: Any) -> dict[str, Any]:
         """``train_step``'s logs flattened as ``fit`` flattens them (Keras 3's ``pythonify_logs``):
@@ -145,7 +127,8 @@ class TrainingLoop:
                 self.dtype,
                 f"the model's train_step returned a {type(logs).__name__}, not a dict of logs",
                 "model",
-                fix="return a dict from train_step, as Keras's does: {m.name: m.result() for m in self.metrics}",
+                fix="return a dict from train_step, as Keras's does: "
+                "{m.name: m.result() for m in self.metrics}",
             )
         flat: dict[str, Any] = {}
         for key, value in sorted(logs.items()):
@@ -377,7 +360,7 @@ class TrainingLoop:
                     f"training ({', '.join(log_names)})"
                 )
             if not captured:
-                raise self._loss_not_tracked()
+                raise loss_not_tracked(self.case, self.dtype, self.flavour, model)
             loss = tf.cast(captured[-1], tf.float64)
             values = tf.stack([tf.cast(logs[name], tf.float64) for name in log_names])
             flags = gradient_flags[-1] if gradient_flags else None
