@@ -107,13 +107,17 @@ class Training:
         self.flavour = flavour
         self.tf = flavour.tf
         self.info = dtype_info(dtype)
+        # made before the model, so a callback that cannot be made fails before any building
+        self.callbacks: list[Any] = make_callbacks(flavour, case, dtype)
+        """The callbacks of the next (or last) execution, fresh for it (:func:`.callbacks.make_callbacks`)."""
+        self._callbacks_used = False
         built = build_model(case, dtype, flavour)
         self.model = built.model
         self.pinned_loss_dtype = built.pinned_loss_dtype
         self.capture = LossCapture(flavour, self.model)
         try:
             self._epochs = flavour.epochs(self.model, case, build=True)
-        except KerasVersionError:
+        except (KerasVersionError, CaseError):  # CaseError: data that ran out, an unseeded shuffle
             raise
         except Exception as error:
             raise case_error(
@@ -130,8 +134,6 @@ class Training:
         self.trained = check_dtypes(case, dtype, flavour, self.model)
         self.info = DtypeInfo(dtype, self.trained.variable_dtype, self.trained.compute_dtype)
         self.initial_weights = self._weights()
-        self.callbacks: list[Any] = []
-        """The callbacks of the last execution, made fresh for it (:func:`.callbacks.make_callbacks`)."""
         self.plan: Any = None
         """The batches every step trains on (:func:`.batches.plan_batches`), once drawn."""
         self.loop = (
@@ -204,7 +206,9 @@ class Training:
             self.nudge(0)
             self.initial_weights = self._weights()
         # fresh callbacks for every execution: no state carried from another dtype or repeat
-        self.callbacks = make_callbacks(self.flavour, self.case, self.dtype)
+        if self._callbacks_used:
+            self.callbacks = make_callbacks(self.flavour, self.case, self.dtype)
+        self._callbacks_used = True
         if self.loop is None:
             try:
                 return execute_fit(
