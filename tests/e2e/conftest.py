@@ -7,6 +7,7 @@ import pytest
 
 KERAS2_PATHS: dict[str, str] = {
     "test_keras2.py": "what each Keras does, side by side",
+    "test_callbacks.py::test_loop_is_bit_identical_to_fit_with_callbacks": "Keras 2's fit and CallbackList",
     "test_snapshot_workflow.py": "syrupy's internals (snapshot/syrupy_compat.py) on the oldest syrupy, 6.0",
     "test_engine.py::test_loop_is_bit_identical_to_fit_on_the_seed_case": "Keras 2's train_step and fit",
     "test_engine.py::test_loop_is_bit_identical_to_fit_with_shuffled_batches": "Keras 2's data adapter",
