@@ -8,7 +8,7 @@ dtype: the same case is trained in every dtype a test asks for.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -191,6 +191,14 @@ class Case:
     validation_split: float | None = None
     """The last fraction of x and y held out for validation, as ``fit(validation_split=...)``
     takes it (before shuffling); training then sees the rest."""
+    steps_per_epoch: int | None = None
+    """Batches in one epoch, as ``fit(steps_per_epoch=...)``: needed for a generator and for a
+    dataset that repeats (or whose length TensorFlow cannot tell); with arrays, batch_size decides."""
+    sample_weight: Any = None
+    """A weight per sample of x, as ``fit(sample_weight=...)`` (arrays only: a dataset, PyDataset
+    or generator yields ``(x, y, sample_weight)`` itself, as fit requires)."""
+    class_weight: Mapping[Any, float] | None = None
+    """``{class index: weight}``, as ``fit(class_weight=...)``."""
     snapshot_tolerance: Any = None
     """Overrides of the snapshot tolerance: a number (rtol) or a dict of Tolerance fields, where
     rtol may be a dict per dtype; see :mod:`pytest_convergence.tolerance`."""
@@ -211,6 +219,9 @@ class Case:
     default a builder that ignores its dtype fails, so no summary or snapshot names a dtype that
     did not train."""
 
+    _source_batches: int | None = field(default=None, init=False, repr=False, compare=False)
+    """Batches in one epoch of a dataset, PyDataset or generator x (None for arrays)."""
+
     def __post_init__(self) -> None:
         name = self.name
         if not isinstance(name, str) or not name.strip():
@@ -221,20 +232,11 @@ class Case:
                 case=name,
                 field="model",
             )
-        object.__setattr__(self, "x", _as_data(self.x, name, "x"))
-        object.__setattr__(self, "y", _as_data(self.y, name, "y"))
-        for key in ("x", "y"):
-            _check_same_lengths(getattr(self, key), name, key)
-        nx, ny = _num_samples(self.x), _num_samples(self.y)
-        if nx != ny:
-            raise CaseError(
-                f"x has {nx} samples but y has {ny}; they must have the same length",
-                case=name,
-                field="y",
-            )
-        if nx == 0:
-            raise CaseError("the data is empty", case=name, field="x")
-        self._check_validation(name, nx)
+        if source_kind(self.x) is not None:
+            object.__setattr__(self, "_source_batches", self._check_source(name))
+        else:
+            object.__setattr__(self, "_source_batches", None)
+            self._check_arrays(name)
         if (self.steps is None) == (self.epochs is None):
             raise CaseError(
                 "give exactly one of steps (optimizer steps) or epochs (passes over the data)",
@@ -312,6 +314,125 @@ class Case:
         _check_fields(name, kwargs)
         return cls(name=name, model=sequential_config(_keras_name(name), layers, input_shape), **kwargs)
 
+    def _check_arrays(self, name: str) -> None:
+        """x, y and sample_weight as arrays (or dicts of arrays) with one row per sample."""
+        object.__setattr__(self, "x", _as_data(self.x, name, "x"))
+        object.__setattr__(self, "y", _as_data(self.y, name, "y"))
+        for key in ("x", "y"):
+            _check_same_lengths(getattr(self, key), name, key)
+        nx, ny = _num_samples(self.x), _num_samples(self.y)
+        if nx != ny:
+            raise CaseError(
+                f"x has {nx} samples but y has {ny}; they must have the same length",
+                case=name,
+                field="y",
+            )
+        if nx == 0:
+            raise CaseError("the data is empty", case=name, field="x")
+        if self.steps_per_epoch is not None:
+            raise CaseError(
+                "steps_per_epoch is for a tf.data.Dataset, a PyDataset or a generator; with arrays the "
+                "batches per epoch follow from batch_size",
+                case=name,
+                field="steps_per_epoch",
+                fix="drop steps_per_epoch, or set batch_size",
+            )
+        if self.sample_weight is not None:
+            weights = _as_data(self.sample_weight, name, "sample_weight")
+            if isinstance(weights, Mapping) or weights.ndim != 1 or len(weights) != nx:
+                raise CaseError(
+                    f"expected one weight per sample ({nx}), got shape "
+                    f"{'a dict' if isinstance(weights, Mapping) else list(weights.shape)}",
+                    case=name,
+                    field="sample_weight",
+                )
+            object.__setattr__(self, "sample_weight", weights)
+            if self.validation_split is not None:
+                raise CaseError(
+                    "sample_weight with validation_split is not supported yet (fit would weigh the "
+                    "validation samples too)",
+                    case=name,
+                    field="sample_weight",
+                    fix="hold the validation samples out yourself and give validation_data=(x, y)",
+                )
+        self._check_class_weight(name)
+        self._check_validation(name, nx)
+
+    def _check_source(self, name: str) -> int:
+        """A tf.data.Dataset, PyDataset or generator as ``x``, checked as ``fit`` checks it and
+        before any batch is drawn; returns the batches in one epoch."""
+        kind = source_kind(self.x)
+        what = {"dataset": "a tf.data.Dataset", "pydataset": "a PyDataset", "generator": "a generator"}[
+            str(kind)
+        ]
+        if self.y is not None:
+            raise CaseError(
+                f"x is {what}, which yields (x, y) batches itself, so y must be None (as fit requires)",
+                case=name,
+                field="y",
+                fix="write y=None and let the data yield (x, y) or (x, y, sample_weight)",
+            )
+        for key, fix in (
+            ("batch_size", "batch the data yourself (dataset.batch(n)); fit takes no batch_size with it"),
+            ("validation_split", "give validation_data instead (fit cannot split it either)"),
+            ("sample_weight", "yield (x, y, sample_weight) from the data, as fit requires"),
+        ):
+            if getattr(self, key) is not None:
+                raise CaseError(f"x is {what}: {key} does not apply to it", case=name, field=key, fix=fix)
+        if self.steps_per_epoch is not None:
+            _check_positive_int(self.steps_per_epoch, "steps_per_epoch", case=name)
+        batches = source_length(self.x)
+        if batches == 0:
+            raise CaseError(f"x is {what} with no batch", case=name, field="x")
+        if batches is None and self.steps_per_epoch is None:
+            reason = {
+                "generator": "a generator has no length",
+                "dataset": "the dataset repeats forever, or TensorFlow cannot tell its length (a filter, "
+                "a generator)",
+            }.get(str(kind), "its length is unknown")
+            raise CaseError(
+                f"x is {what} and {reason}, so an epoch has no end",
+                case=name,
+                field="steps_per_epoch",
+                fix="give steps_per_epoch=<batches in one epoch>, as fit needs it",
+            )
+        if batches is not None and self.steps_per_epoch is not None and self.steps_per_epoch > batches:
+            raise CaseError(
+                f"x has {batches} batches, fewer than steps_per_epoch={self.steps_per_epoch}: fit would run "
+                "out of data",
+                case=name,
+                field="steps_per_epoch",
+                fix=f"use steps_per_epoch <= {batches}, or .repeat() the dataset",
+            )
+        self._check_class_weight(name)
+        self._check_validation(name, 0)
+        return int(self.steps_per_epoch or batches or 0)
+
+    def _check_class_weight(self, name: str) -> None:
+        if self.class_weight is None:
+            return
+        if self.sample_weight is not None:
+            raise CaseError(
+                "give class_weight or sample_weight, not both (fit refuses the two together)",
+                case=name,
+                field="class_weight",
+                fix="fold the class weights into sample_weight: sample_weight = w * class_weight[y]",
+            )
+        fix = "e.g. class_weight={0: 1.0, 1: 5.0}"
+        if not isinstance(self.class_weight, Mapping) or not self.class_weight:
+            raise CaseError(
+                "class_weight is a dict {class index: weight}", case=name, field="class_weight", fix=fix
+            )
+        for label, weight in self.class_weight.items():
+            if not isinstance(label, (int, np.integer)) or isinstance(label, bool) or label < 0:
+                raise CaseError(
+                    f"class {label!r} is not a class index (an integer from 0)",
+                    case=name,
+                    field="class_weight",
+                    fix=fix,
+                )
+            _check_number(weight, f"class_weight[{label}]", case=name, allow_zero=True)
+
     def _check_validation(self, name: str, samples: int) -> None:
         if self.validation_data is not None and self.validation_split is not None:
             raise CaseError(
@@ -335,6 +456,18 @@ class Case:
                 )
         if self.validation_data is not None:
             pair = self.validation_data
+            kind = source_kind(pair)
+            if kind == "generator":
+                raise CaseError(
+                    "a generator as validation_data is used up by the first evaluation, so later epochs "
+                    "would validate on nothing",
+                    case=name,
+                    field="validation_data",
+                    fix="give a tf.data.Dataset or a PyDataset (keras.utils.Sequence on Keras 2), "
+                    "or arrays (x, y)",
+                )
+            if kind is not None:
+                return  # evaluated as fit evaluates it, drawn once by the backend
             if isinstance(pair, Mapping) or not isinstance(pair, Sequence) or len(pair) != 2:
                 raise CaseError(
                     "validation_data is a pair (x, y), as fit takes it", case=name, field="validation_data"
@@ -363,6 +496,8 @@ class Case:
         """``(x, y)`` evaluated after every epoch: ``validation_data``, or the split's tail."""
         if self.validation_split is not None:
             return _tail(self.x, self._split_at), _tail(self.y, self._split_at)
+        if source_kind(self.validation_data) is not None:
+            return self.validation_data, None  # yields (x, y) batches itself, as fit takes it
         return self.validation_data
 
     @property
@@ -371,8 +506,23 @@ class Case:
         return _split_at(_num_samples(self.x), self.validation_split)
 
     @property
-    def num_samples(self) -> int:
-        """Samples training sees (a validation split held out)."""
+    def data_kind(self) -> str:
+        """What x is, as fit tells them apart: ``arrays`` (or a dict of them), ``dataset``
+        (a ``tf.data.Dataset``), ``pydataset`` (``keras.utils.PyDataset``; ``Sequence`` on Keras 2)
+        or ``generator``."""
+        return source_kind(self.x) or "arrays"
+
+    @property
+    def validation_kind(self) -> str:
+        """What validation_data is, as :attr:`data_kind` says it (``arrays`` too when there is none)."""
+        return source_kind(self.validation_data) or "arrays"
+
+    @property
+    def num_samples(self) -> int | None:
+        """Samples training sees (a validation split held out); None for a dataset, PyDataset or
+        generator, which yield batches whose count, not samples, is known."""
+        if self._source_batches is not None:
+            return None
         return _num_samples(self.fit_x)
 
     @property
@@ -381,7 +531,11 @@ class Case:
 
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(self.num_samples / self.effective_batch_size)
+        """Optimizer steps in one epoch: steps_per_epoch or the length of a dataset or PyDataset;
+        for arrays, batches of batch_size (the last one smaller)."""
+        if self._source_batches is not None:
+            return int(self._source_batches)
+        return math.ceil(_num_samples(self.fit_x) / self.effective_batch_size)
 
     @property
     def total_steps(self) -> int:
@@ -440,7 +594,7 @@ def _check_fields(name: str, given: Mapping[str, Any]) -> None:
     ``dtypes`` gets where dtypes belong, since a case has none."""
     import difflib
 
-    known = [f for f in Case.__dataclass_fields__ if f not in ("name", "model")]
+    known = [f for f in Case.__dataclass_fields__ if f not in ("name", "model") and not f.startswith("_")]
     for key in given:
         if key in known:
             continue
@@ -500,6 +654,41 @@ def _check_same_lengths(data: Any, case: str, key: str) -> None:
                 case=case,
                 field=key,
             )
+
+
+def source_kind(value: Any) -> str | None:
+    """``dataset``, ``pydataset`` or ``generator`` when ``value`` is one of the non-array inputs
+    fit takes, else None. Told apart by class, not by importing a framework (the case is
+    framework-free): a ``tf.data.Dataset`` subclasses ``DatasetV2``, a PyDataset (Keras 3) or a
+    Sequence (Keras 2) comes from a Keras package, a generator is a Python iterator."""
+    import inspect
+
+    if value is None or isinstance(value, (np.ndarray, Mapping, list, tuple, str, bytes)):
+        return None
+    for cls in type(value).__mro__:
+        module = cls.__module__ or ""
+        if cls.__name__ == "DatasetV2" and module.startswith("tensorflow"):
+            return "dataset"
+        keras_module = module.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+        if cls.__name__ in ("PyDataset", "Sequence") and keras_module:
+            return "pydataset"
+    if inspect.isgenerator(value) or isinstance(value, Iterator):
+        return "generator"
+    return None
+
+
+def source_length(value: Any) -> int | None:
+    """Batches in one pass of a dataset or PyDataset; None when infinite, unknown or a generator."""
+    kind = source_kind(value)
+    if kind == "pydataset":
+        try:
+            return len(value)
+        except TypeError:
+            return None  # a Keras 3 PyDataset whose num_batches is None (infinite)
+    if kind == "dataset":
+        count = int(value.cardinality())  # -1: infinite (repeat()), -2: unknown (filter, generator)
+        return count if count >= 0 else None
+    return None
 
 
 def _split_at(samples: int, validation_split: float) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
+from .batches import fit_arguments
 from .callbacks import effects_callback
 from .capture import LossCapture
 from .keras_adapter import Flavour
@@ -66,20 +67,12 @@ def execute_fit(
                 model.stop_training = True
 
     effects_recorder, effects = effects_callback(flavour, callbacks) if callbacks else (None, None)
-    validation: dict[str, Any] = {}
-    if case.validation_split is not None:
-        validation["validation_split"] = case.validation_split  # fit splits x and y itself
-    elif case.validation_data is not None:
-        validation["validation_data"] = tuple(case.validation_data)
     history = model.fit(
-        case.x,
-        case.y,
-        batch_size=case.effective_batch_size,
+        # x, y, batch_size, shuffle, weights, steps_per_epoch, validation: as the case gives them
+        **fit_arguments(flavour, model, case),
         epochs=case.total_epochs,
-        shuffle=case.shuffle,
         verbose=0,
         callbacks=[*callbacks, effects_recorder, Recorder()] if callbacks else [Recorder()],
-        **validation,
     )
     ran = state["step"]
     record = StepRecord(

@@ -32,8 +32,11 @@ import numpy as np
 
 from ..case import Case
 from ..errors import KerasVersionError, TensorFlowMissingError
+from . import drawn
 
 LEGACY_SWITCH = "TF_USE_LEGACY_KERAS"
+SOURCE_EPOCHS = 1 << 30
+"""Keras 2's DataHandler over data that is not arrays: as many epochs as any run may draw."""
 
 
 def legacy_requested() -> bool:
@@ -189,6 +192,24 @@ class Flavour:
         """The batches ``evaluate`` draws from validation data (in order, unshuffled), for a loop
         that validates inside its graph; None where evaluation must go through ``evaluate``."""
         return None
+
+    def source_epochs(self, model: Any, x: Any, *, case: Case | None) -> Iterator[list[Any]]:
+        """Keras's own epoch iterator on a dataset, PyDataset or generator ``x``, started as
+        ``fit`` starts it: with the case's ``steps_per_epoch``, ``shuffle`` and ``class_weight``
+        for training, or as ``evaluate`` draws validation data when ``case`` is None."""
+        raise NotImplementedError
+
+    def build_from_source(self, model: Any, batch: Any) -> None:
+        """What ``fit`` builds from the data before training, from the first drawn batch."""
+        raise NotImplementedError
+
+    def _source_training(self, model: Any, case: Case, *, build: bool) -> Iterator[list[Any]]:
+        """The epochs of a case whose x is a dataset, PyDataset or generator: drawn once per data
+        object (:mod:`.drawn`), so every run and engine trains on the batches fit drew."""
+        epochs = drawn.training_epochs(case, lambda: self.source_epochs(model, case.x, case=case))
+        if build and epochs and epochs[0]:
+            self.build_from_source(model, epochs[0][0])
+        return iter(epochs)
 
     def get(self, kind: str, spec: Any) -> Any:
         """``keras.losses.get`` or ``keras.optimizers.get``, raising for what they do not know.
@@ -349,6 +370,8 @@ class Keras3(Flavour):
         return [w if isinstance(w, tf.Variable) else w.value for w in model.trainable_weights]
 
     def epochs(self, model: Any, case: Case, *, build: bool = False) -> Iterator[list[Any]]:
+        if case.data_kind != "arrays":
+            return self._source_training(model, case, build=build)
         try:
             from keras.src.backend.tensorflow.trainer import TFEpochIterator
         except ImportError as error:
@@ -360,6 +383,7 @@ class Keras3(Flavour):
             "shuffle": case.shuffle,
             "distribute_strategy": model.distribute_strategy,
             "steps_per_execution": 1,
+            **_weights(case),
         }
         try:
             iterator = TFEpochIterator(**arguments)
@@ -397,6 +421,49 @@ class Keras3(Flavour):
         except (ImportError, TypeError):
             return None  # evaluate() itself still works; the loop falls back to it
         return next(self._each_epoch(iterator))
+
+    def source_epochs(self, model: Any, x: Any, *, case: Case | None) -> Iterator[list[Any]]:
+        # fit's sequence on a dataset, PyDataset or generator: its TFEpochIterator, the symbolic
+        # build (which draws a batch under a distribution strategy), reset(), then the epochs
+        try:
+            from keras.src.backend.tensorflow.trainer import TFEpochIterator
+        except ImportError as error:
+            raise self.unsupported("TFEpochIterator (keras.src.backend.tensorflow.trainer)", error) from None
+        arguments = {
+            "x": x,
+            "steps_per_epoch": case.steps_per_epoch if case else None,
+            "shuffle": _source_shuffle(case),
+            "class_weight": case.class_weight if case else None,
+            "distribute_strategy": model.distribute_strategy,
+            "steps_per_execution": 1,
+        }
+        try:
+            iterator = TFEpochIterator(**arguments)
+        except TypeError as error:
+            if "argument" in str(error):
+                raise self.unsupported("TFEpochIterator(...) arguments", error) from None
+            raise
+        symbolic_build = getattr(model, "_maybe_symbolic_build", None)
+        if case is not None and symbolic_build is not None:
+            symbolic_build(iterator=iterator)
+        if hasattr(iterator, "reset"):
+            iterator.reset()
+        return self._each_source_epoch(iterator)
+
+    @staticmethod
+    def _each_source_epoch(iterator: Any) -> Iterator[list[Any]]:
+        while True:
+            batches: list[Any] = []
+            with iterator.catch_stop_iteration():
+                for entry in iterator if hasattr(iterator, "__iter__") else iterator.enumerate_epoch():
+                    source = entry[-1]
+                    batches.append(next(source) if hasattr(source, "__next__") else source)
+            yield batches
+
+    def build_from_source(self, model: Any, batch: Any) -> None:
+        symbolic_build = getattr(model, "_maybe_symbolic_build", None)
+        if symbolic_build is not None:
+            symbolic_build(data_batch=batch)
 
     @staticmethod
     def _each_epoch(iterator: Any) -> Iterator[list[Any]]:
@@ -479,10 +546,34 @@ class Keras2(Flavour):
             shuffle=case.shuffle,
             model=model,
             steps_per_execution=None,
+            **_weights(case),
         )
 
     def epochs(self, model: Any, case: Case, *, build: bool = False) -> Iterator[list[Any]]:
+        if case.data_kind != "arrays":
+            return self._source_training(model, case, build=build)
         return self._each_epoch(self._data_handler(model, case))
+
+    def source_epochs(self, model: Any, x: Any, *, case: Case | None) -> Iterator[list[Any]]:
+        # fit's DataHandler on the data; epochs unbounded here (one drawing serves every run),
+        # which changes nothing for data that is not arrays: it only ends enumerate_epochs
+        try:
+            get_data_handler = self.keras.__internal__.utils.get_data_handler
+        except AttributeError as error:
+            raise self.unsupported("keras.__internal__.utils.get_data_handler", error) from None
+        handler = get_data_handler(
+            x=x,
+            steps_per_epoch=case.steps_per_epoch if case else None,
+            epochs=SOURCE_EPOCHS,
+            shuffle=_source_shuffle(case),
+            class_weight=case.class_weight if case else None,
+            model=model,
+            steps_per_execution=None,
+        )
+        return self._each_epoch(handler)
+
+    def build_from_source(self, model: Any, batch: Any) -> None:
+        return  # Keras 2's fit builds while tracing its step
 
     def build_from_batch(self, model: Any, batch: Any) -> None:
         # the model called on the batch's specs in a trace that runs nothing, as fit's first trace
@@ -614,6 +705,18 @@ class Keras2(Flavour):
         saving = getattr(self.keras, "saving", None)
         deserialize = getattr(saving, "deserialize_keras_object", None)
         return (deserialize or self.keras.utils.deserialize_keras_object)(spec)
+
+
+def _source_shuffle(case: Case | None) -> bool:
+    """``shuffle`` as it reaches fit's iterator for a dataset, PyDataset or generator: it only
+    shuffles a PyDataset's batch order (fit ignores it, with a warning, for the others)."""
+    return bool(case is not None and case.shuffle and case.data_kind == "pydataset")
+
+
+def _weights(case: Case) -> dict[str, Any]:
+    """``sample_weight`` and ``class_weight`` as fit's iterator takes them, where the case has any."""
+    given = {"sample_weight": case.sample_weight, "class_weight": case.class_weight}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _is_legacy_optimizer(value: Any) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..case import Case
 from ..errors import CaseError, KerasVersionError, first_line
-from .batches import BatchPlan
+from .batches import BatchPlan, evaluate, validation_batches
 from .build import case_error, loss_not_tracked, overrides
 from .callbacks import CallbackDriver
 from .capture import GradientCapture, LossCapture
@@ -372,6 +372,8 @@ class TrainingLoop:
             return (loss, values, zero, *(extras(batch) if extras is not None else ()))
 
         def step_on(step: Any) -> tuple[Any, ...]:
+            if plan.stream is not None and not single_batch:  # a dataset, PyDataset or generator
+                return tuple(plan.stream.step_on(tf, step, one_step))
             if not has_partial or single_batch:
                 return one_step(batch_for(step))
             epoch = step // batches_per_epoch
@@ -538,19 +540,14 @@ class TrainingLoop:
             # Measured: with several outputs, the per-output loss metrics read after test_step
             # inside the loop differ from evaluate's (the total agrees); evaluate() stays exact.
             return None
-        x, y = validation
-        batches = self.flavour.validation_batches(self.model, x, y, self.case.effective_batch_size)
+        batches = validation_batches(self.flavour, self.model, self.case)
         if batches is None or len(batches) > MAX_VALIDATION_BATCHES_IN_GRAPH:
             return None
         return batches
 
     def _evaluate(self, validation: tuple[Any, Any]) -> dict[str, float]:
         """The validation logs of the model as it stands, exactly as ``fit`` computes them."""
-        x, y = validation
-        logs = self.model.evaluate(
-            x, y, batch_size=self.case.effective_batch_size, verbose=0, return_dict=True
-        )
-        return {name: float(value) for name, value in logs.items()}
+        return evaluate(self.flavour, self.model, self.case)
 
 
 class _Collected:
