@@ -30,7 +30,15 @@ LOG_POINTS = 150
 FULL_TENSOR_LIMIT = 32
 """Tensors with more elements are summarised (norm, mean, min, max) to stay reviewable."""
 
-EVENT_KEYS = ("first_nonfinite_step", "first_zero_step", "stall_step", "cycle_start_step", "period")
+EVENT_KEYS = (
+    "first_nonfinite_step",
+    "first_zero_step",
+    "stall_step",
+    "cycle_start_step",
+    "period",
+    "stopped_epoch",  # a callback's early stop and restored weights (epochs): only runs with callbacks
+    "restored_epoch",
+)
 
 
 def checkpoint_steps(steps: int) -> np.ndarray:
@@ -105,6 +113,7 @@ class Trajectory:
             "loss dtype": history.loss_dtype,
             "weights dtype": history.variable_dtype,
             **({"dtype mismatch": history.dtype_mismatch} if history.dtype_mismatch else {}),
+            **({"callbacks": ", ".join(history.callbacks)} if history.callbacks else {}),
             "final loss of": "the last epoch (History's mean of its batches)"
             if history.judged_on_epochs
             else "the last step",

@@ -180,10 +180,48 @@ SUITE = textwrap.dedent(
 )
 
 
-def test_an_early_stop_trains_summarises_and_snapshots_a_shorter_history(user_suite: pytest.Pytester) -> None:
-    user_suite.makepyfile(test_user=SUITE)
+SPEC = textwrap.dedent(
+    """
+    name = "lr-callbacks"
+    dtypes = ["float32"]
+    epochs = 8
+    batch_size = 4
+    loss = "mse"
+    callbacks = [
+        { class_name = "ReduceLROnPlateau", config = { monitor = "loss", factor = 0.5, patience = 1 } },
+        { class_name = "LearningRateScheduler", config = { schedule = "user_schedules:halve_at_4" } },
+    ]
+
+    [model]
+    input_shape = [1]
+    layers = [{ class_name = "Dense", config = { units = 1 } }]
+
+    [optimizer]
+    class_name = "SGD"
+    config = { learning_rate = 0.05 }
+
+    [data]
+    generator = "linear_regression"
+    samples = 16
+    features = 1
+    noise = 0.1
+    """
+)
+SCHEDULE = "def halve_at_4(epoch, rate):\n    return rate / 2 if epoch == 4 else rate\n"
+
+
+def test_callbacks_train_summarise_and_snapshot_in_python_and_spec_files(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(test_user=SUITE, user_schedules=SCHEDULE)
+    user_suite.makefile(".convergence.toml", **{"lr-callbacks": SPEC})
     created = user_suite.runpytest("--convergence", "--snapshot-update")
-    created.assert_outcomes(passed=1)
-    created.stdout.fnmatch_lines(["*= convergence summary =*", "early-stop*float32*loop*"])
-    again = user_suite.runpytest("--convergence", "-p", "no:randomly")
-    again.assert_outcomes(passed=1)
+    created.assert_outcomes(passed=2)
+    created.stdout.fnmatch_lines(["*= convergence summary =*"])
+    created.stdout.fnmatch_lines(["early-stop*float32*loop*"])
+    created.stdout.fnmatch_lines(["lr-callbacks*float32*loop*"])
+    snapshots = {path.name: path.read_text() for path in user_suite.path.rglob("*.convergence.txt")}
+    early = next(text for name, text in snapshots.items() if "early" in name)
+    assert "callbacks: EarlyStopping" in early and "event stopped_epoch: " in early
+    assert "event restored_epoch: " in early
+    spec = next(text for name, text in snapshots.items() if "lr-callbacks" in name)
+    assert "callbacks: ReduceLROnPlateau, LearningRateScheduler" in spec
+    user_suite.runpytest("--convergence").assert_outcomes(passed=2)
