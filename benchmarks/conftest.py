@@ -6,6 +6,12 @@ import pytest
 
 PER_STEP_KEY = pytest.StashKey[dict[str, float]]()
 END_TO_END_KEY = pytest.StashKey[dict[tuple[int, str], float]]()
+CALLBACKS_KEY = pytest.StashKey[dict[tuple[str, str], float]]()
+
+
+@pytest.fixture
+def callback_times(request: pytest.FixtureRequest) -> dict[tuple[str, str], float]:
+    return request.config.stash.setdefault(CALLBACKS_KEY, {})
 
 
 @pytest.fixture
@@ -20,6 +26,7 @@ def per_step_times(request: pytest.FixtureRequest) -> dict[str, float]:
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     _end_to_end_summary(terminalreporter, config.stash.get(END_TO_END_KEY, {}))
+    _callbacks_summary(terminalreporter, config.stash.get(CALLBACKS_KEY, {}))
     times = config.stash.get(PER_STEP_KEY, {})
     if not times:
         return
@@ -42,3 +49,20 @@ def _end_to_end_summary(terminalreporter, times: dict[tuple[int, str], float]) -
             if count == epochs:
                 ratio = f"{reference / seconds:6.2f}x fit's speed" if reference else ""
                 terminalreporter.write_line(f"{epochs:4} epochs  {engine:5} {seconds:8.2f} s   {ratio}")
+
+
+def _callbacks_summary(terminalreporter, times: dict[tuple[str, str], float]) -> None:
+    if not times:
+        return
+    terminalreporter.write_sep("=", "callbacks on a small model, 8 batches an epoch (median time per epoch)")
+    for (engine, callbacks), seconds in sorted(times.items()):
+        fit = times.get(("fit", callbacks))
+        bare = times.get((engine, "none"))
+        against_fit = f"{fit / seconds:8.1f}x fit's speed" if fit and engine != "fit" else " " * 20
+        against_bare = (
+            f"{seconds / bare:6.2f}x the time without callbacks" if bare and callbacks != "none" else ""
+        )
+        name = "no callback" if callbacks == "none" else f"{callbacks} callback"
+        terminalreporter.write_line(
+            f"{engine:5} {name:15} {seconds * 1e3:9.3f} ms/epoch  {against_fit}  {against_bare}"
+        )
