@@ -757,7 +757,10 @@ def _check_callbacks(value: Any, *, case: str) -> tuple[Any, ...]:
         return ()
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
         raise CaseError(
-            f"callbacks must be a list, got {type(value).__name__}", case=case, field="callbacks", fix=CALLBACK_FIX
+            f"callbacks must be a list, got {type(value).__name__}",
+            case=case,
+            field="callbacks",
+            fix=CALLBACK_FIX,
         )
     for index, entry in enumerate(value):
         where = f"callbacks[{index}]"
@@ -776,7 +779,10 @@ def _check_callbacks(value: Any, *, case: str) -> tuple[Any, ...]:
                 raise CaseError("a callback's config must be a dict", case=case, field=f"{where}.config")
         elif not callable(entry) and not hasattr(entry, "set_model"):
             raise CaseError(
-                f"expected a Keras callback, got {type(entry).__name__}", case=case, field=where, fix=CALLBACK_FIX
+                f"expected a Keras callback, got {type(entry).__name__}",
+                case=case,
+                field=where,
+                fix=CALLBACK_FIX,
             )
     return tuple(value)
 
