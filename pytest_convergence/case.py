@@ -155,6 +155,28 @@ class Expectation:
         return cls(**kwargs)
 
 
+def is_keras_layer(value: Any) -> bool:
+    """Whether ``value`` is a Keras model or layer object (not a class), by what every Keras
+    layer has: a case is checked without importing Keras."""
+    return not isinstance(value, type) and all(hasattr(value, a) for a in ("add_weight", "trainable_weights"))
+
+
+def model_object_error(model: Any, case: str | None = None, dtype: str | None = None) -> CaseError:
+    """The error for a Keras model (or layer) object given where the function that builds it belongs."""
+    kind = type(model).__name__
+    return CaseError(
+        f"got a Keras {kind} object, where a function that builds the model is expected: each dtype "
+        "trains a model of its own, built under that dtype's policy from the case's seed, so one "
+        "object (built once, in one dtype, and changed by training) cannot serve every run",
+        case=case,
+        dtype=dtype,
+        field="model",
+        fix=f"pass the function that builds it, called with the dtype policy name: model=lambda dtype: "
+        f"{kind}(...), or def build(dtype): ... return model, then model=build (a spec file: "
+        'builder = "module:function")',
+    )
+
+
 @dataclass(frozen=True)
 class Case:
     """What to train: model, data, loss, optimizer, budget and seed. Has no dtype.
@@ -232,6 +254,8 @@ class Case:
                 case=name,
                 field="model",
             )
+        if is_keras_layer(self.model):  # callable, but it would be called with the dtype
+            raise model_object_error(self.model, name)
         if source_kind(self.x) is not None:
             object.__setattr__(self, "_source_batches", self._check_source(name))
         else:

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..case import Case, is_per_output
+from ..case import Case, is_per_output, model_object_error
 from ..dtypes import dtype_info
 from ..errors import CaseError, first_line
 from .keras_adapter import Flavour
@@ -260,6 +260,15 @@ def _model(case: Case, dtype: str, flavour: Flavour) -> Any:
     spec = case.model
     if isinstance(spec, flavour.keras.layers.Layer):  # a model is callable: it would be called with the dtype
         raise model_object_error(spec, case.name, dtype)
+    if isinstance(spec, type) and issubclass(spec, flavour.keras.layers.Layer):
+        raise case_error(
+            case,
+            dtype,
+            f"got the class {spec.__name__}, where a function that builds the model is expected "
+            "(it is called with the dtype policy name)",
+            "model",
+            fix=f"pass a function that builds it: model=lambda dtype: {spec.__name__}()",
+        )
     try:
         model = spec(dtype) if callable(spec) else model_from_config(flavour, spec)
     except CaseError:
@@ -274,22 +283,6 @@ def _model(case: Case, dtype: str, flavour: Flavour) -> Any:
             case, dtype, f"the model builder must return a keras.Model, got {type(model).__name__}", "model"
         )
     return model
-
-
-def model_object_error(model: Any, case: str | None = None, dtype: str | None = None) -> CaseError:
-    """The error for a Keras model (or layer) object given where its builder belongs."""
-    kind = type(model).__name__
-    return CaseError(
-        f"got a Keras {kind} object, where a function that builds the model is expected: each dtype "
-        "trains a model of its own, built under that dtype's policy from the case's seed, so one "
-        "object (built once, in one dtype, and changed by training) cannot serve every run",
-        case=case,
-        dtype=dtype,
-        field="model",
-        fix=f"pass the function that builds it, called with the dtype policy name: model=lambda dtype: "
-        f"{kind}(...), or def build(dtype): ... return model, then model=build (a spec file: "
-        'builder = "module:function")',
-    )
 
 
 def _keras_object(case: Case, dtype: str, getter: Callable[[Any], Any], spec: Any, field: str) -> Any:

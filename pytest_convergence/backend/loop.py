@@ -117,6 +117,17 @@ class TrainingLoop:
             raise self._cannot_train(error) from None
         return sorted(self._flat_logs(traced.structured_outputs))
 
+    def _several_outputs(self, batch: Any) -> bool:
+        """Whether the model trains several outputs on Keras 3, whose per-output loss metrics
+        weigh each batch by its static row count (``shape[0]``): where an epoch ends in a smaller
+        batch, ``fit`` traces its step with an unknown row count, so they are plain means over
+        batches there, and the loop's batches must hide their row count the same way (measured:
+        the per-output losses in History differed, the total agreed)."""
+        if self.flavour.major < 3:
+            return False  # Keras 2 weighs them by the dynamic row count, in both
+        _, y, _ = self.flavour.unpack(batch)
+        return len(self.tf.nest.flatten(y)) > 1
+
     def _flat_logs(self, logs: Any) -> dict[str, Any]:
         """``train_step``'s logs flattened as ``fit`` flattens them (Keras 3's ``pythonify_logs``):
         keras.io's own ``train_step`` returns ``{m.name: m.result() for m in self.metrics}``, whose
@@ -350,7 +361,12 @@ class TrainingLoop:
                 return tf.nest.map_structure(lambda t: tf.gather(t, index), full_stacked)
             return None  # the caller branches between full and partial batches
 
+        # fit's dataset knows its batches' row count only when every batch is full
+        rows_unknown = has_partial and self._several_outputs(plan.first)
+
         def one_step(batch: Any) -> tuple[Any, ...]:
+            if rows_unknown:
+                batch = tf.nest.map_structure(_rows_unknown(tf), batch)
             if before_step is not None:
                 before_step()
             logs = self._flat_logs(model.train_step(batch))
@@ -602,6 +618,16 @@ def _flags(recorded: np.ndarray) -> np.ndarray:
     if recorded.size and np.any(recorded < 0):
         return np.zeros((0, 0), bool)
     return recorded.astype(bool)
+
+
+def _rows_unknown(tf: Any) -> Callable[[Any], Any]:
+    """A tensor as ``fit``'s traced step receives it: the same values, its row count unknown."""
+
+    def hide(tensor: Any) -> Any:
+        shape = [None, *tensor.shape[1:]] if tensor.shape.rank else tensor.shape
+        return tf.compat.v1.placeholder_with_default(tensor, shape)
+
+    return hide
 
 
 def _reset(model: Any, tf: Any) -> Any:
