@@ -17,6 +17,7 @@ KERAS2_PATHS: dict[str, str] = {
         "Keras 2's private APIs"
     ),
     "test_real_models.py::test_loop_is_bit_identical_to_fit_on_the_real_models": "Keras 2's layers and fit",
+    "test_user_data.py": "Keras 2's DataHandler on datasets, Sequences and generators, and its class weights",
     "test_explain.py::test_explain_prints_the_run_the_diagnosis_and_the_evidence_and_plots_it": (
         "Keras 2's loss dtype in explain"
     ),

@@ -233,7 +233,7 @@ def test_a_user_suite_trains_a_dataset_and_refuses_an_unseeded_shuffle(user_suit
         seeded = case("seeded", tf.data.Dataset.from_tensor_slices((x, y)).shuffle(20, seed=3).batch(8))
         unseeded = case("unseeded", tf.data.Dataset.from_tensor_slices((x, y)).shuffle(20).batch(8))
 
-        @pytest.mark.convergence(dtypes=["float32", "float64"])
+        @pytest.mark.convergence(dtypes=["float32"])
         def test_seeded(convergence_train):
             convergence_train(seeded)
 
@@ -244,6 +244,6 @@ def test_a_user_suite_trains_a_dataset_and_refuses_an_unseeded_shuffle(user_suit
     )
     # a process of its own: a global seed set by an earlier test here would seed the shuffle
     result = user_suite.runpytest_subprocess("--convergence", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*field 'x': x is not repeatable: its shuffle has no seed*"])
     result.stdout.fnmatch_lines(["*dataset.shuffle(buffer, seed=0)*"])
