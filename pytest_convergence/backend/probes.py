@@ -13,6 +13,7 @@ import numpy as np
 
 from ..perturb import PRECISION_BITS
 from .keras_adapter import Flavour
+from .quiet import quiet_function
 
 
 def weight_name(flavour: Flavour, model: Any, weight: Any) -> str:
@@ -163,7 +164,6 @@ def _probe_outputs(flavour: Flavour, model: Any, batch: Any, evidence: dict[str,
     x, y, sample_weight = flavour.unpack(batch)
     traced: dict[str, Any] = {}
 
-    @tf.function
     def forward(x: Any, y: Any, sample_weight: Any) -> dict[str, Any]:
         y_pred = model(x, training=True)
         outputs = tf.nest.flatten(y_pred)
@@ -198,7 +198,7 @@ def _probe_outputs(flavour: Flavour, model: Any, batch: Any, evidence: dict[str,
             "in_outputs_dtype": [tf.cast(g, o.dtype) for g, o in zip(gradients, outputs)],
         }
 
-    found = forward(x, y, sample_weight)
+    found = quiet_function(tf, forward)(x, y, sample_weight)  # traced once per run: no retracing warning
     outputs = found["outputs"]
     evidence["outputs_dtype"] = _narrowest([o.dtype.name for o in outputs])
     evidence["loss_dtype"] = traced["loss_dtype"]
@@ -284,14 +284,13 @@ def _float64_loss(
     apply = {"Softmax": tf.nn.softmax, "Sigmoid": tf.math.sigmoid, None: tf.identity}[activation]
     traced: dict[str, Any] = {}
 
-    @tf.function
     def values(target: Any, taken: Any) -> Any:
         predicted = apply(tf.cast(taken, tf.float64))
         result = tf.convert_to_tensor(per_sample(flavour.match_target_rank(target, predicted), predicted))
         traced["dtype"] = result.dtype
         return result
 
-    computed = values(tf.cast(target, tf.float64), taken)
+    computed = quiet_function(tf, values)(tf.cast(target, tf.float64), taken)
     if traced["dtype"] != tf.float64:  # it computed in something else: not a float64 loss
         return None
     array = np.asarray(computed.numpy())
