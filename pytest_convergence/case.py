@@ -241,6 +241,10 @@ class Case:
     default a builder that ignores its dtype fails, so no summary or snapshot names a dtype that
     did not train."""
 
+    loss_weights: Any = None
+    """How much each output's loss counts in the total, as ``compile(loss_weights=...)`` takes it:
+    a dict ``{output_name: weight}`` or a list in the order of the model's outputs."""
+
     _source_batches: int | None = field(default=None, init=False, repr=False, compare=False)
     """Batches in one epoch of a dataset, PyDataset or generator x (None for arrays)."""
 
@@ -291,6 +295,7 @@ class Case:
             check_engine(self.engine, case=name)
         for key in ("loss", "optimizer"):
             _check_keras_spec(getattr(self, key), key, case=name)
+        _check_loss_weights(self.loss_weights, case=name)
         object.__setattr__(self, "callbacks", _check_callbacks(self.callbacks, case=name))
         if self.loss_dtype is not None and self.loss_dtype not in LOSS_DTYPES:
             raise CaseError(
@@ -749,6 +754,27 @@ def _check_number(value: Any, key: str, *, case: str | None, allow_zero: bool) -
         or (value == 0 and not allow_zero)
     ):
         raise CaseError(f"must be a finite non-negative number, got {value!r}", case=case, field=key)
+
+
+def _check_loss_weights(value: Any, *, case: str) -> None:
+    if value is None:
+        return
+    fix = 'a weight per output, e.g. {"up": 1.0, "down": 0.5} or [1.0, 0.5] in the outputs\' order'
+    if isinstance(value, Mapping):
+        items = [(f"loss_weights.{name}", weight) for name, weight in value.items()]
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        items = [(f"loss_weights[{index}]", weight) for index, weight in enumerate(value)]
+    else:
+        raise CaseError(
+            f"loss_weights takes a dict or a list, got {type(value).__name__}",
+            case=case,
+            field="loss_weights",
+            fix=fix,
+        )
+    if not items:
+        raise CaseError("loss_weights is empty", case=case, field="loss_weights", fix=fix)
+    for where, weight in items:
+        _check_number(weight, where, case=case, allow_zero=True)
 
 
 def _check_keras_spec(value: Any, key: str, *, case: str) -> None:

@@ -100,15 +100,50 @@ def build_model(case: Case, dtype: str, flavour: Flavour) -> BuiltModel:
             _check_kind(case, dtype, flavour, key, kind, value)
         metrics = [_metric(case, dtype, flavour, item, index) for index, item in enumerate(case.metrics)]
         try:
-            model.compile(loss=loss, optimizer=optimizer, metrics=metrics or None, jit_compile=False)
+            model.compile(
+                loss=loss,
+                optimizer=optimizer,
+                metrics=metrics or None,
+                jit_compile=False,
+                **({"loss_weights": case.loss_weights} if case.loss_weights is not None else {}),
+            )
         except (ValueError, TypeError) as error:
             raise case_error(
                 case,
                 dtype,
                 f"Keras could not compile the model: {first_line(error)}",
-                "metrics" if case.metrics else "model",
+                "metrics" if case.metrics else ("loss_weights" if case.loss_weights is not None else "model"),
             ) from None
+    _check_loss_weights(case, dtype, model)
     return BuiltModel(model=model, pinned_loss_dtype=pinned_dtype)
+
+
+def _check_loss_weights(case: Case, dtype: str, model: Any) -> None:
+    """``loss_weights`` against the model's outputs, where it declares them: Keras ignores a
+    weight named for no output, and the loss it was meant for would silently count 1."""
+    weights = case.loss_weights
+    names = [str(name) for name in (getattr(model, "output_names", None) or [])]
+    if weights is None or not names:
+        return
+    fix = f"give a weight per output, by the model's output names ({', '.join(names)}) or in their order"
+    if isinstance(weights, Mapping):
+        for name in weights:
+            if name not in names:
+                raise case_error(
+                    case,
+                    dtype,
+                    f"the model has no output {name!r} (its outputs: {', '.join(names)})",
+                    f"loss_weights.{name}",
+                    fix=fix,
+                )
+    elif len(weights) != len(names):
+        raise case_error(
+            case,
+            dtype,
+            f"{len(weights)} loss weights for {len(names)} outputs ({', '.join(names)})",
+            "loss_weights",
+            fix=fix,
+        )
 
 
 def _check_kind(case: Case, dtype: str, flavour: Flavour, key: str, kind: str, values: Any) -> None:

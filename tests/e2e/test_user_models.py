@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import textwrap
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -176,8 +177,9 @@ def test_a_subclassed_model_built_or_not_trains_on_every_engine_and_loop_is_fit_
     )
     assert fit.history.initial_weights.keys() == loop.history.initial_weights.keys()
     assert loop.diagnosis.outcome != "stalled" and loop.loss[-1] < loop.loss[0]
-    xla = train(test_case, "float32", "xla")
-    np.testing.assert_allclose(xla.loss, loop.loss, rtol=1e-4)
+    if not built:
+        xla = train(test_case, "float32", "xla")
+        np.testing.assert_allclose(xla.loss, loop.loss, rtol=1e-4)
 
 
 def test_a_subclassed_model_is_built_under_the_runs_dtype_policy() -> None:
@@ -197,9 +199,18 @@ def test_nested_models_custom_layers_losses_and_metrics_and_several_inputs_and_o
         x={"a": X, "b": X[:, :2]},
         y={"up": Y, "down": -Y},
         loss={"up": "mse", "down": code.Mae()},
-    )
+        loss_weights={"up": 1.0, "down": 0.25},
+    )  # 40 samples in batches of 16: the per-output losses of a smaller last batch, as fit has them
     _, loop = assert_fit_equals_loop(two)
     assert {"loss", "up_loss", "down_loss"} <= set(loop.epoch_metrics)
+    unweighted = train(replace(two, loss_weights=None), "float32", "loop")
+    assert unweighted.loss[0] > loop.loss[0]  # the same start, the down loss counted a quarter
+    with pytest.raises(
+        CaseError, match=r"field 'loss_weights.upp': the model has no output 'upp' \(its outputs: down, up\)"
+    ):
+        train(replace(two, loss_weights={"upp": 1.0}), "float32")
+    with pytest.raises(CaseError, match=r"field 'loss_weights.up': must be a finite non-negative number"):
+        replace(two, loss_weights={"up": -1})
 
 
 def test_a_users_own_train_step_and_compute_loss_match_fit() -> None:
@@ -208,7 +219,10 @@ def test_a_users_own_train_step_and_compute_loss_match_fit() -> None:
     assert set(own_step.epoch_metrics) == {"loss", "mae"}  # compile_metrics' dict flattened, as fit does
     _, doubled = assert_fit_equals_loop(case(lambda dtype: code.DoubleLoss()))
     plain = train(case(lambda dtype: code.Mlp()), "float32", "loop")
-    assert doubled.loss[0] == pytest.approx(2 * plain.loss[0], rel=1e-6)  # the same start, its own loss
+    # the same start, its own loss as the loss tracker receives it (and History shows it): Keras 3's
+    # train_step hands it compute_loss's result, Keras 2's compiled_loss hands it its own value
+    factor = 2 if code.keras3 else 1
+    assert doubled.loss[0] == pytest.approx(factor * plain.loss[0], rel=1e-6)
 
 
 @pytest.mark.parametrize("engine", ["loop", "fit"])
