@@ -39,6 +39,9 @@ KERAS2_PATHS: dict[str, str] = {
     "test_spec.py::test_a_spec_judges_validation_metrics_and_keras_refusing_a_dtype": (
         "Keras 2 trains what Keras 3 refuses"
     ),
+    "test_user_models.py": (
+        "Keras 2's build of a subclassed model, its train_step, compiled_loss and BatchNormalization dtypes"
+    ),
 }
 """The end-to-end tests that exercise what differs on Keras 2 (backend/keras_adapter.py's other
 branch, Keras 2's numerics) or on the oldest dependencies CI pins with it (syrupy 6.0): a file, or
