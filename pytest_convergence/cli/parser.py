@@ -34,22 +34,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_explain(commands: Commands) -> None:
-    """``explain SPEC``: train one spec file's case in one dtype and explain it."""
+    """``explain SPEC|TEST``: train one spec file's or Python test's case in one dtype and explain it."""
     from ..dtypes import DTYPES
 
     explain = commands.add_parser(
         "explain",
-        help="SPEC: train one spec file's case in one dtype and explain what the training did and why",
-        description="Train the case of one spec file once, in one dtype, and print what the training "
-        "did and why: the outcome (stalled, oscillating, diverged...), its evidence, and whether the "
-        "spec's expectation for that dtype holds. Exit code: 0 trained (whatever the outcome), "
-        "2 the spec or an argument cannot be used.",
+        help="SPEC|TEST: train one spec file's or Python test's case in one dtype and explain what the "
+        "training did and why",
+        description="Train one case once, in one dtype, and print what the training did and why: the "
+        "outcome (stalled, oscillating, diverged...), its evidence, and, for a spec, whether its "
+        "expectation for that dtype holds. The case comes from a spec file, or from a Python test "
+        "named by its pytest node id: pytest runs the test in this process with --convergence until "
+        "it calls convergence_train(case), takes that first case and stops the test there (the test's "
+        "own checks, run.expect and snapshots, are left to pytest); the case is then trained here as "
+        "a spec's is. Exit code: 0 trained (whatever the outcome), 2 the spec, the test or an "
+        "argument cannot be used.",
+        epilog="examples: pytest-convergence explain fixtures/seed-default.convergence.toml --dtype "
+        "float16; pytest-convergence explain tests/test_convergence.py::test_seed --dtype float16",
     )
-    explain.add_argument("spec", type=Path, metavar="SPEC", help="a spec file (*.convergence.toml)")
+    explain.add_argument(
+        "spec",
+        type=Path,
+        metavar="SPEC|TEST",
+        help="a spec file (*.convergence.toml), or a Python test's node id (path.py::test_name, "
+        "optionally with its [dtype]; a path.py alone takes its first convergence test)",
+    )
     explain.add_argument(
         "--dtype",
         default=None,
-        help=f"the dtype to train in, one of: {', '.join(DTYPES)} (default: the spec's first dtype)",
+        help=f"the dtype to train in, one of: {', '.join(DTYPES)} (default: the spec's first dtype, or "
+        "the dtype the test's first instance trains)",
     )
     explain.add_argument(
         "--engine",
@@ -63,7 +77,7 @@ def add_explain(commands: Commands) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="train N optimizer steps instead of the spec's budget (default: the spec's steps or epochs)",
+        help="train N optimizer steps instead of the case's budget (default: its steps or epochs)",
     )
     explain.add_argument(
         "--plot",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,83 @@ def test_a_zero_step_budget_is_an_error(seed_spec: Path, capsys: pytest.CaptureF
     out, err = capsys.readouterr()
     assert out == ""
     assert "positive integer" in err
+
+
+PYTHON_TESTS = """
+import pytest
+from pytest_convergence import Case
+
+seed = Case.sequential(
+    "seed-py",
+    layers=[{"class_name": "Dense", "config": {"units": 1}}], input_shape=(1,),
+    x=[[-1.0], [1.0]], y=[1.0, 0.0],
+    loss={"class_name": "BinaryCrossentropy", "config": {"from_logits": True}},
+    optimizer={"class_name": "RMSprop", "config": {"learning_rate": 2.55}},
+    steps=40, seed=0,
+)
+
+@pytest.mark.convergence(dtypes=["float32", "float16"])
+def test_seed(convergence_train):
+    run = convergence_train(seed)
+    raise AssertionError("explain stops a test at its first case: this line never runs")
+
+def test_trains_nothing():
+    pass
+"""
+
+
+@pytest.fixture
+def python_tests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A user's Python test file, run by explain's in-process pytest (which puts its folder on
+    sys.path and imports it as a module: both undone afterwards)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    path = tmp_path / "test_explained.py"
+    path.write_text(PYTHON_TESTS)
+    yield path
+    sys.modules.pop("test_explained", None)
+
+
+def test_explain_a_python_test_by_its_node_id(python_tests: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["explain", f"{python_tests.name}::test_seed", "--dtype", "float16", "--steps", "300"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = out.splitlines()
+    assert re.fullmatch(r"seed-py in float16 \(loop engine\): 300 steps in .+", lines[0])
+    assert any(re.match(r"float16: descending from step \d+", line) for line in lines)
+    assert "evidence:" in lines
+    assert "expectation:" not in out  # a Python test's run.expect is pytest's to run
+    assert err == ""  # float16 is one of the test's dtypes: no note
+
+    # by default, the dtype its first instance trains; a dtype it does not list is trained anyway
+    assert main(["explain", f"{python_tests.name}::test_seed", "--steps", "3"]) == 0
+    assert capsys.readouterr().out.startswith("seed-py in float32 (loop engine): 3 steps")
+    assert (
+        main(["explain", f"{python_tests.name}::test_seed[float16]", "--dtype", "float64", "--steps", "3"])
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert out.startswith("seed-py in float64 (loop engine): 3 steps")
+    assert err.startswith(
+        f"note: {python_tests.name}::test_seed[float16] the test trains float16, float32, not float64"
+    )
+
+
+def test_a_node_id_that_trains_nothing_or_names_no_test_is_a_one_line_error(
+    python_tests: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["explain", f"{python_tests.name}::test_trains_nothing"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(
+        f"error: {python_tests.name}::test_trains_nothing: the test trained no case with "
+        "convergence_train(case); fix: name a test that calls convergence_train(case)"
+    )
+    assert err.count("\n") == 1
+
+    assert main(["explain", f"{python_tests.name}::test_missing"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"error: {python_tests.name}::test_missing: no test found (")
+    assert err.count("\n") == 1
