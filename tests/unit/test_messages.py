@@ -165,7 +165,7 @@ def test_top_level_help_describes_every_command_without_markup(capsys: pytest.Ca
     out = capsys.readouterr().out
     assert "``" not in out
     assert "explain one run of a spec file" not in out  # the old description, of one command only
-    for usage in ("explain", "SPEC:", "compare", "OLD NEW:", "merge", "OUTPUT INPUT...:", "gate"):
+    for usage in ("explain", "SPEC|TEST:", "compare", "OLD NEW:", "merge", "OUTPUT INPUT...:", "gate"):
         assert usage in out
     assert "pytest --convergence" in out
 
