@@ -121,11 +121,12 @@ def _explain_keras(
         close = difflib.get_close_matches(class_name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         kind = {"loss": "loss", "optimizer": "optimizer"}.get(where, "layer")
+        # no near Keras name: most likely the user's own class, which only a builder can make
         own = (
-            f"\n  fix: if {class_name} is a layer of your own, a spec's layers cannot name it: build the "
-            "model in a Python function (called with the dtype policy name) and give [model] builder = "
-            '"module:function" instead of layers (the module beside the spec file, or importable)'
-            if kind == "layer"
+            f": if {class_name} is a layer of your own, build the model in a Python function (called "
+            'with the dtype policy name) and give [model] builder = "module:function" instead of '
+            "layers (the module beside the spec file, or importable)"
+            if kind == "layer" and not close
             else ""
         )
         return f"{where}.class_name", f"Keras has no {kind} class {class_name!r}{hint}{own}"

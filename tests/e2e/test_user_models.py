@@ -313,8 +313,8 @@ def test_a_custom_layer_named_in_a_spec_points_to_a_builder(user_suite: pytest.P
     result = user_suite.runpytest("--convergence")
     result.stdout.fnmatch_lines(
         [
-            "*scaled.convergence.toml: model.layers[[]0[]].class_name: Keras has no layer class 'Scale'*",
-            "*fix: if Scale is a layer of your own, a spec's layers cannot name it*"
-            '[[]model[]] builder = "module:function" instead of layers*',
+            "*scaled.convergence.toml: model.layers[[]0[]].class_name: Keras has no layer class 'Scale': "
+            "if Scale is a layer of your own, build the model in a Python function (called with the dtype "
+            'policy name) and give [[]model[]] builder = "module:function" instead of layers*'
         ]
     )
