@@ -208,14 +208,19 @@ def check_input_shape(case: Case, dtype: str, model: Any) -> None:
 
 
 def _metric(case: Case, dtype: str, flavour: Flavour, item: Any, index: int) -> Any:
-    """A metric as ``compile`` takes it: names and objects as given, a ``{"class_name", "config"}``
-    dict deserialised by ``keras.metrics.get`` (which ``compile`` itself does not do). A name is
-    checked here, as ``compile`` would only fail on it while tracing the first step."""
+    """A metric as ``compile`` takes it: names and functions as given, objects copied, a
+    ``{"class_name", "config"}`` dict deserialised by ``keras.metrics.get`` (which ``compile``
+    itself does not do). A name is checked here, as ``compile`` would only fail on it while
+    tracing the first step."""
     if isinstance(item, str):
         _check_metric_name(case, dtype, flavour, item, index)
         return item
     if not isinstance(item, Mapping):
-        return item
+        if not hasattr(item, "get_config"):
+            return item  # a function
+        # a metric object is copied per run, as losses and optimizers are: one shared instance
+        # carried one run's state into the next (measured: fit's first epoch read another run's)
+        return _keras_object(case, dtype, flavour.keras.metrics.get, item, f"metrics[{index}]")
     try:
         return flavour.keras.metrics.get(dict(item))
     except (ValueError, TypeError) as error:

@@ -106,6 +106,22 @@ def user_code() -> SimpleNamespace:
         def call(self, x: Any) -> Any:
             return x * tf.cast(self.scale, x.dtype)
 
+    class MeanError(keras.metrics.Metric):  # type: ignore[misc, name-defined]
+        """A metric of the user's own: the mean absolute error, kept in two variables."""
+
+        def __init__(self, name: str = "mean_error", **kwargs: Any) -> None:
+            super().__init__(name=name, **kwargs)
+            self.total = self.add_weight(name="total", initializer="zeros")
+            self.count = self.add_weight(name="count", initializer="zeros")
+
+        def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+            error = tf.abs(tf.cast(y_true, y_pred.dtype) - y_pred)
+            self.total.assign_add(tf.cast(tf.reduce_sum(error), self.total.dtype))
+            self.count.assign_add(tf.cast(tf.size(error), self.count.dtype))
+
+        def result(self) -> Any:
+            return self.total / self.count
+
     class Mae(keras.losses.Loss):  # type: ignore[misc, name-defined]
         def call(self, y_true: Any, y_pred: Any) -> Any:
             return tf.reduce_mean(tf.abs(tf.cast(y_true, y_pred.dtype) - y_pred), axis=-1)
@@ -211,6 +227,16 @@ def test_nested_models_custom_layers_losses_and_metrics_and_several_inputs_and_o
         train(replace(two, loss_weights={"upp": 1.0}), "float32")
     with pytest.raises(CaseError, match=r"field 'loss_weights.up': must be a finite non-negative number"):
         replace(two, loss_weights={"up": -1})
+
+
+def test_a_metric_object_of_the_users_own_starts_afresh_in_every_run() -> None:
+    code = user_code()
+    shared = case(lambda dtype: code.Mlp(), metrics=[code.MeanError()], epochs=2)
+    loop = train(shared, "float32", "loop")
+    train(shared, "float16", "loop")
+    fit = train(shared, "float32", "fit")  # the object the two runs before it used: copied per run
+    assert fit.epoch_metrics == loop.epoch_metrics
+    assert loop.epoch_metrics["mean_error"][0] > 0
 
 
 def test_a_users_own_train_step_and_compute_loss_match_fit() -> None:
