@@ -103,17 +103,16 @@ def _value(config: Mapping[str, object], key: str) -> str:
 
 
 def setting_differences(
-    before: Mapping[str, str], after: Mapping[str, str], *, one_sided: bool = False
+    before: Mapping[str, str], after: Mapping[str, str], *, one_sided: bool = False, absent: str = ABSENT
 ) -> dict[str, tuple[str, str]]:
     """The named settings whose values differ: name -> (old, new), in ``before``'s order then
     ``after``'s. By default only settings both sides recorded (non-empty) count; with
-    ``one_sided``, a setting only one side has is a difference too, its missing side
-    :data:`ABSENT`."""
+    ``one_sided``, a setting only one side has is a difference too, its missing side ``absent``."""
     names = [*before, *(name for name in after if name not in before)]
     changed: dict[str, tuple[str, str]] = {}
     for name in names:
         old, new = before.get(name, ""), after.get(name, "")
         if old == new or (not one_sided and (not old or not new)):
             continue
-        changed[name] = (old or ABSENT, new or ABSENT)
+        changed[name] = (old or absent, new or absent)
     return changed

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config_diff import ABSENT, ran_changes, setting_differences
+from ..config_diff import ran_changes, setting_differences
 from ..tolerance import Tolerance
 from .format import Trajectory, format_number, parse_versions
 
@@ -66,6 +66,10 @@ NOT_COMPARED_KEYS = ("test", "case", "calibrated", "optimizer", "optimizer ran",
 versions one package at a time) or not at all: the test and case are the snapshot's identity, and
 the calibrated tolerance is carried over from the stored header."""
 MACHINE_KEYS = ("versions", "keras", "platform", "machine")
+NOT_RECORDED = "(not recorded)"
+"""A header line one side lacks (a snapshot written before pytest-convergence recorded it)."""
+WRITTEN_WHEN_SET = {"dtype mismatch": "(none)"}
+"""Header lines written only when there is something to say: their absence is this value."""
 
 
 def header_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
@@ -78,18 +82,23 @@ def header_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
     if old.get("optimizer ran") and new.get("optimizer ran"):
         changes += ran_changes("optimizer", old["optimizer ran"], new["optimizer ran"])
     elif old.get("optimizer", "") != new.get("optimizer", ""):
-        changes.append(f"optimizer {old.get('optimizer') or ABSENT} -> {new.get('optimizer') or ABSENT}")
+        before, after = old.get("optimizer") or NOT_RECORDED, new.get("optimizer") or NOT_RECORDED
+        changes.append(f"optimizer {before} -> {after}")
     changes += ran_changes("loss", old.get("loss ran", ""), new.get("loss ran", ""))
     settings = setting_differences(
-        {k: v for k, v in old.items() if k not in NOT_COMPARED_KEYS},
-        {k: v for k, v in new.items() if k not in NOT_COMPARED_KEYS},
+        _compared_settings(old),
+        _compared_settings(new),
         one_sided=True,
+        absent=NOT_RECORDED,
     )
     machine = {k: settings.pop(k) for k in MACHINE_KEYS if k in settings}
     fingerprint = settings.pop("fingerprint", None)
     changes += [f"{name} {before} -> {after}" for name, (before, after) in settings.items()]
     versions = setting_differences(
-        parse_versions(old.get("versions", "")), parse_versions(new.get("versions", "")), one_sided=True
+        parse_versions(old.get("versions", "")),
+        parse_versions(new.get("versions", "")),
+        one_sided=True,
+        absent=NOT_RECORDED,
     )
     changes += [f"{name} {before} -> {after}" for name, (before, after) in versions.items()]
     if "keras" in machine and "keras" not in versions:
@@ -103,11 +112,18 @@ def header_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
     return changes
 
 
+def _compared_settings(header: dict[str, str]) -> dict[str, str]:
+    """The header lines compared as plain settings, in the header's order, with the value a line
+    written only when set has when it is absent."""
+    settings = {key: value for key, value in header.items() if key not in NOT_COMPARED_KEYS}
+    return {**settings, **{key: value for key, value in WRITTEN_WHEN_SET.items() if key not in settings}}
+
+
 def _machine_changes(before: str, after: str) -> list[str]:
     """The parts of the machine's description (``; ``-separated: CPU, ISA, CPUs, threads,
     oneDNN) that differ, or the whole description where the parts do not line up."""
     old_parts, new_parts = before.split("; "), after.split("; ")
-    if len(old_parts) != len(new_parts):
+    if len(old_parts) != len(new_parts) or NOT_RECORDED in (before, after):
         return [f"machine {before} -> {after}"]
     return [f"machine {a} -> {b}" for a, b in zip(old_parts, new_parts) if a != b]
 

@@ -108,3 +108,12 @@ def test_the_gate_s_comparisons_are_unchanged() -> None:
     assert shared_config_changes(ran(RMSPROP, ema_momentum=0.9), ran(RMSPROP, ema_momentum=0.8)) == ""
     assert setting_differences({"a": "1", "b": ""}, {"a": "2", "b": "x", "c": "3"}) == {"a": ("1", "2")}
     assert setting_differences({"b": ""}, {"b": "x"}, one_sided=True) == {"b": ("(none)", "x")}
+
+
+def test_a_line_an_older_snapshot_did_not_record_is_named_as_such() -> None:
+    old = {key: value for key, value in header().items() if key != "machine"}
+    new = header(engine="fit")
+    assert header_changes(old, new) == [
+        "engine loop -> fit",
+        "machine (not recorded) -> AMD EPYC (AuthenticAMD); sse4_1 avx2; 2 cpus; intra-op threads default",
+    ]
