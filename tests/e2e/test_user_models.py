@@ -29,7 +29,7 @@ def user_code() -> SimpleNamespace:
     keras = flavour.keras
     keras3 = flavour.major == 3
 
-    class Mlp(keras.Model):  # type: ignore[misc, name-defined]
+    class Mlp(keras.Model):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.hidden = keras.layers.Dense(8, activation="relu")
@@ -88,7 +88,7 @@ def user_code() -> SimpleNamespace:
                 return 2.0 * super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, **kw)
             return 2.0 * self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.losses)
 
-    class Scale(keras.layers.Layer):  # type: ignore[misc, name-defined]
+    class Scale(keras.layers.Layer):
         """A custom layer: a learnt scale per feature, and a counter that is not a float."""
 
         def __init__(self, own_dtype: str | None = None, **kwargs: Any) -> None:
@@ -106,7 +106,7 @@ def user_code() -> SimpleNamespace:
         def call(self, x: Any) -> Any:
             return x * tf.cast(self.scale, x.dtype)
 
-    class MeanError(keras.metrics.Metric):  # type: ignore[misc, name-defined]
+    class MeanError(keras.metrics.Metric):
         """A metric of the user's own: the mean absolute error, kept in two variables."""
 
         def __init__(self, name: str = "mean_error", **kwargs: Any) -> None:
@@ -122,7 +122,7 @@ def user_code() -> SimpleNamespace:
         def result(self) -> Any:
             return self.total / self.count
 
-    class Mae(keras.losses.Loss):  # type: ignore[misc, name-defined]
+    class Mae(keras.losses.Loss):
         def call(self, y_true: Any, y_pred: Any) -> Any:
             return tf.reduce_mean(tf.abs(tf.cast(y_true, y_pred.dtype) - y_pred), axis=-1)
 
@@ -344,3 +344,53 @@ def test_a_custom_layer_named_in_a_spec_points_to_a_builder(user_suite: pytest.P
             'policy name) and give [[]model[]] builder = "module:function" instead of layers*'
         ]
     )
+
+
+def test_a_users_subclassed_model_in_a_test_trains_and_snapshots_as_fit_would(
+    user_suite: pytest.Pytester,
+) -> None:
+    user_suite.makepyfile(
+        test_user=textwrap.dedent(
+            """
+            import numpy as np
+            import pytest
+            import tensorflow as tf
+            from pytest_convergence import Case
+
+            keras = tf.keras
+
+            class Mlp(keras.Model):
+                def __init__(self):
+                    super().__init__()
+                    self.hidden = keras.layers.Dense(8, activation="tanh")
+                    self.out = keras.layers.Dense(1)
+
+                def call(self, x):
+                    return self.out(self.hidden(x))
+
+            rng = np.random.default_rng(0)
+            x = rng.normal(size=(64, 4)).astype("float32")
+            CASE = Case(
+                "subclassed", model=lambda dtype: Mlp(), x=x, y=x.sum(axis=1, keepdims=True),
+                loss="mse", optimizer={"class_name": "Adam", "config": {"learning_rate": 0.05}},
+                epochs=30, batch_size=16, seed=0,
+            )
+
+            @pytest.mark.convergence(dtypes=["float32"])
+            def test_it(convergence_train, convergence_snapshot):
+                run = convergence_train(CASE)
+                fit = convergence_train(CASE, engine="fit")
+                assert np.array_equal(run.loss, fit.loss)
+                assert run.diagnosis.outcome != "stalled"
+                run.expect(final_loss_below=0.2)
+                assert run == convergence_snapshot
+            """
+        )
+    )
+    result = user_suite.runpytest("--convergence", "--snapshot-update")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*subclassed*float32*loop*passed*"])
+    snapshot = (
+        user_suite.path / "__snapshots__" / "test_user" / "test_it[float32].convergence.txt"
+    ).read_text()
+    assert "hidden" in snapshot or "dense/kernel" in snapshot  # the weights are there: built before training
