@@ -29,7 +29,7 @@ def user_code() -> SimpleNamespace:
     keras = flavour.keras
     keras3 = flavour.major == 3
 
-    class Mlp(keras.Model):
+    class Mlp(keras.Model):  # type: ignore[name-defined]
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.hidden = keras.layers.Dense(8, activation="relu")
@@ -88,7 +88,7 @@ def user_code() -> SimpleNamespace:
                 return 2.0 * super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, **kw)
             return 2.0 * self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.losses)
 
-    class Scale(keras.layers.Layer):
+    class Scale(keras.layers.Layer):  # type: ignore[name-defined]
         """A custom layer: a learnt scale per feature, and a counter that is not a float."""
 
         def __init__(self, own_dtype: str | None = None, **kwargs: Any) -> None:
@@ -106,7 +106,7 @@ def user_code() -> SimpleNamespace:
         def call(self, x: Any) -> Any:
             return x * tf.cast(self.scale, x.dtype)
 
-    class MeanError(keras.metrics.Metric):
+    class MeanError(keras.metrics.Metric):  # type: ignore[name-defined]
         """A metric of the user's own: the mean absolute error, kept in two variables."""
 
         def __init__(self, name: str = "mean_error", **kwargs: Any) -> None:
@@ -122,7 +122,7 @@ def user_code() -> SimpleNamespace:
         def result(self) -> Any:
             return self.total / self.count
 
-    class Mae(keras.losses.Loss):
+    class Mae(keras.losses.Loss):  # type: ignore[name-defined]
         def call(self, y_true: Any, y_pred: Any) -> Any:
             return tf.reduce_mean(tf.abs(tf.cast(y_true, y_pred.dtype) - y_pred), axis=-1)
 
