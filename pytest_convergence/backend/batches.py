@@ -170,9 +170,7 @@ def validation_batches(flavour: Flavour, model: Any, case: Case) -> list[Any] | 
     if validation is None:
         return None
     if case.validation_kind != "arrays":
-        return drawn.validation_batches(
-            case, lambda: flavour.source_epochs(model, case.validation_data, case=None)
-        )
+        return _drawn_validation(flavour, model, case)[0]
     x, y = validation
     return flavour.validation_batches(model, x, y, case.effective_batch_size)
 
@@ -180,8 +178,8 @@ def validation_batches(flavour: Flavour, model: Any, case: Case) -> list[Any] | 
 def evaluate(flavour: Flavour, model: Any, case: Case) -> dict[str, float]:
     """The validation logs of the model as it stands, exactly as ``fit`` computes them."""
     if case.validation_kind != "arrays":
-        batches = validation_batches(flavour, model, case)
-        logs = model.evaluate(drawn.replay(flavour.tf, batches or []), verbose=0, return_dict=True)
+        batches, spec = _drawn_validation(flavour, model, case)
+        logs = model.evaluate(drawn.replay(flavour.tf, batches, spec), verbose=0, return_dict=True)
     else:
         assert case.validation is not None
         x, y = case.validation
@@ -205,17 +203,23 @@ def fit_arguments(flavour: Flavour, model: Any, case: Case) -> dict[str, Any]:
         if case.class_weight is not None:
             arguments["class_weight"] = dict(case.class_weight)
     else:
-        epochs = list(flavour.epochs(model, case))
+        epochs, spec = drawn.training_epochs(case, lambda: flavour.source_epochs(model, case.x, case=case))
         arguments.update(
-            x=drawn.replay(flavour.tf, [batch for epoch in epochs for batch in epoch]),
+            x=drawn.replay(flavour.tf, [batch for epoch in epochs for batch in epoch], spec),
             steps_per_epoch=case.batches_per_epoch,
             shuffle=False,  # the batches are drawn, in fit's order already
         )
     if case.validation_split is not None:
         arguments["validation_split"] = case.validation_split  # fit splits x and y itself
     elif case.validation_kind != "arrays":
-        batches = validation_batches(flavour, model, case) or []
-        arguments["validation_data"] = drawn.replay(flavour.tf, batches)
+        arguments["validation_data"] = drawn.replay(flavour.tf, *_drawn_validation(flavour, model, case))
     elif case.validation_data is not None:
         arguments["validation_data"] = tuple(case.validation_data)
     return arguments
+
+
+def _drawn_validation(flavour: Flavour, model: Any, case: Case) -> tuple[list[Any], Any]:
+    """A validation dataset's or PyDataset's batches, drawn once as evaluate draws them, and their spec."""
+    return drawn.validation_batches(
+        case, lambda: flavour.source_epochs(model, case.validation_data, case=None)
+    )

@@ -17,14 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..case import Case
 from ..errors import CaseError
 
-EpochSource = Callable[[], Iterator[list[Any]]]
-"""Starts Keras's epoch iterator on the data: each item is one epoch's batches, as fit draws them
-(an epoch shorter than steps_per_epoch where the data ran out)."""
+
+class Started(NamedTuple):
+    """Keras's epoch iterator on the data, started as fit starts it."""
+
+    spec: Any
+    """The element spec of the batches (static or unknown dimensions as fit's step sees them)."""
+    epochs: Iterator[list[Any]]
+    """Each epoch's batches, as fit draws them (shorter than steps_per_epoch where the data ran out)."""
+
+
+EpochSource = Callable[[], Started]
 
 RANDOM_OPS = (
     "RandomUniform",
@@ -47,15 +55,16 @@ class Drawing:
 
     epochs: list[list[Any]] = field(default_factory=list)
     more: Iterator[list[Any]] | None = None
+    spec: Any = None
 
 
 _DRAWINGS: dict[tuple[Any, ...], tuple[Any, Drawing]] = {}
 """One drawing per data object and drawing arguments; the object is held so its id stays its own."""
 
 
-def training_epochs(case: Case, start: EpochSource, *, dtype: str = "") -> list[list[Any]]:
+def training_epochs(case: Case, start: EpochSource, *, dtype: str = "") -> tuple[list[list[Any]], Any]:
     """The epochs ``case`` trains on (each ``case.batches_per_epoch`` batches; the last one cut at
-    ``case.total_steps``), drawn once per data object and replayed afterwards."""
+    ``case.total_steps``), drawn once per data object and replayed afterwards, and their spec."""
     refuse_unrepeatable(case, case.x, "x", dtype)
     key = (id(case.x), "train", case.steps_per_epoch, case.shuffle, _class_weight_key(case))
     drawing = _drawing(key, case.x, start)
@@ -86,15 +95,15 @@ def training_epochs(case: Case, start: EpochSource, *, dtype: str = "") -> list[
             )
         epochs.append(epoch[:wanted])
         taken += wanted
-    return epochs
+    return epochs, drawing.spec
 
 
-def validation_batches(case: Case, start: EpochSource, *, dtype: str = "") -> list[Any]:
+def validation_batches(case: Case, start: EpochSource, *, dtype: str = "") -> tuple[list[Any], Any]:
     """The batches every evaluation of ``case`` draws from its validation dataset or PyDataset.
 
     ``fit`` evaluates on a new pass each epoch; a pass that differs from the first (a shuffle in
     the validation pipeline) would make each epoch's ``val_*`` depend on the pass, so two passes
-    are drawn and compared once."""
+    are drawn and compared once. Returns the batches and their spec."""
     validation = case.validation_data
     refuse_unrepeatable(case, validation, "validation_data", dtype)
     key = (id(validation), "validation")
@@ -114,14 +123,15 @@ def validation_batches(case: Case, start: EpochSource, *, dtype: str = "") -> li
             field="validation_data",
             fix="drop the shuffle from the validation pipeline (evaluation needs no order)",
         )
-    return first
+    return first, drawing.spec
 
 
 def _drawing(key: tuple[Any, ...], source: Any, start: EpochSource) -> Drawing:
     held = _DRAWINGS.get(key)
     if held is not None and held[0] is source:
         return held[1]
-    drawing = Drawing(more=start())
+    started = start()
+    drawing = Drawing(more=started.epochs, spec=started.spec)
     _DRAWINGS[key] = (source, drawing)
     return drawing
 
@@ -213,13 +223,23 @@ def _op_unseeded(op: Any) -> bool:
         return False
 
 
-def replay(tf: Any, batches: list[Any]) -> Any:
+def replay(tf: Any, batches: list[Any], spec: Any = None) -> Any:
     """A ``tf.data.Dataset`` that yields ``batches`` in order, once: fed to ``fit`` and
-    ``evaluate`` in place of the data they were drawn from (whose state moved on)."""
+    ``evaluate`` in place of the data they were drawn from (whose state moved on).
+
+    Its element spec is the drawn data's own (``spec``, where Keras's iterator tells it): fit
+    traces its step with it, and a static batch size where fit had an unknown one changes what
+    Keras computes (measured: a rank-1 target against a rank-2 output evaluated otherwise)."""
     if not batches:
         return None
+    if spec is not None:
 
-    def spec(*tensors: Any) -> Any:
+        def generate_as_drawn() -> Iterator[Any]:
+            yield from batches
+
+        return tf.data.Dataset.from_generator(generate_as_drawn, output_signature=spec)
+
+    def common(*tensors: Any) -> Any:
         shapes = [tuple(t.shape) for t in tensors]
         rank = len(shapes[0])
         if any(len(s) != rank for s in shapes):
@@ -227,7 +247,7 @@ def replay(tf: Any, batches: list[Any]) -> Any:
         dims = [shapes[0][i] if all(s[i] == shapes[0][i] for s in shapes) else None for i in range(rank)]
         return tf.TensorSpec(dims, tensors[0].dtype)
 
-    signature = tf.nest.map_structure(spec, *batches)
+    signature = tf.nest.map_structure(common, *batches)
 
     def generate() -> Iterator[Any]:
         yield from batches

@@ -193,10 +193,11 @@ class Flavour:
         that validates inside its graph; None where evaluation must go through ``evaluate``."""
         return None
 
-    def source_epochs(self, model: Any, x: Any, *, case: Case | None) -> Iterator[list[Any]]:
+    def source_epochs(self, model: Any, x: Any, *, case: Case | None) -> drawn.Started:
         """Keras's own epoch iterator on a dataset, PyDataset or generator ``x``, started as
         ``fit`` starts it: with the case's ``steps_per_epoch``, ``shuffle`` and ``class_weight``
-        for training, or as ``evaluate`` draws validation data when ``case`` is None."""
+        for training, or as ``evaluate`` draws validation data when ``case`` is None; with the
+        element spec of the batches it gives (what fit's step is traced with)."""
         raise NotImplementedError
 
     def build_from_source(self, model: Any, batch: Any) -> None:
@@ -206,7 +207,7 @@ class Flavour:
     def _source_training(self, model: Any, case: Case, *, build: bool) -> Iterator[list[Any]]:
         """The epochs of a case whose x is a dataset, PyDataset or generator: drawn once per data
         object (:mod:`.drawn`), so every run and engine trains on the batches fit drew."""
-        epochs = drawn.training_epochs(case, lambda: self.source_epochs(model, case.x, case=case))
+        epochs, _ = drawn.training_epochs(case, lambda: self.source_epochs(model, case.x, case=case))
         if build and epochs and epochs[0]:
             self.build_from_source(model, epochs[0][0])
         return iter(epochs)
@@ -422,7 +423,7 @@ class Keras3(Flavour):
             return None  # evaluate() itself still works; the loop falls back to it
         return next(self._each_epoch(iterator))
 
-    def source_epochs(self, model: Any, x: Any, *, case: Case | None) -> Iterator[list[Any]]:
+    def source_epochs(self, model: Any, x: Any, *, case: Case | None) -> drawn.Started:
         # fit's sequence on a dataset, PyDataset or generator: its TFEpochIterator, the symbolic
         # build (which draws a batch under a distribution strategy), reset(), then the epochs
         try:
@@ -448,7 +449,8 @@ class Keras3(Flavour):
             symbolic_build(iterator=iterator)
         if hasattr(iterator, "reset"):
             iterator.reset()
-        return self._each_source_epoch(iterator)
+        spec = getattr(getattr(iterator, "_distributed_dataset", None), "element_spec", None)
+        return drawn.Started(spec, self._each_source_epoch(iterator))
 
     @staticmethod
     def _each_source_epoch(iterator: Any) -> Iterator[list[Any]]:
@@ -554,7 +556,7 @@ class Keras2(Flavour):
             return self._source_training(model, case, build=build)
         return self._each_epoch(self._data_handler(model, case))
 
-    def source_epochs(self, model: Any, x: Any, *, case: Case | None) -> Iterator[list[Any]]:
+    def source_epochs(self, model: Any, x: Any, *, case: Case | None) -> drawn.Started:
         # fit's DataHandler on the data; epochs unbounded here (one drawing serves every run),
         # which changes nothing for data that is not arrays: it only ends enumerate_epochs
         try:
@@ -570,7 +572,8 @@ class Keras2(Flavour):
             model=model,
             steps_per_execution=None,
         )
-        return self._each_epoch(handler)
+        spec = getattr(getattr(handler, "_dataset", None), "element_spec", None)
+        return drawn.Started(spec, self._each_epoch(handler))
 
     def build_from_source(self, model: Any, batch: Any) -> None:
         return  # Keras 2's fit builds while tracing its step
