@@ -652,15 +652,33 @@ def _keras_name(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 
+DATA_FORMS = (
+    "arrays (or a dict of them, one per input), a tf.data.Dataset, a PyDataset "
+    "(keras.utils.Sequence on Keras 2) or a generator, as fit takes them"
+)
+
+
 def _as_data(value: Any, case: str, key: str) -> Any:
     if isinstance(value, Mapping):
         return {k: _as_data(v, case, f"{key}.{k}") for k, v in value.items()}
+    if callable(value) and not isinstance(value, np.ndarray):
+        raise CaseError(
+            f"got the function {getattr(value, '__name__', type(value).__name__)}, not data",
+            case=case,
+            field=key,
+            fix=f"call it: give what it returns; {key} takes {DATA_FORMS}",
+        )
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as error:
         raise CaseError(f"cannot be read as an array: {error}", case=case, field=key) from None
     if array.dtype == object or array.ndim == 0:
-        raise CaseError("expected a rectangular array with one row per sample", case=case, field=key)
+        raise CaseError(
+            "expected a rectangular array with one row per sample",
+            case=case,
+            field=key,
+            fix=f"{key} takes {DATA_FORMS}",
+        )
     if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
         raise CaseError(f"expected numbers, got dtype {array.dtype}", case=case, field=key)
     if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):

@@ -84,7 +84,7 @@ def training_epochs(case: Case, start: EpochSource, *, dtype: str = "") -> tuple
         if len(epoch) < wanted:
             raise CaseError(
                 f"the data ran out in epoch {index + 1}: it gave {len(epoch)} of the {per_epoch} batches of "
-                f'an epoch, after {taken} steps; fit would stop training there ("Your input ran out of '
+                f'an epoch, after {taken} steps; fit warns there ("Your input ran out of '
                 'data")',
                 case=case.name,
                 dtype=dtype or None,

@@ -246,3 +246,11 @@ def test_a_user_suite_trains_a_dataset_and_refuses_an_unseeded_shuffle(user_suit
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*field 'x': x is not repeatable: its shuffle has no seed*"])
     result.stdout.fnmatch_lines(["*dataset.shuffle(buffer, seed=0)*"])
+
+
+def test_a_function_given_as_x_says_to_call_it_and_lists_what_x_takes() -> None:
+    with pytest.raises(CaseError) as caught:
+        Case(name="bad", model=builder, loss=LOSS, epochs=1, x=_shuffled, y=None)
+    assert caught.value.field == "x"
+    assert "got the function _shuffled" in str(caught.value)
+    assert "tf.data.Dataset, a PyDataset" in str(caught.value.fix)
