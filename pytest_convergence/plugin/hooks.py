@@ -261,11 +261,20 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
     return None
 
 
+FAILED_KEY = pytest.StashKey[bool]()
+"""A convergence test that trained and failed: syrupy must not remove its stored snapshots."""
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    if report.when == "teardown" and item.stash.get(FAILED_KEY, False):
+        from ..snapshot import syrupy_compat
+
+        syrupy_compat.keep_snapshots_of(item.config, item.nodeid)  # a failed run's snapshot stays
     if report.when == "call":
         runs = item.stash.get(ITEM_RUNS_KEY, [])
+        item.stash[FAILED_KEY] = bool(runs) and report.failed
         if runs:
             session = session_of(item.config)
             status = "passed" if report.passed else "failed"

@@ -76,6 +76,23 @@ def register_selected(config: pytest.Config, items: Iterable[pytest.Item]) -> in
     return len(chosen)
 
 
+def keep_snapshots_of(config: pytest.Config, nodeid: str) -> bool:
+    """Tell syrupy that the test ``nodeid`` judged none of its snapshots (it failed before it
+    asserted them: an expectation that failed), so ``--snapshot-update`` keeps them rather than
+    removing them as unused; syrupy keeps a skipped test's snapshots. Call it after syrupy recorded
+    the test's outcome (its teardown report, which syrupy ignores).
+
+    syrupy 6.0-7.0 keep ``_selected_items: dict[nodeid, ItemStatus]``. Returns whether it took.
+    """
+    selected = getattr(snapshot_session(config), "_selected_items", None)
+    if not isinstance(selected, dict) or nodeid not in selected:
+        return False
+    from syrupy.session import ItemStatus
+
+    selected[nodeid] = ItemStatus.SKIPPED
+    return True
+
+
 def snapshot_directory(item: pytest.Item) -> Path:
     """The directory a convergence test's snapshots live in, as syrupy's single-file extensions
     place them (``__snapshots__/<module>/``, or ``--snapshot-dirname``), for a write check."""

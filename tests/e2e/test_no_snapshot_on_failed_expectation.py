@@ -66,12 +66,6 @@ def test_a_failed_expectation_writes_no_snapshot(user_suite: pytest.Pytester) ->
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="syrupy removes the snapshot of a test that failed before asserting it as unused under "
-    "--snapshot-update; the fix (a failed convergence item counts as skipped for syrupy's cleanup) "
-    "belongs in plugin/hooks.py and snapshot/syrupy_compat.py",
-)
 def test_a_failed_expectation_keeps_the_stored_snapshot(user_suite: pytest.Pytester) -> None:
     user_suite.makefile(".convergence.toml", seed=SPEC.replace("LIMIT", "10.0"))
     user_suite.makepyfile(test_user=PYTHON.replace("LIMIT", "10.0").replace("STEPS", "40"))
