@@ -78,12 +78,13 @@ FORMS: dict[str, Callable[[], dict[str, Any]]] = {
         "batch_size": 16,
         "sample_weight": np.linspace(0.5, 1.5, len(X)),
     },
-    "arrays with class weights": lambda: {
+    "arrays with class weights and a validation split": lambda: {
         "x": X,
         "y": Y,
         "epochs": 2,
         "batch_size": 16,
         "class_weight": {0: 2.0, 1: 0.5},
+        "validation_split": 0.2,
     },
     "validation PyDataset": lambda: {"x": _shuffled(), "epochs": 2, "validation_data": _py_dataset(batch=8)},
     "validation dataset": lambda: {
@@ -254,3 +255,27 @@ def test_a_function_given_as_x_says_to_call_it_and_lists_what_x_takes() -> None:
     assert caught.value.field == "x"
     assert "got the function _shuffled" in str(caught.value)
     assert "tf.data.Dataset, a PyDataset" in str(caught.value.fix)
+
+
+def test_the_budget_of_data_that_is_not_arrays_counts_batches_not_samples() -> None:
+    def case(**settings: Any) -> Case:
+        return Case(name="budget", model=builder, loss=LOSS, y=None, **settings)
+
+    generator = case(x=_generator(), steps_per_epoch=3, epochs=4)
+    assert (generator.data_kind, generator.num_samples) == ("generator", None)
+    assert (generator.batches_per_epoch, generator.total_steps, generator.total_epochs) == (3, 12, 4)
+    dataset = case(x=_shuffled(), steps=6)  # 50 samples in batches of 16: 4 batches an epoch
+    assert (dataset.data_kind, dataset.batches_per_epoch, dataset.total_steps, dataset.total_epochs) == (
+        "dataset",
+        4,
+        6,
+        2,
+    )
+    fewer = case(x=_shuffled(), steps_per_epoch=2, epochs=3)
+    assert (fewer.batches_per_epoch, fewer.total_steps) == (2, 6)
+    sequence = case(x=_py_dataset(), epochs=2, validation_data=_py_dataset(batch=8))
+    assert (sequence.data_kind, sequence.validation_kind, sequence.total_steps) == (
+        "pydataset",
+        "pydataset",
+        8,
+    )
