@@ -169,11 +169,14 @@ def assert_fit_equals_loop(test_case: Case, dtype: str = "float32") -> tuple[Any
     return fit, loop
 
 
-@pytest.mark.parametrize("built", [False, True], ids=["unbuilt", "built"])
+@pytest.mark.parametrize("built", [False, True, None], ids=["unbuilt", "built", "sequential-without-input"])
 def test_a_subclassed_model_built_or_not_trains_on_every_engine_and_loop_is_fit_bit_for_bit(
-    built: bool,
+    built: bool | None,
 ) -> None:
     def build(dtype: str) -> Any:
+        if built is None:  # no variables before its first call either
+            layers = user_code().flavour.keras.layers
+            return user_code().flavour.keras.Sequential([layers.Dense(8, activation="relu"), layers.Dense(1)])
         model = user_code().Mlp()
         if built:
             model.build((None, 4))  # Keras 3 marks it built without building its layers
@@ -193,7 +196,7 @@ def test_a_subclassed_model_built_or_not_trains_on_every_engine_and_loop_is_fit_
     )
     assert fit.history.initial_weights.keys() == loop.history.initial_weights.keys()
     assert loop.diagnosis.outcome != "stalled" and loop.loss[-1] < loop.loss[0]
-    if not built:
+    if built is False:
         xla = train(test_case, "float32", "xla")
         np.testing.assert_allclose(xla.loss, loop.loss, rtol=1e-4)
 
