@@ -495,6 +495,17 @@ class Case:
                     fix="give a tf.data.Dataset or a PyDataset (keras.utils.Sequence on Keras 2), "
                     "or arrays (x, y)",
                 )
+            endless = (kind == "dataset" and int(pair.cardinality()) == -1) or (
+                kind == "pydataset" and source_length(pair) is None
+            )
+            if endless:
+                raise CaseError(
+                    "the validation data never ends (repeat()), so an evaluation would never finish; fit "
+                    "needs validation_steps for it, which a case does not take",
+                    case=name,
+                    field="validation_data",
+                    fix="give a finite dataset (drop repeat()) for validation",
+                )
             if kind is not None:
                 return  # evaluated as fit evaluates it, drawn once by the backend
             if isinstance(pair, Mapping) or not isinstance(pair, Sequence) or len(pair) != 2:

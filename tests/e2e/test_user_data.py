@@ -180,6 +180,11 @@ def _raises(field: str, text: str, **settings: Any) -> None:
             {"x": _shuffled, "y": None, "validation_data": _generator},
         ),
         ("steps_per_epoch", "with arrays the batches per epoch", {"x": X, "y": Y, "steps_per_epoch": 2}),
+        (
+            "validation_data",
+            "never ends",
+            {"x": _shuffled, "y": None, "validation_data": lambda: _shuffled().repeat()},
+        ),
         ("sample_weight", "one weight per sample (50)", {"x": X, "y": Y, "sample_weight": np.ones(49)}),
         (
             "class_weight",
