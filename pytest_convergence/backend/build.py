@@ -15,7 +15,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..case import Case, is_per_output, model_object_error
-from ..dtypes import dtype_info
+from ..dtypes import DtypeInfo, dtype_info
 from ..errors import CaseError, first_line
 from .keras_adapter import Flavour
 
@@ -403,7 +403,7 @@ def check_dtypes(case: Case, dtype: str, flavour: Flavour, model: Any) -> Traine
         if pair != (wanted.variable_dtype, wanted.compute_dtype):
             differing.setdefault(pair, []).append((name, flavour.weight_name(model, layer.weights[0])))
             reported.add(id(layer))
-    odd = _variables_off_policy(flavour, model, wanted.variable_dtype, reported)
+    odd = _variables_off_policy(flavour, model, wanted, reported)
     if not differing and not odd:
         return TrainedDtypes(wanted.variable_dtype, wanted.compute_dtype, checked_layers=len(layers))
     asked = f"{dtype} means {_policy_words(wanted.variable_dtype, wanted.compute_dtype)}"
@@ -437,8 +437,8 @@ def check_dtypes(case: Case, dtype: str, flavour: Flavour, model: Any) -> Traine
                 + f": it was made with its own dtype, so the summary and the snapshot would say {dtype} "
                 "of a model that trained otherwise",
                 "model",
-                fix="create the variable without dtype= (add_weight then takes the layer's policy, "
-                f"self.variable_dtype); {allow}",
+                fix="create the variable and its layer without dtype= (add_weight then takes the "
+                f"layer's policy, self.variable_dtype, and a layer the policy it is built under); {allow}",
             )
         (variable, compute), named = next(iter(differing.items()))
         layer, weight = named[0]
@@ -473,9 +473,13 @@ class OddVariable:
     dtype: str
 
 
-def _variables_off_policy(flavour: Flavour, model: Any, wanted: str, reported: set[int]) -> list[OddVariable]:
-    """The user's own layers' float variables that are not ``wanted``, each with the layer that
-    made it (the innermost layer holding it), leaving out layers already reported whole."""
+def _variables_off_policy(
+    flavour: Flavour, model: Any, wanted: DtypeInfo, reported: set[int]
+) -> list[OddVariable]:
+    """The float variables that are not the policy's variable dtype, each with the layer that made
+    it (the innermost layer holding it), leaving out layers already reported whole and Keras's own
+    layers under the run's policy (a Keras layer with a dtype of its own inside a custom layer is
+    checked: the layer check sees only the model's layers)."""
     owner: dict[int, Any] = {}
     for layer in flavour.all_layers(model):  # parents first: the innermost holder comes last
         count = len(layer.weights)
@@ -483,13 +487,16 @@ def _variables_off_policy(flavour: Flavour, model: Any, wanted: str, reported: s
             held = owner.get(id(weight))
             if held is None or count <= len(held.weights):
                 owner[id(weight)] = layer
+    policy = (wanted.variable_dtype, wanted.compute_dtype)
     odd = []
     for weight in model.weights:
         layer = owner.get(id(weight), model)
-        if id(layer) in reported or _keras_own(layer):
+        if id(layer) in reported:
+            continue
+        if _keras_own(layer) and (str(layer.variable_dtype), str(layer.compute_dtype)) == policy:
             continue
         found = str(getattr(weight.dtype, "name", weight.dtype))
-        if found in _WIDTH and found != wanted:
+        if found in _WIDTH and found != wanted.variable_dtype:
             odd.append(
                 OddVariable(flavour.weight_name(model, weight), layer.name, type(layer).__name__, found)
             )

@@ -293,7 +293,7 @@ def test_a_custom_layers_own_float32_variable_in_a_float16_run_is_named_or_recor
         "is float32, but float16 means float16 variables and float16 computation: it was made with its "
         "own dtype"
     ) in str(raised.value)
-    assert "create the variable without dtype=" in str(raised.value)
+    assert "create the variable and its layer without dtype=" in str(raised.value)
     assert "allow_dtype_mismatch=True" in str(raised.value)
     run = train(case(build, epochs=1, allow_dtype_mismatch=True), "float16")
     assert run.dtype_mismatch == (
@@ -304,6 +304,25 @@ def test_a_custom_layers_own_float32_variable_in_a_float16_run_is_named_or_recor
     # under mixed_float16 a float32 variable is what the policy says; its int32 counter is never checked
     mixed = train(case(build, epochs=1), "mixed_float16")
     assert mixed.dtype_mismatch == ""
+
+    class Block(keras.layers.Layer):  # type: ignore[name-defined]
+        """A custom layer holding a Keras layer built with a dtype of its own."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.inner = keras.layers.Dense(4, dtype="float32", name="inner")
+
+        def call(self, x: Any) -> Any:
+            return self.inner(x)
+
+    def blocky(dtype: str) -> Any:
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(1)(Block(name="block")(inputs)))
+
+    with pytest.raises(
+        CaseError, match=r"variable '(block/)?inner/kernel' of layer 'inner' \(Dense\) is float32"
+    ):
+        train(case(blocky, epochs=1), "float16")
 
 
 def test_keras_own_layers_keep_the_variables_keras_gives_them() -> None:
