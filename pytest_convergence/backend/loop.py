@@ -24,6 +24,7 @@ from .capture import GradientCapture, LossCapture
 from .interrupts import HeldInterrupt
 from .keras_adapter import Flavour
 from .pacing import Pace
+from .quiet import quiet_function
 from .record import StepRecord, epoch_metrics
 
 MAX_VALIDATION_BATCHES_IN_GRAPH = 32
@@ -221,7 +222,6 @@ class TrainingLoop:
         jit = self.jit
         self.call_steps = min(steps, XLA_CALL_STEPS) if jit else steps
 
-        @tf.function(jit_compile=jit, autograph=False)
         def loop(first_step: Any, stop: Any) -> tuple[Any, ...]:
             """Steps ``first_step`` to ``stop - 1``, recorded in rows 0 to ``stop - first_step - 1``
             of arrays that size (under XLA, of :data:`XLA_CALL_STEPS` rows: a size known when
@@ -314,7 +314,7 @@ class TrainingLoop:
             return results[1].stack(), results[2].stack(), results[3].stack(), trace, validated, *per_step
 
         model.reset_metrics()
-        return loop
+        return quiet_function(tf, loop, jit_compile=jit, autograph=False)  # traced once per run
 
     def read_log_names(self, plan: BatchPlan) -> list[str]:
         """Names of the logs ``train_step`` returns: those :meth:`compile` read, else read now."""

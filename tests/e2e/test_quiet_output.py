@@ -86,10 +86,5 @@ def test_the_probes_trace_without_retracing_warnings(noise: dict[str, list[str]]
     assert probes == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backend/loop.py traces its loop with tf.function per run; quiet_function "
-    "(backend/quiet.py) silences it once loop.py uses it",
-)
 def test_the_plugin_prints_no_more_noise_than_plain_fit(noise: dict[str, list[str]]) -> None:
     assert len(noise["test_plugin"]) <= len(noise["test_fit"]), noise["test_plugin"]
