@@ -37,7 +37,6 @@ KERAS2_PATHS: dict[str, str] = {
     ),
     "test_spec.py::test_an_unmet_expectation_fails_with_the_outcomes_and_the_diagnosis": "Keras 2's RMSprop",
     "test_snapshot_header_diff.py": "Keras 2's optimizer config in the snapshot header",
-    "test_quiet_output.py": "TensorFlow 2.15's retracing detector and Keras 2's fit",
     "test_spec.py::test_a_spec_judges_validation_metrics_and_keras_refusing_a_dtype": (
         "Keras 2 trains what Keras 3 refuses"
     ),
