@@ -17,6 +17,7 @@ import numpy as np
 from ..case import Case, is_per_output, model_object_error
 from ..dtypes import DtypeInfo, dtype_info
 from ..errors import CaseError, first_line
+from .importable import make_importable, names_an_importable
 from .keras_adapter import Flavour
 
 
@@ -212,6 +213,17 @@ def _metric(case: Case, dtype: str, flavour: Flavour, item: Any, index: int) -> 
     ``{"class_name", "config"}`` dict deserialised by ``keras.metrics.get`` (which ``compile``
     itself does not do). A name is checked here, as ``compile`` would only fail on it while
     tracing the first step."""
+    if names_an_importable(item):
+        try:
+            return make_importable(item)  # a metric of the user's own, named in a spec file
+        except (ImportError, TypeError) as error:
+            raise case_error(
+                case,
+                dtype,
+                str(error),
+                f"metrics[{index}]",
+                fix="name a metric class or function as package.module:Name, its module beside the spec file",
+            ) from None
     if isinstance(item, str):
         _check_metric_name(case, dtype, flavour, item, index)
         return item

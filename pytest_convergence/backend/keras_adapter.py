@@ -33,6 +33,7 @@ import numpy as np
 from ..case import Case
 from ..errors import KerasVersionError, TensorFlowMissingError
 from . import drawn
+from .importable import make_importable, names_an_importable
 
 LEGACY_SWITCH = "TF_USE_LEGACY_KERAS"
 SOURCE_EPOCHS = 1 << 30
@@ -218,6 +219,8 @@ class Flavour:
         Keras 2's ``losses.get`` hands back an unknown class name as a string instead of raising,
         and ``compile`` would fail on it much later, far from the user's mistake.
         """
+        if names_an_importable(spec):
+            spec = make_importable(spec)  # a loss of the user's own, named in a spec file
         module = getattr(self.keras, kind)
         found = module.get(spec)
         if not self.usable_as(kind, found):

@@ -23,6 +23,7 @@ def check_with_keras(spec: Spec) -> None:
     misspelt layer is a collection error for its file, not a failure minutes later.
     """
     from ..backend import import_keras
+    from ..backend.importable import names_an_importable
 
     _, flavour = import_keras()
     keras = flavour.keras
@@ -49,6 +50,14 @@ def check_with_keras(spec: Spec) -> None:
                 module.__name__.rsplit(".", 1)[-1], dict(value) if isinstance(value, Mapping) else value
             )
         except Exception as error:
+            if names_an_importable(value) and isinstance(error, (ImportError, TypeError)):
+                where = f"{key}.class_name" if isinstance(value, Mapping) else key
+                raise SpecError(
+                    path,
+                    where,
+                    f"{error} (name a {key} class or function of your own as module:Name, the module "
+                    "beside the spec file or importable)",
+                ) from None
             if isinstance(value, str):
                 # names as get() takes them: functions, classes, and classes in lower case
                 public = [name for name in dir(module) if not name.startswith("_")]

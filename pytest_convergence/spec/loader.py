@@ -105,9 +105,9 @@ def load_spec(path: Path) -> Spec:
             model=model,
             x=x,
             y=y,
-            loss=document["loss"],
+            loss=_importable_beside(path, document["loss"]),
             optimizer=document.get("optimizer", "rmsprop"),
-            metrics=document.get("metrics", []),
+            metrics=_importable_beside(path, document.get("metrics", [])),
             callbacks=_callbacks(path, document.get("callbacks", [])),
             initial_weights=initial,
             expectations=document.get("expect", {}),
@@ -183,9 +183,15 @@ def resolve_builder(path: Path, target: str) -> Callable[[str], Any]:
 def _callbacks(path: Path, callbacks: Any) -> Any:
     """The callbacks as the case takes them; a ``package.module:Name`` among them is imported
     from beside the spec file, as a builder is, when a run makes them."""
-    if ":" in repr(callbacks) and str(path.parent) not in sys.path:
+    return _importable_beside(path, callbacks)
+
+
+def _importable_beside(path: Path, value: Any) -> Any:
+    """``value`` as given; where it names a ``package.module:Name`` (a loss, metric or callback of
+    the user's own), the spec's folder goes on the path so that a run can import it."""
+    if ":" in repr(value) and str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))
-    return callbacks
+    return value
 
 
 def _data(path: Path, data: Mapping[str, Any], where: str = "data") -> tuple[Any, Any]:
