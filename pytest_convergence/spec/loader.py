@@ -89,6 +89,7 @@ def load_spec(path: Path) -> Spec:
             "loss_dtype",
             "validation_split",
             "allow_dtype_mismatch",
+            "loss_weights",
         )
         if key in document
     }

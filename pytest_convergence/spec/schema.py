@@ -151,6 +151,14 @@ SCHEMA: dict[str, Any] = {
             '{ class_name = "ReduceLROnPlateau", config = { factor = 0.5 } }; your own as '
             '"package.module:Name" (a LearningRateScheduler\'s schedule too). A fresh one for every run.',
         },
+        "loss_weights": {
+            "oneOf": [
+                {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+                {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 1},
+            ],
+            "description": "One weight per output, as compile(loss_weights=...): { output_name = weight } "
+            "or a list in the outputs' order.",
+        },
         "allow_dtype_mismatch": {
             "type": "boolean",
             "description": "Train even where a layer does not follow the dtype (a layer with its own "

@@ -65,3 +65,13 @@ def test_an_own_loss_that_does_not_import_names_the_field(user_suite: pytest.Pyt
     result.stdout.fnmatch_lines(
         ["*own.convergence.toml: loss.class_name: module 'own_objects' has no 'Missing'*"]
     )
+
+
+def test_a_spec_weighs_its_outputs_and_a_negative_weight_is_refused(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(own_objects=OWN_OBJECTS)
+    weighed = SPEC.replace("steps = 30", "steps = 30\nloss_weights = [0.5]")
+    user_suite.makefile(".convergence.toml", weighed=weighed)
+    user_suite.makefile(".convergence.toml", negative=weighed.replace("[0.5]", "[-1.0]"))
+    result = user_suite.runpytest("--convergence", "--snapshot-update", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*negative.convergence.toml: loss_weights*"])
