@@ -401,7 +401,8 @@ SPECS = [
             spec('dtypes = ["float32"]\nstesp = 20'),
             "stesp: unknown key 'stesp' (did you mean 'steps'?); valid keys: name, description, dtypes, "
             "engine, steps, epochs, batch_size, shuffle, seed, target_loss, loss_dtype, metrics, "
-            "callbacks, loss_weights, allow_dtype_mismatch, initial_weights, model, loss, optimizer, data, validation_data, "
+            "callbacks, loss_weights, "
+            "allow_dtype_mismatch, initial_weights, model, loss, optimizer, data, validation_data, "
             "validation_split, expect, tolerance",
             "",
         ),

@@ -17,7 +17,12 @@ KERAS2_PATHS: dict[str, str] = {
         "Keras 2's private APIs"
     ),
     "test_real_models.py::test_loop_is_bit_identical_to_fit_on_the_real_models": "Keras 2's layers and fit",
-    "test_user_data.py": "Keras 2's DataHandler on datasets, Sequences and generators, and its class weights",
+    "test_user_data.py::test_loop_and_fit_train_bit_for_bit_as_the_users_own_fit": (
+        "Keras 2's DataHandler on datasets, Sequences and generators, and its class weights"
+    ),
+    "test_user_data.py::test_every_run_of_a_reshuffling_dataset_trains_on_the_batches_fit_drew_first": (
+        "Keras 2's DataHandler reshuffling a dataset"
+    ),
     "test_explain.py::test_explain_prints_the_run_the_diagnosis_and_the_evidence_and_plots_it": (
         "Keras 2's loss dtype in explain"
     ),
@@ -40,8 +45,19 @@ KERAS2_PATHS: dict[str, str] = {
     "test_spec.py::test_a_spec_judges_validation_metrics_and_keras_refusing_a_dtype": (
         "Keras 2 trains what Keras 3 refuses"
     ),
-    "test_user_models.py": (
-        "Keras 2's build of a subclassed model, its train_step, compiled_loss and BatchNormalization dtypes"
+    "test_user_models.py::"
+    "test_a_subclassed_model_built_or_not_trains_on_every_engine_and_loop_is_fit_bit_for_bit": (
+        "Keras 2's build of a subclassed model"
+    ),
+    "test_user_models.py::test_a_users_own_train_step_and_compute_loss_match_fit": "Keras 2's compiled_loss",
+    "test_user_models.py::test_a_train_step_that_bypasses_the_loss_tracker_is_named_with_what_to_change": (
+        "Keras 2's compute_loss without compiled_loss"
+    ),
+    "test_user_models.py::test_a_custom_layers_own_float32_variable_in_a_float16_run_is_named_or_recorded": (
+        "Keras 2's variable dtypes"
+    ),
+    "test_user_models.py::test_keras_own_layers_keep_the_variables_keras_gives_them": (
+        "Keras 2's BatchNormalization dtypes"
     ),
 }
 """The end-to-end tests that exercise what differs on Keras 2 (backend/keras_adapter.py's other
