@@ -18,7 +18,7 @@ what the loss did, which is what an expectation is about (docs/diagnosis.md).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +26,9 @@ import numpy as np
 from ..numerics import fmt as _fmt
 from ..numerics import fmt_range, fmt_relative, spacing, tiny
 from ..outcome import Outcome
+from . import margins as _margins_of
 from .cycles import find_cycle
+from .margins import Margin, closest
 from .weight_events import FREEZE_CAUSES, WeightEvents, min_frozen_steps, weight_events
 
 if TYPE_CHECKING:
@@ -50,6 +52,33 @@ class Diagnosis:
     """What would change the outcome, where the cause suggests it (empty when nothing does)."""
     weights_story: str = ""
     """What the weights did, one clause per weight that did something notable."""
+    margins: tuple[Margin, ...] = ()
+    """Each decision's distance from its threshold (:mod:`.margins`): the deciding rule's, and
+    the near misses of the rules checked before it."""
+
+    @property
+    def borderline(self) -> Margin | None:
+        """The decision another machine could flip, nearest its threshold, or None."""
+        return closest(self.margins)
+
+    @property
+    def outcomes(self) -> tuple[Outcome, ...]:
+        """The outcomes this run could have on another machine: its own, then each borderline
+        decision's alternative, nearest first; an expectation or snapshot of any accepts it."""
+        seen = [self.outcome]
+        for margin in sorted((m for m in self.margins if m.borderline), key=lambda m: m.share):
+            if margin.alternative is not None and margin.alternative not in seen:
+                seen.append(margin.alternative)
+        return tuple(seen)
+
+    @property
+    def label(self) -> str:
+        """The outcome as reports show it: ``plateau``, or ``plateau (borderline: descending at
+        -0.0999% vs the -0.1% plateau rule)``."""
+        near = self.borderline
+        if near is None or len(self.outcomes) == 1:
+            return self.outcome.value
+        return f"{self.outcome.value} (borderline: {near.phrase()})"
 
     def describe(self, dtype: str) -> str:
         """One line a person reads: ``float16: stalled from step 12 at loss 0.018: ...``."""
@@ -65,12 +94,22 @@ class Diagnosis:
             if self.loss is not None and self.outcome != Outcome.REACHED_ZERO
             else ""
         )
-        return f"{dtype}: {self.outcome.value}{where}{at_loss}: {self.explanation}"
+        return f"{dtype}: {self.label}{where}{at_loss}: {self.explanation}"
 
     def story_parts(self) -> list[tuple[str, str]]:
         """The story of the run, part by part: what happened and why, what the weights did, and
         what would change it (``--convergence-explain`` prints these)."""
         parts = [("what happened", self.explanation)]
+        near = self.borderline
+        if near is not None and len(self.outcomes) > 1:
+            parts.append(
+                (
+                    "borderline",
+                    f"{near.phrase()}, within the {near.band:.3g} another machine's kernels can move it "
+                    f"(docs/machines.md): such a machine may report {near.alternative}, and an "
+                    f"expectation or snapshot of either outcome accepts it",
+                )
+            )
         if self.weights_story:
             parts.append(("the weights", self.weights_story))
         if self.remedy:
@@ -82,18 +121,91 @@ def diagnose(history: History) -> Diagnosis:
     """Classify a run's history; see the module docstring for the order of the checks."""
     loss = np.asarray(history.loss, np.float64)
     weights = weight_events(history)
-    for check in (_diverged, _reached_zero, _stalled, _oscillating, _flat):
+    found = _diverged(history, loss, weights)
+    if found is not None:  # a NaN is no threshold's matter: no margin
+        return _with_weights(found, history, weights)
+    for index, check in enumerate(THRESHOLD_CHECKS):
         found = check(history, loss, weights)
         if found is not None:
-            return _with_weights(found, history, weights)
-    return _with_weights(_trend(history, loss, weights), history, weights)
+            return _with_weights(found, history, weights, _margins(history, loss, weights, index, found))
+    found = _trend(history, loss, weights)
+    return _with_weights(
+        found, history, weights, _margins(history, loss, weights, len(THRESHOLD_CHECKS), found)
+    )
 
 
-def _with_weights(found: Diagnosis, history: History, weights: list[WeightEvents]) -> Diagnosis:
-    """The diagnosis with every weight's events in its evidence and story."""
+def _decided_after(history: History, loss: np.ndarray, weights: list[WeightEvents], index: int) -> Outcome:
+    """The outcome the rules after ``THRESHOLD_CHECKS[index]`` decide: a crossed decision's alternative."""
+    for check in THRESHOLD_CHECKS[index + 1 :]:
+        found = check(history, loss, weights)
+        if found is not None:
+            return found.outcome
+    return _trend(history, loss, weights).outcome
+
+
+def _margins(
+    history: History, loss: np.ndarray, weights: list[WeightEvents], index: int, found: Diagnosis
+) -> tuple[Margin, ...]:
+    """The deciding rule's margin and the near misses of the rules checked before it."""
+    steps = int(loss.size)
+    evidence = found.evidence
+    found_margins: list[Margin] = []
+    if index > THRESHOLD_CHECKS.index(_stalled):
+        missed = _margins_of.stall_near_miss(history.weights_changed, min_frozen_steps(steps))
+        if missed is not None and missed.borderline:
+            found_margins.append(missed)
+    if index > THRESHOLD_CHECKS.index(_oscillating):
+        checked = {"cycle"} | ({"flat"} if index > THRESHOLD_CHECKS.index(_flat) else set())
+        found_margins += [
+            m for m in _margins_of.tail_near_misses(loss, _flat_span(steps)) if m.rule in checked
+        ]
+    if index == len(THRESHOLD_CHECKS):
+        found_margins += _margins_of.trend(
+            evidence["relative_change"],
+            evidence["swing"],
+            evidence["swing_ratio"],
+            evidence["relative_swing"],
+            PLATEAU_RELATIVE_CHANGE,
+        )
+        return tuple(found_margins)
+    check = THRESHOLD_CHECKS[index]
+    if check is _reached_zero:
+        zero_since = int(evidence["zero_since_step"])
+        own = _margins_of.counted("zero", steps - zero_since + 1, 1, steps, None)
+    elif check is _stalled:
+        own = _margins_of.counted(
+            "stall", int(evidence["unchanged_steps"]), min_frozen_steps(steps), steps, None
+        )
+    elif check is _oscillating:
+        span = steps - int(evidence["cycle_start_step"]) + 1
+        needed = _margins_of.cycle_needed(int(evidence["period"]))
+        own = _margins_of.counted("cycle", span, needed, steps, None)
+    else:
+        own = _margins_of.counted("flat", int(evidence["flat_steps"]), _flat_span(steps), steps, None)
+    if own.borderline:  # what the run would be across the threshold: worked out only when near
+        if check is _reached_zero:
+            before = loss[: int(evidence["zero_since_step"]) - 1]
+            alternative = _trend(history, before, weights).outcome if before.size >= 2 else Outcome.DESCENDING
+        else:
+            alternative = _decided_after(history, loss, weights, index)
+        own = replace(own, alternative=alternative)
+    return (own, *found_margins)
+
+
+def _flat_span(steps: int) -> int:
+    """The span an exactly constant tail needs to be a plateau (:func:`_flat`, :func:`find_cycle`)."""
+    return max(min_frozen_steps(steps), steps // 10, _margins_of.cycle_needed(1))
+
+
+def _with_weights(
+    found: Diagnosis, history: History, weights: list[WeightEvents], margins: tuple[Margin, ...] = ()
+) -> Diagnosis:
+    """The diagnosis with every weight's events and every decision's margin in its evidence."""
     evidence = dict(found.evidence)
     if weights:
         evidence["weights"] = [w.as_evidence() for w in weights]
+    if margins:
+        evidence["margins"] = [m.as_evidence() for m in margins]
     explanation = found.explanation + _callbacks_clause(history, found, evidence)
     return Diagnosis(
         found.outcome,
@@ -103,6 +215,7 @@ def _with_weights(found: Diagnosis, history: History, weights: list[WeightEvents
         evidence,
         remedy=found.remedy,
         weights_story=found.weights_story or _weights_story(history, weights),
+        margins=margins,
     )
 
 
@@ -449,9 +562,9 @@ def _trend(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> D
     change = (last - first) / scale
     start_step = (n - window) * per + 1
     end_step = min(n * per, loss.size)
-    swing = (
-        high - low > 2 * abs(last - first) and (high - low) / max(abs(high), scale) > PLATEAU_RELATIVE_CHANGE
-    )
+    swing_ratio = (high - low) / (2 * abs(last - first)) if last != first else math.inf
+    relative_swing = (high - low) / max(abs(high), scale)
+    swing = swing_ratio > 1.0 and relative_swing > PLATEAU_RELATIVE_CHANGE
     what = "step" if unit == "step" else "epoch's mean"
     evidence: dict[str, Any] = {
         "window_start_step": start_step,
@@ -462,6 +575,9 @@ def _trend(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> D
         "window_min_loss": low,
         "window_max_loss": high,
         "relative_change": change,
+        "swing": bool(swing),
+        "swing_ratio": swing_ratio,
+        "relative_swing": relative_swing,
     }
     where = f"over the last {window} {unit}s (steps {start_step} to {end_step})"
     if change == 0:
@@ -507,6 +623,11 @@ def _trend(history: History, loss: np.ndarray, weights: list[WeightEvents]) -> D
         else f"{_stopper(history)} ended it, not the budget: more patience for it, or no early stop"
     )
     return Diagnosis(Outcome.DESCENDING, start_step, float(loss[-1]), text, evidence, remedy=remedy)
+
+
+THRESHOLD_CHECKS = (_reached_zero, _stalled, _oscillating, _flat)
+"""The rules that compare a quantity with a threshold, in the order they are checked; the trend
+decides what none of them does."""
 
 
 # ---------------------------------------------------------------------------- callback words

@@ -19,7 +19,7 @@ def tell(history: History, *, case: str, dtype: str, engine: str, diagnosis: Dia
     history's (diagnosed here when not given)."""
     if diagnosis is None:
         diagnosis = diagnose(history)
-    heading = f"{case}[{dtype}] ({engine}, {history.steps} steps): {diagnosis.outcome.value}"
+    heading = f"{case}[{dtype}] ({engine}, {history.steps} steps): {diagnosis.label}"
     lines = [heading]
     for title, text in diagnosis.story_parts():
         lines.append(f"  {title}: {text}")

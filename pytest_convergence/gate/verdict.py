@@ -75,6 +75,16 @@ def compare_results(
     )
 
 
+def _outcomes(record: RunRecord) -> set[str]:
+    """The record's outcome and its borderline alternatives (the diagnosis's margins evidence)."""
+    margins = record.evidence.get("margins") or []
+    return {record.outcome} | {
+        m["alternative"]
+        for m in margins
+        if isinstance(m, dict) and m.get("borderline") and m.get("alternative")
+    }
+
+
 def _compare_pair(
     old: RunRecord, new: RunRecord, thresholds: Thresholds, same_machine: bool, warnings: list[str]
 ) -> Row:
@@ -89,6 +99,11 @@ def _compare_pair(
             row.notes.append(
                 f"outcome {old.outcome} -> {new.outcome}: unstable (calibration saw "
                 f"{' and '.join(tolerance.outcomes)} under one-ulp perturbations)"
+            )
+        elif new.outcome in _outcomes(old) or old.outcome in _outcomes(new):
+            row.notes.append(
+                f"outcome {old.outcome} -> {new.outcome}: borderline (a run within another machine's "
+                "move of the rule that decides between them)"
             )
         else:
             row.reasons.append(f"outcome {old.outcome} -> {new.outcome}")

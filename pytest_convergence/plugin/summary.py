@@ -29,6 +29,13 @@ class SummaryRow:
     story: str = ""
     """The run's story (:func:`pytest_convergence.diagnosis.story.tell`) under ``--convergence-explain``, else
     empty; plain text, so it travels from xdist workers with the rest of the row."""
+    borderline: str = ""
+    """The other outcomes of a borderline decision, comma-separated (another machine's run may
+    end in them: :mod:`pytest_convergence.diagnosis.margins`); empty when the outcome is clear."""
+
+    @property
+    def outcome_shown(self) -> str:
+        return f"{self.outcome} (borderline: {self.borderline})" if self.borderline else self.outcome
 
     @classmethod
     def from_run(cls, run: object, status: str, explain: bool = False) -> SummaryRow:
@@ -49,6 +56,7 @@ class SummaryRow:
             dtype=run.dtype if not history.dtype_mismatch else f"{run.dtype} (trained {run.trained_dtype})",
             engine=run.engine,
             outcome=run.outcome,
+            borderline=", ".join(o.value for o in run.diagnosis.outcomes[1:]),
             final_loss=history.final_loss,
             steps=history.steps,
             steps_per_second=run.steps_per_second,
@@ -96,6 +104,11 @@ LEGEND = (
     "final loss: History's mean of the last epoch where an epoch has several batches (of: epoch), else "
     "the last step's loss (of: step); steps/s: training alone; trace s: tracing and compiling before it"
 )
+BORDERLINE_LEGEND = (
+    "borderline: the outcome's deciding quantity is within another machine's move of its threshold, "
+    "so that machine's kernels could give the outcome after it; either meets an expectation "
+    "(docs/machines.md)"
+)
 
 
 PRECISION_EDGE = ("stalled", "oscillating", "reached-zero")
@@ -119,12 +132,13 @@ def engine_notes(rows: Iterable[SummaryRow]) -> list[str]:
 
 def format_table(rows: Iterable[SummaryRow]) -> list[str]:
     """Aligned text rows, in the order the runs happened, and the legend of the columns."""
+    rows = list(rows)
     body = [
         (
             row.case,
             row.dtype,
             row.engine,
-            row.outcome,
+            row.outcome_shown,
             "-" if row.outcome == "error" else _loss(row.final_loss),
             row.loss_kind,
             f"{row.steps:,}",
@@ -137,7 +151,8 @@ def format_table(rows: Iterable[SummaryRow]) -> list[str]:
     ]
     if not body:
         return []
-    return [*tables.format_table(HEADERS, body, right_aligned=(4, 6, 7, 8), rule=True), LEGEND]
+    legend = [LEGEND] + [BORDERLINE_LEGEND] * any(row.borderline for row in rows)
+    return [*tables.format_table(HEADERS, body, right_aligned=(4, 6, 7, 8), rule=True), *legend]
 
 
 def format_stories(rows: Iterable[SummaryRow]) -> list[str]:

@@ -135,11 +135,19 @@ def compare(old: Trajectory, new: Trajectory, tolerance: Tolerance) -> Compariso
         _compare_exact(old, new, result)
         return result
     unstable = old.outcome != new.outcome and {old.outcome, new.outcome} <= set(tolerance.outcomes)
+    borderline = old.outcome != new.outcome and (new.outcome in old.outcomes or old.outcome in new.outcomes)
     if unstable:
         result.details.append(
             f"outcome {old.outcome} -> {new.outcome}: unstable, calibration saw "
             f"{' and '.join(tolerance.outcomes)} under one-ulp perturbations"
         )
+    elif borderline:
+        side = "the snapshot's" if new.outcome in old.outcomes else "this"
+        result.details.append(
+            f"outcome {old.outcome} -> {new.outcome}: borderline, {side} run was within another "
+            "machine's move of the rule that decides between them (docs/machines.md)"
+        )
+        unstable = True
     elif old.outcome != new.outcome:
         result.problems.append(f"OUTCOME CHANGED: {old.outcome} -> {new.outcome}")
     diverging = tolerance.divergence_unstable and _finiteness_differs(old, new)

@@ -64,7 +64,15 @@ class Trajectory:
     losses: np.ndarray
     loss_dtype: str = "float32"
     weight_dtype: str = "float32"
+    borderline: tuple[str, ...] = ()
+    """The outcomes across a borderline decision (:mod:`..diagnosis.margins`): another machine's
+    run may end in any of them, and a comparison accepts it."""
     compared_text: str = field(default="", compare=False)
+
+    @property
+    def outcomes(self) -> set[str]:
+        """Every outcome this snapshot accepts: its own and its borderline alternatives."""
+        return {self.outcome, *self.borderline}
 
     @property
     def total_steps(self) -> int:
@@ -150,6 +158,7 @@ class Trajectory:
         return cls(
             header=header,
             outcome=diagnosis.outcome.value,
+            borderline=tuple(o.value for o in diagnosis.outcomes[1:]),
             events=events,
             final_loss=history.final_loss,
             weights=weights,
@@ -169,7 +178,10 @@ class Trajectory:
         return "\n".join(lines) + "\n"
 
     def _body_lines(self) -> list[str]:
-        lines = [f"outcome: {self.outcome}"]
+        lines = [
+            f"outcome: {self.outcome}"
+            + (f" (borderline: {', '.join(self.borderline)})" if self.borderline else "")
+        ]
         lines += [f"event {key}: {value}" for key, value in sorted(self.events.items())]
         lines.append(f"final loss: {format_number(self.final_loss, self.loss_dtype)}")
         for name, (kind, values) in self.weights.items():
@@ -222,6 +234,7 @@ class Trajectory:
         loss_dtype = header.get("loss dtype", "float32")
         weight_dtype = header.get("weights dtype", "float32")
         outcome = ""
+        borderline: tuple[str, ...] = ()
         events: dict[str, int] = {}
         final_loss = math.nan
         weights: dict[str, tuple[str, np.ndarray]] = {}
@@ -237,7 +250,10 @@ class Trajectory:
                     steps.append(int(step_text))
                     losses.append(float(value_text))
                 elif line.startswith("outcome: "):
-                    outcome = line.removeprefix("outcome: ").strip()
+                    outcome, _, near = line.removeprefix("outcome: ").strip().partition(" (borderline: ")
+                    if near and not near.endswith(")"):
+                        raise ValueError("unclosed parenthesis")
+                    borderline = tuple(o.strip() for o in near.removesuffix(")").split(",") if o.strip())
                 elif line.startswith("event "):
                     key, _, value = line.removeprefix("event ").partition(": ")
                     events[key] = int(value)
@@ -264,6 +280,7 @@ class Trajectory:
         trajectory = cls(
             header=header,
             outcome=outcome,
+            borderline=borderline,
             events=events,
             final_loss=final_loss,
             weights=weights,

@@ -548,7 +548,7 @@ def _examples() -> list[tuple[str, Run, Outcome, str]]:
     return [
         ("float16", make_run(stall_loss, stall_update), Outcome.STALLED, "from step 61 at loss 0.29: "),
         ("bfloat16", make_run(nan_loss), Outcome.DIVERGED, "at step 5 at loss 0.8"),
-        ("float64", make_run(np.r_[falling(9), 0.0]), Outcome.REACHED_ZERO, "at step 10: the loss"),
+        ("float64", make_run(np.r_[falling(9), np.zeros(40)]), Outcome.REACHED_ZERO, "at step 10: the loss"),
         ("mixed_float16", make_run(np.full(100, 0.5)), Outcome.PLATEAU, "from step 1 at loss 0.5: "),
         ("float32", make_run(1.0 / np.arange(1, 101)), Outcome.DESCENDING, "from step 91 at loss 0.01: "),
     ]
