@@ -21,6 +21,7 @@ from .history import History
 if TYPE_CHECKING:
     from .anatomy import Anatomy
     from .case import Expectation
+    from .diagnosis.margins import Margin
     from .diagnosis.rules import Diagnosis
 
 
@@ -244,6 +245,12 @@ class Run:
     @property
     def outcome(self) -> str:
         return self.diagnosis.outcome.value
+
+    def outcome_across(self, margin: Margin) -> str:
+        """The outcome on the other side of one of this run's decisions (:mod:`.diagnosis.margins`)."""
+        from .diagnosis.rules import outcome_across
+
+        return outcome_across(self.history, margin).value
 
     def expect(self, **expectation: Any) -> Run:
         """Assert what this run must achieve; fails with a message explaining why it did not.

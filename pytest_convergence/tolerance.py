@@ -57,6 +57,9 @@ class Tolerance:
     """Calibration saw this run end in NaN under one perturbation and finite under another: whether
     (and where) it diverges is chaotic, so only the history before the first non-finite loss of
     either side is compared, and events and final values are shown, not compared."""
+    variants: tuple[str, ...] = ()
+    """What calibration measured across: this machine's kernels, the one-ulp reruns and other
+    kernel variants or machines (``native``, ``ulp*2``, ``avx2``): shown, never compared."""
 
     def __post_init__(self) -> None:
         for name in ("rtol", "event_rtol", "miss_fraction"):
@@ -104,6 +107,7 @@ class Tolerance:
             else max(self.weights_rtol, other.weights_rtol),
             outcomes=tuple(sorted({*self.outcomes, *other.outcomes})),
             divergence_unstable=self.divergence_unstable or other.divergence_unstable,
+            variants=tuple(dict.fromkeys([*self.variants, *other.variants])),
         )
 
     def describe(self) -> str:
@@ -128,6 +132,7 @@ class Tolerance:
             + (f" weight_rtol={self.weight_rtol!r}" if self.weight_rtol is not None else "")
             + (f" outcomes={'|'.join(self.outcomes)}" if self.outcomes else "")
             + (" divergence_unstable=true" if self.divergence_unstable else "")
+            + (f" variants={'|'.join(self.variants)}" if self.variants else "")
         )
 
     @classmethod
@@ -137,7 +142,7 @@ class Tolerance:
             key, _, raw = part.partition("=")
             if key in ("exact", "divergence_unstable"):
                 values[key] = raw == "true"
-            elif key == "outcomes":
+            elif key in ("outcomes", "variants"):
                 values[key] = tuple(raw.split("|"))
             elif key == "event_atol":
                 values[key] = int(raw)
@@ -146,7 +151,7 @@ class Tolerance:
         return cls(**values)
 
 
-CALIBRATED_ONLY = ("outcomes", "weight_rtol", "divergence_unstable")
+CALIBRATED_ONLY = ("outcomes", "weight_rtol", "divergence_unstable", "variants")
 KEYS = tuple(f.name for f in fields(Tolerance) if f.name not in CALIBRATED_ONLY)
 """What a user sets; ``outcomes``, ``weight_rtol`` and ``divergence_unstable`` come from calibration only."""
 

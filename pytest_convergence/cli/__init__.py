@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from ..errors import ConvergenceError
 from .compare import run_compare, run_merge
 from .explain import run_explain
+from .kernels import run_kernels
 from .parser import build_parser
 from .upgrade import run_gate, run_replay, run_replay_plan
 
@@ -38,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gate": run_gate,
         "replay-plan": run_replay_plan,
         "replay": run_replay,
+        "kernels": run_kernels,
     }
     try:
         return handlers[arguments.command](arguments)

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
-    for add in (add_explain, add_compare, add_replay_plan, add_replay, add_merge, add_gate):
+    for add in (add_explain, add_compare, add_replay_plan, add_replay, add_merge, add_gate, add_kernels):
         add(commands)
     return parser
 
@@ -343,3 +343,38 @@ def _non_negative(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
+
+
+def add_kernels(commands: Commands) -> None:
+    """``kernels -- PYTEST_ARGS``: the suite once per kernel variant, each with its results file."""
+    kernels = commands.add_parser(
+        "kernels",
+        help="-- PYTEST_ARGS: train the suite with other CPUs' real kernels (oneDNN capped to older "
+        "instruction sets), one pytest session per variant, each writing its results file",
+        description="Run 'pytest --convergence PYTEST_ARGS' once per kernel variant "
+        "(--convergence-kernels: oneDNN capped to an older CPU's instruction sets, TensorFlow's oneDNN "
+        "rewrites as such a CPU runs them), each session writing OUT/VARIANT.json and OUT/VARIANT.log. "
+        "Each session checks every expectation and snapshot, so a failing variant is a CPU the suite "
+        "fails on; the results files feed --convergence-calibrate-with. Exit code: 0 every variant "
+        "passed, 1 one failed, 2 a variant this CPU cannot run.",
+        epilog="example: pytest-convergence kernels --out .kernels -- fixtures -n 2",
+    )
+    kernels.add_argument(
+        "--variants",
+        default="auto",
+        help="comma-separated variants (sse41, avx, avx2, avx512_core, ..., optionally /rewrites or "
+        "/no-rewrites); auto: every older level this CPU can be capped to, and its own level with the "
+        "rewrites flipped (default: auto)",
+    )
+    kernels.add_argument(
+        "--out",
+        type=Path,
+        default=Path(".kernels"),
+        help="where the results files and logs go (default: .kernels)",
+    )
+    kernels.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the Python whose pytest runs the sessions (default: this one)",
+    )
+    kernels.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments for pytest, after --")

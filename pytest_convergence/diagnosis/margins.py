@@ -111,6 +111,13 @@ def closest(margins: tuple[Margin, ...]) -> Margin | None:
     return min(near, key=lambda m: m.share) if near else None
 
 
+def alternatives_in(evidence: dict[str, Any]) -> tuple[str, ...]:
+    """The borderline alternatives a diagnosis's evidence records (a results file's run), in order."""
+    margins = evidence.get("margins") or []
+    found = [m.get("alternative") for m in margins if isinstance(m, dict) and m.get("borderline")]
+    return tuple(dict.fromkeys(str(o) for o in found if o))
+
+
 def counted(rule: str, value: int, needed: int, steps: int, alternative: Outcome | None) -> Margin:
     """A rule that fires at ``value >= needed`` steps. The threshold sits half a step below
     ``needed``, so one step short and ``needed`` itself are equally near it."""

@@ -183,13 +183,38 @@ def _margins(
     else:
         own = _margins_of.counted("flat", int(evidence["flat_steps"]), _flat_span(steps), steps, None)
     if own.borderline:  # what the run would be across the threshold: worked out only when near
-        if check is _reached_zero:
-            before = loss[: int(evidence["zero_since_step"]) - 1]
-            alternative = _trend(history, before, weights).outcome if before.size >= 2 else Outcome.DESCENDING
-        else:
-            alternative = _decided_after(history, loss, weights, index)
-        own = replace(own, alternative=alternative)
+        own = replace(own, alternative=_across(history, loss, weights, index, evidence))
     return (own, *found_margins)
+
+
+def _across(
+    history: History, loss: np.ndarray, weights: list[WeightEvents], index: int, evidence: dict[str, Any]
+) -> Outcome:
+    """The outcome when the deciding rule ``THRESHOLD_CHECKS[index]`` does not fire: the rules
+    after it decide; a zero reached later than the end leaves the trend of the loss before it."""
+    if THRESHOLD_CHECKS[index] is _reached_zero:
+        before = loss[: int(evidence["zero_since_step"]) - 1]
+        return _trend(history, before, weights).outcome if before.size >= 2 else Outcome.DESCENDING
+    return _decided_after(history, loss, weights, index)
+
+
+RULE_CHECK = {"zero": 0, "stall": 1, "cycle": 2, "flat": 3}
+"""The deciding rule of each step-count margin, as its index in :data:`THRESHOLD_CHECKS`."""
+
+
+def outcome_across(history: History, margin: Margin) -> Outcome:
+    """The outcome on the other side of ``margin``'s threshold: its alternative where worked
+    out, else what the rules decide without the deciding one (calibration asks when a measured
+    move reaches a decision that looked clear)."""
+    if margin.alternative is not None:
+        return margin.alternative
+    return _across(
+        history,
+        np.asarray(history.loss, np.float64),
+        weight_events(history),
+        RULE_CHECK[margin.rule],
+        diagnose(history).evidence,
+    )
 
 
 def _flat_span(steps: int) -> int:

@@ -19,7 +19,7 @@ from ..errors import NotDeterministicError
 from ..perturb import Perturbation
 from ..replay_plan import Replay
 from ..run import Run
-from ..snapshot.calibrate import Calibration, calibrate, calibration_perturbations
+from ..snapshot.calibrate import Calibration, ForeignRun, calibrate, calibration_perturbations
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ class TrainingRequest:
     """Train as another machine might: the seed of a :class:`~.perturb.Perturbation`."""
     anatomy_steps: int = 0
     """Take this many first steps apart (:mod:`.anatomy`), for the results file; 0: none."""
+    foreign: tuple[ForeignRun, ...] = ()
+    """The same case and dtype trained with other kernels or on other machines, for calibration
+    (``--convergence-calibrate-with``)."""
+    variant: str = "native"
+    """The kernel variant this process trains with (``--convergence-kernels``)."""
     replay: Replay | None = None
     """A gate's replay of this run (:mod:`.replay`): set back what it names, take apart every
     step up to its ``last_step`` and save that beside the results."""
@@ -119,13 +124,20 @@ def train_with_checks(
     else:
         _take_apart(run, case, dtype, engine, request)
     calibration = None
-    if request.calibrate >= 2:
+    if request.calibrate >= 2 or request.foreign:
         others = [
             train(case, dtype, engine, perturbation=p)
-            for p in calibration_perturbations(request.calibrate - 1)
+            for p in calibration_perturbations(max(request.calibrate - 1, 0))
         ]
         rtol, miss_fraction = current_rtol(run)
-        calibration = calibrate(run, others, current_rtol=rtol, miss_fraction=miss_fraction)
+        calibration = calibrate(
+            run,
+            others,
+            current_rtol=rtol,
+            miss_fraction=miss_fraction,
+            foreign=request.foreign,
+            variant=request.variant,
+        )
         run.calibrated_tolerance = calibration.tolerance().to_text()
     return run, calibration
 

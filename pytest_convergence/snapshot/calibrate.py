@@ -12,7 +12,8 @@ margin, would have accepted all of them. Like Megatron-LM's golden values, it le
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +35,19 @@ CHAOTIC_EVENT_SHARE = 0.1
 UNBOUNDED_RTOL = 1.0
 """What an unmeasurable spread (a final loss NaN in one rerun only) records: any change of a
 finite number passes, a number against NaN still fails."""
+
+
+@dataclass(frozen=True)
+class ForeignRun:
+    """The same case and dtype trained elsewhere, read from that session's results file: another
+    CPU's real kernels (``--convergence-kernels``) or another machine. Calibration measures its
+    spread and outcome beside the one-ulp reruns'."""
+
+    variant: str
+    """What trained it: the results file's name (``avx2`` for ``avx2.json``)."""
+    trajectory: Trajectory
+    margins: dict[str, float] = field(default_factory=dict)
+    """Each outcome decision's deciding quantity there, by rule (:mod:`..diagnosis.margins`)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,12 @@ class Calibration:
 
     steps: int = 0
     """The run's length in steps: an event that moves by a large share of it is chaotic."""
+    variants: tuple[str, ...] = ()
+    """What the spread was measured across: this process's kernels, the one-ulp reruns, and each
+    foreign run's variant (``native``, ``ulp*2``, ``avx2``...)."""
+    near: tuple[str, ...] = ()
+    """Outcomes across a decision whose measured move (times :data:`MARGIN`) reaches its threshold:
+    no rerun took them, but another machine could."""
 
     @property
     def recommended_event_atol(self) -> int:
@@ -76,7 +96,7 @@ class Calibration:
         """What the calibration measured, as a tolerance a snapshot carries (``calibrated:``) and
         comparisons widen the configured one with: loss and weight rtol, event steps, and the
         outcomes seen when there were several (an unstable outcome)."""
-        seen = tuple(sorted(set(self.outcomes)))
+        seen = tuple(sorted({*self.outcomes, *self.near}))
         rtol = self.recommended_rtol if math.isfinite(self.recommended_rtol) else UNBOUNDED_RTOL
         return Tolerance(
             rtol=rtol,
@@ -88,6 +108,7 @@ class Calibration:
             else UNBOUNDED_RTOL,
             outcomes=seen if len(seen) > 1 else (),
             divergence_unstable=self.divergence_unstable,
+            variants=tuple(self.variants),
         )
 
     def row(self) -> tuple[str, ...]:
@@ -102,7 +123,10 @@ class Calibration:
             "yes" if self.accepted_by_current else "NO",
             f"{self.recommended_weight_rtol:.2e}",
             f"±{self.recommended_event_atol}",
-            ",".join(sorted(set(self.outcomes))) + (" (NaN or not)" if self.divergence_unstable else ""),
+            ",".join(sorted(set(self.outcomes)))
+            + (f" (near {','.join(self.near)})" if self.near else "")
+            + (" (NaN or not)" if self.divergence_unstable else ""),
+            " ".join(self.variants),
         )
 
 
@@ -118,20 +142,32 @@ HEADERS = (
     "weights rtol",
     "events",
     "outcomes",
+    "measured across",
 )
 
 
-def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fraction: float) -> Calibration:
+def calibrate(
+    base: Run,
+    others: list[Run],
+    *,
+    current_rtol: float,
+    miss_fraction: float,
+    foreign: Sequence[ForeignRun] = (),
+    variant: str = "native",
+) -> Calibration:
+    """The spread of ``base`` against its one-ulp reruns ``others`` and the ``foreign`` runs of
+    other kernels or machines; ``variant`` names the kernels ``base`` trained with."""
     steps = checkpoint_steps(base.history.steps)
     reference = base.history.loss[steps - 1]
-    spreads = np.zeros(steps.size)
-    for run in others:
-        spreads = np.maximum(spreads, relative_error(reference, run.history.loss[steps - 1]))
-    finite = spreads[np.isfinite(spreads)]
     # What compare would need to accept each rerun (final loss, checkpoints, weights), so the
     # recommendation is exactly what the snapshot comparison accepts, times the margin.
     stored = _as_stored(base, current_rtol)
     reruns = [_as_stored(run, current_rtol) for run in others]
+    reruns += [f.trajectory for f in foreign if np.array_equal(f.trajectory.steps, stored.steps)]
+    spreads = np.zeros(steps.size)
+    for rerun in reruns:
+        spreads = np.maximum(spreads, relative_error(reference, rerun.losses))
+    finite = spreads[np.isfinite(spreads)]
     # A rerun that ends finite where the base ends NaN (or the reverse): whether the run diverges
     # is chaotic, and compare then judges the history before the first NaN only (tfkeras-token
     # float16 diverges at step 5 or never, by one ulp).
@@ -158,21 +194,43 @@ def calibrate(base: Run, others: list[Run], *, current_rtol: float, miss_fractio
         for key, value in rerun.events.items():
             if key in base_events and (value == -1) == (base_events[key] == -1):
                 events[key] = max(events.get(key, 0), abs(value - base_events[key]))
+    measured = [variant] + [f"ulp*{len(others)}"] * bool(others) + [f.variant for f in foreign]
     return Calibration(
         case=base.case,
         dtype=base.dtype,
-        runs=1 + len(others),
+        runs=1 + len(reruns),
         median_spread=float(np.median(finite)) if finite.size else float("inf"),
         max_spread=float(np.max(spreads)) if spreads.size else 0.0,
         recommended_rtol=needed * MARGIN,  # 0: every rerun was bit-identical
         current_rtol=current_rtol,
-        outcomes=tuple(run.outcome for run in [base, *others]),
+        outcomes=tuple(rerun.outcome for rerun in [stored, *reruns]),
         event_spread=events,
         recommended_miss_fraction=allowed_miss if allowed_miss > miss_fraction else 0.0,
         recommended_weight_rtol=weights_needed * MARGIN,
         divergence_unstable=divergence_unstable,
         steps=base.history.steps,
+        variants=tuple(measured),
+        near=_near_outcomes(base, others, foreign),
     )
+
+
+def _near_outcomes(base: Run, others: list[Run], foreign: Sequence[ForeignRun]) -> tuple[str, ...]:
+    """The outcomes across each of ``base``'s decisions that the reruns moved, times the margin,
+    to its threshold or beyond (:mod:`..diagnosis.margins`)."""
+    moved: dict[str, float] = {}
+    for values in [{m.rule: m.value for m in run.diagnosis.margins} for run in others] + [
+        f.margins for f in foreign
+    ]:
+        for margin in base.diagnosis.margins:
+            if margin.rule in values and math.isfinite(values[margin.rule]):
+                shift = abs(values[margin.rule] - margin.value)
+                moved[margin.rule] = max(moved.get(margin.rule, 0.0), shift)
+    near = {
+        base.outcome_across(margin)
+        for margin in base.diagnosis.margins
+        if moved.get(margin.rule, 0.0) > 0 and MARGIN * moved[margin.rule] >= margin.distance
+    }
+    return tuple(sorted(near - {base.outcome}))
 
 
 def _unmatchable_share(old: Trajectory, new: Trajectory) -> float:
