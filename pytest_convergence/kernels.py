@@ -33,10 +33,11 @@ LEVELS: tuple[tuple[str, frozenset[str]], ...] = (
 needs; the name in capitals is ``ONEDNN_MAX_CPU_ISA``'s value."""
 REWRITES_FROM = "avx512_core_vnni"
 """TensorFlow's default turns the oneDNN rewrites on from this level (``DefaultOneDnnPolicy``)."""
-BFLOAT16_FROM = "avx512_core"
-"""Below this cap TensorFlow still sends bfloat16 to oneDNN (it reads the CPU, not the cap), which
-has no bfloat16 kernel there, and the process aborts (measured, docs/machines.md): a cap artefact;
-a real CPU of that level runs Eigen's bfloat16 kernels instead."""
+HALF_PRECISION = ("float16", "mixed_float16", "bfloat16", "mixed_bfloat16")
+"""With the rewrites on, TensorFlow sends these to oneDNN's half-precision kernels, chosen by the
+CPU it reads (not the cap); capped, oneDNN has none of them and the process aborts (measured here:
+float16 and mixed_float16 under avx512_core, bfloat16 under avx2; docs/machines.md). A cap
+artefact: a real CPU of that level runs them in Eigen, as a capped run without the rewrites does."""
 NATIVE = "native"
 ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS")
 """The settings a variant owns: a session under a variant sets both or clears them."""
@@ -62,11 +63,12 @@ class Variant:
 
     def cannot_run(self, dtype: str) -> str | None:
         """Why this variant cannot train ``dtype`` on this machine, or None when it can."""
-        if self.cap is not None and "bfloat16" in dtype and _rank(self.cap) < _rank(BFLOAT16_FROM):
+        if self.cap is not None and self.rewrites and dtype in HALF_PRECISION:
             return (
-                f"the {self.name} kernel variant cannot run {dtype} here: capped below AVX-512, oneDNN "
-                "has no bfloat16 kernel while TensorFlow still sends it bfloat16 (it aborts the process); "
-                "a real CPU of that kind runs Eigen's bfloat16 kernels instead"
+                f"the {self.name} kernel variant cannot run {dtype} here: with TensorFlow's oneDNN "
+                "rewrites on, the capped oneDNN has no half-precision kernel for what TensorFlow sends "
+                "it, and the process aborts; the same level without the rewrites runs it, as a real "
+                "CPU of that level does"
             )
         return None
 

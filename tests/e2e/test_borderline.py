@@ -7,8 +7,6 @@ needs, one step shorter on another machine would make it the outcome the rules a
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 from factories import seed_case
 
@@ -53,7 +51,9 @@ def just_long_enough(stall_step: int) -> int:
     return steps
 
 
-def test_a_borderline_outcome_is_reported_as_borderline_and_met_either_way(user_suite: pytest.Pytester) -> None:
+def test_a_borderline_outcome_is_reported_as_borderline_and_met_either_way(
+    user_suite: pytest.Pytester,
+) -> None:
     long_run = train(seed_case(steps=1000, optimizer=OPTIMIZER), "float16", "loop")
     assert long_run.outcome == "stalled", long_run.diagnosis.describe("float16")
     steps = just_long_enough(int(long_run.diagnosis.evidence["stall_step"]))

@@ -109,3 +109,44 @@ def test_an_event_one_ulp_moves_by_a_tenth_of_the_run_may_move_anywhere() -> Non
 
     assert replace(near, event_spread=moved).recommended_event_atol == math.ceil(MARGIN * 30)
     assert replace(near, event_spread={"stall_step": 101}).recommended_event_atol == 1000
+
+
+def _tail_change(change: float, steps: int = 2000) -> np.ndarray:
+    head = np.linspace(2.0, 1.0, steps - steps // 10)
+    return np.r_[head, np.linspace(1.0, 1.0 + change, steps // 10)]
+
+
+def test_foreign_runs_count_as_reruns_and_their_kernels_are_named() -> None:
+    from pytest_convergence.gate.foreign import trajectory_of
+    from pytest_convergence.gate.results import RunRecord
+    from pytest_convergence.snapshot.calibrate import ForeignRun
+
+    base = make_run(_tail_change(-4e-4))
+    other = make_run(_tail_change(-4e-4) * (1 + 2e-3 * np.linspace(0, 1, 2000)))
+    record = RunRecord.from_run(other, test="t", status="failed")
+    foreign = ForeignRun("avx2", trajectory_of(record), {"plateau": record.evidence["relative_change"]})
+    alone = calibrate(base, [], current_rtol=1e-4, miss_fraction=0.01)
+    across = calibrate(base, [], current_rtol=1e-4, miss_fraction=0.01, foreign=[foreign], variant="native")
+    assert alone.recommended_rtol == 0.0 and across.recommended_rtol > 1e-3
+    assert across.runs == 2 and across.variants == ("native", "avx2")
+    assert "variants=native|avx2" in across.tolerance().to_text()
+    assert Tolerance.from_text(across.tolerance().to_text()).variants == ("native", "avx2")
+
+
+def test_a_decision_another_kernel_moved_toward_its_threshold_makes_its_outcome_possible() -> None:
+    """Calibration's own borderline rule: the measured move of the deciding quantity, times the
+    margin, reaches the threshold: the outcome across it joins the snapshot's outcomes, though no
+    rerun took it (two-moons mixed_float16: -0.036% here, -0.1% on an AMD EPYC with AVX-512)."""
+    from pytest_convergence.snapshot.calibrate import ForeignRun
+
+    base = make_run(_tail_change(-3.6e-4))
+    assert base.outcome == "plateau" and base.diagnosis.borderline is None
+    seen = make_run(_tail_change(-6e-4))
+    far = ForeignRun(
+        "avx2", Trajectory.parse(Trajectory.from_run(seen, Tolerance(rtol=1.0)).render()), {"plateau": -6e-4}
+    )
+    calibration = calibrate(base, [], current_rtol=1.0, miss_fraction=0.01, foreign=[far])
+    assert calibration.near == ("descending",)  # |-6e-4 - -3.6e-4| x 3 reaches the -0.1% rule
+    assert calibration.tolerance().outcomes == ("descending", "plateau")
+    still = ForeignRun("sse41", far.trajectory, {"plateau": -3.7e-4})
+    assert calibrate(base, [], current_rtol=1.0, miss_fraction=0.01, foreign=[still]).near == ()
