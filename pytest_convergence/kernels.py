@@ -51,6 +51,8 @@ class Variant:
     cap: str | None
     rewrites: bool | None
     """True/False: set; None: as TensorFlow decides on this CPU (``native``)."""
+    below_native: bool = True
+    """The cap is below this CPU's own level (a cap at its level changes no kernel)."""
 
     def environment(self) -> dict[str, str]:
         """The variables to set before TensorFlow is imported (``native`` sets none)."""
@@ -63,7 +65,7 @@ class Variant:
 
     def cannot_run(self, dtype: str) -> str | None:
         """Why this variant cannot train ``dtype`` on this machine, or None when it can."""
-        if self.cap is not None and self.rewrites and dtype in HALF_PRECISION:
+        if self.cap is not None and self.below_native and self.rewrites and dtype in HALF_PRECISION:
             return (
                 f"the {self.name} kernel variant cannot run {dtype} here: with TensorFlow's oneDNN "
                 "rewrites on, the capped oneDNN has no half-precision kernel for what TensorFlow sends "
@@ -110,7 +112,7 @@ def parse(text: str, flags: set[str] | frozenset[str]) -> Variant:
             f"  fix: one of {', '.join(allowed(flags)) or NATIVE}"
         )
     rewrites = explicit if explicit is not None else _rank(level) >= _rank(REWRITES_FROM)
-    return Variant(name, level, rewrites)
+    return Variant(name, level, rewrites, below_native=_rank(level) < _rank(top))
 
 
 def allowed(flags: set[str] | frozenset[str]) -> list[str]:
@@ -135,9 +137,9 @@ def current() -> Variant | None:
     name = os.environ.get("PYTEST_CONVERGENCE_KERNELS")
     if not name:
         return None
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    opts = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    return Variant(name, cap.lower() if cap else None, None if opts is None else opts == "1")
+    from .fingerprint import cpu_description
+
+    return parse(name, frozenset(cpu_description()["isa"]))
 
 
 def apply(variant: Variant, environ: dict[str, str] | os._Environ[str] = os.environ) -> None:

@@ -79,6 +79,9 @@ class Run:
     calibrated_tolerance: str = ""
     """The tolerance calibration measured (this session's ``--convergence-calibrate``, or the one
     the run's snapshot carries), as :meth:`Tolerance.to_text`; widens the configured one."""
+    calibration_adds: bool = False
+    """The calibration measured foreign runs only (``--convergence-calibrate-with`` alone): it
+    widens the snapshot's stored calibration instead of replacing it."""
     # what the case asks of it
     expectation: Expectation | None = None
     snapshot_tolerance: Any = None

@@ -139,6 +139,7 @@ def train_with_checks(
             variant=request.variant,
         )
         run.calibrated_tolerance = calibration.tolerance().to_text()
+        run.calibration_adds = not others
     return run, calibration
 
 

@@ -18,6 +18,7 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from ..errors import SnapshotMismatchError
 from ..files import atomic_write_text
+from ..tolerance import Tolerance
 from .compare import CHANGES_PREFIX, compare
 from .format import SnapshotFormatError, Trajectory, render_run
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from syrupy.data import SnapshotCollection
 
     from ..run import Run
-    from ..tolerance import Tolerance
 
 UPDATE_HINT = "pytest --convergence --snapshot-update"
 
@@ -162,6 +162,10 @@ class ConvergenceSnapshot:
             problem = _write_problem(location)  # clear, instead of syrupy's PermissionError traceback
         if not run.calibrated_tolerance and stored is not None and "calibrated" in stored.header:
             run.calibrated_tolerance = stored.header["calibrated"]  # measured once, kept on updates
+        elif run.calibration_adds and stored is not None and "calibrated" in stored.header:
+            # other kernels' runs measured alone add to what the stored calibration measured
+            kept = Tolerance.from_text(stored.header["calibrated"])
+            run.calibrated_tolerance = kept.widened(Tolerance.from_text(run.calibrated_tolerance)).to_text()
         text = SnapshotText(render_run(run, self._tolerance_for(run), self._test_name))
         text.rewrite = (
             self._updating

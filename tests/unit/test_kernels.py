@@ -59,6 +59,8 @@ def test_half_precision_is_skipped_where_a_capped_onednn_would_abort() -> None:
     assert capped_with_rewrites.cannot_run("float32") is None
     as_an_avx2_cpu = kernels.parse("avx2", AVX512_VNNI)
     assert as_an_avx2_cpu.cannot_run("bfloat16") is None  # no rewrites: Eigen's kernels, as on such a CPU
+    at_its_own_level = kernels.parse("avx2/rewrites", AVX2_ONLY)
+    assert at_its_own_level.cannot_run("float16") is None  # a cap at the CPU's level removes no kernel
 
 
 def test_the_environment_is_set_before_tensorflow_and_refused_after(monkeypatch: pytest.MonkeyPatch) -> None:
