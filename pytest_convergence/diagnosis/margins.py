@@ -27,8 +27,13 @@ from ..outcome import Outcome
 from .cycles import MIN_SPAN, REPEATS, tail_periods
 
 RELATIVE_BAND = 0.1
-"""A continuous quantity within this share of its threshold is borderline (see docs/machines.md for
-the moves measured across real kernel variants, and why a tenth)."""
+"""A continuous quantity within this share of its threshold is borderline, in a run whose arithmetic
+is float32 or float64 (docs/machines.md: the moves measured across real kernel variants)."""
+HALF_RELATIVE_BAND = 2.0
+"""...and within twice its threshold in a run that computes in float16 or bfloat16, whose last
+tenth's relative change another CPU's kernels moved by up to 0.64 times the plateau rule where it
+sat near it (two-moons mixed_float16: -0.036% here, -0.080% capped to AVX2, -0.1% on an AMD EPYC;
+docs/machines.md)."""
 STEPS_BAND = 0.02
 """A step count within this share of the run (at least one step) of its threshold is borderline
 (docs/machines.md)."""
@@ -47,6 +52,8 @@ class Margin:
     since the decision is clear)."""
     steps: int = 0
     """The run's length, for a step count's band; 0 for a relative quantity."""
+    half: bool = False
+    """The run computes in float16 or bfloat16, where other kernels move a quantity further."""
 
     @property
     def distance(self) -> float:
@@ -58,7 +65,10 @@ class Margin:
         """How far another machine could move the quantity."""
         if self.steps:
             return float(max(1, math.ceil(STEPS_BAND * self.steps)))
-        return RELATIVE_BAND * abs(self.threshold)
+        # the loss's relative changes carry half precision's noise; the swing's ratio of two of
+        # them does not, as long as the change is not itself noise (then the range rule decides)
+        noisy = self.half and self.rule in ("plateau", "swing-range")
+        return (HALF_RELATIVE_BAND if noisy else RELATIVE_BAND) * abs(self.threshold)
 
     @property
     def share(self) -> float:
@@ -118,45 +128,56 @@ def alternatives_in(evidence: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(o) for o in found if o))
 
 
-def counted(rule: str, value: int, needed: int, steps: int, alternative: Outcome | None) -> Margin:
+def counted(
+    rule: str, value: int, needed: int, steps: int, alternative: Outcome | None, half: bool = False
+) -> Margin:
     """A rule that fires at ``value >= needed`` steps. The threshold sits half a step below
     ``needed``, so one step short and ``needed`` itself are equally near it."""
-    return Margin(rule, float(value), needed - 0.5, alternative, steps=steps)
+    return Margin(rule, float(value), needed - 0.5, alternative, steps=steps, half=half)
 
 
 # ----------------------------------------------------------------------- the rules' quantities
 def trend(
-    change: float, swing: bool, swing_ratio: float, relative_swing: float, threshold: float
+    change: float,
+    swing: bool,
+    swing_ratio: float,
+    relative_swing: float,
+    threshold: float,
+    half: bool = False,
 ) -> list[Margin]:
     """The trend rule: descending when the change over the window falls below ``-threshold``,
     unless the loss swings (its range above twice the change and above ``threshold``), which
     makes it a plateau. Each condition whose crossing would flip the outcome is a margin."""
     falling = change < -threshold
     if not swing:
-        margins = [Margin("plateau", change, -threshold, Outcome.PLATEAU if falling else Outcome.DESCENDING)]
+        margins = [
+            Margin(
+                "plateau", change, -threshold, Outcome.PLATEAU if falling else Outcome.DESCENDING, half=half
+            )
+        ]
         if falling:  # a swing would make it a plateau: a near miss when one condition fails
             wide, ranged = swing_ratio > 1.0, relative_swing > threshold
             if wide and not ranged:
-                margins.append(Margin("swing-range", relative_swing, threshold, Outcome.PLATEAU))
+                margins.append(Margin("swing-range", relative_swing, threshold, Outcome.PLATEAU, half=half))
             elif ranged and not wide:
-                margins.append(Margin("swing", swing_ratio, 1.0, Outcome.PLATEAU))
+                margins.append(Margin("swing", swing_ratio, 1.0, Outcome.PLATEAU, half=half))
         return margins
     if not falling:
         return []  # flat and swinging: a plateau on both counts, no single crossing flips it
     return [
-        Margin("swing", swing_ratio, 1.0, Outcome.DESCENDING),
-        Margin("swing-range", relative_swing, threshold, Outcome.DESCENDING),
+        Margin("swing", swing_ratio, 1.0, Outcome.DESCENDING, half=half),
+        Margin("swing-range", relative_swing, threshold, Outcome.DESCENDING, half=half),
     ]
 
 
-def stall_near_miss(weights_changed: np.ndarray, needed: int) -> Margin | None:
+def stall_near_miss(weights_changed: np.ndarray, needed: int, half: bool = False) -> Margin | None:
     """Unchanged steps at the end, short of a stall."""
     changed = np.asarray(weights_changed, bool)
     if not changed.size:
         return None
     moved = np.flatnonzero(changed)
     still = changed.size - (int(moved[-1]) + 1 if moved.size else 0)
-    return counted("stall", still, needed, changed.size, Outcome.STALLED)
+    return counted("stall", still, needed, changed.size, Outcome.STALLED, half)
 
 
 def cycle_needed(period: int) -> int:
@@ -164,7 +185,7 @@ def cycle_needed(period: int) -> int:
     return max(REPEATS * period, MIN_SPAN + period)
 
 
-def tail_near_misses(loss: np.ndarray, flat_needed: int) -> list[Margin]:
+def tail_near_misses(loss: np.ndarray, flat_needed: int, half: bool = False) -> list[Margin]:
     """Exact cycles and constant tails the loss ends in that are short of counting: the longest
     tail of each period repeats at least twice but spans less than the rule needs."""
     length = int(loss.size)
@@ -181,7 +202,7 @@ def tail_near_misses(loss: np.ndarray, flat_needed: int) -> list[Margin]:
         if period == 1:
             needed = max(flat_needed, cycle_needed(1))
             if span < needed:
-                margins.append(counted("flat", span, needed, length, Outcome.PLATEAU))
+                margins.append(counted("flat", span, needed, length, Outcome.PLATEAU, half))
         elif span < cycle_needed(period):
-            margins.append(counted("cycle", span, cycle_needed(period), length, Outcome.OSCILLATING))
+            margins.append(counted("cycle", span, cycle_needed(period), length, Outcome.OSCILLATING, half))
     return [m for m in margins if m.borderline]

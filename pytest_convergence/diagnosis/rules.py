@@ -149,15 +149,16 @@ def _margins(
     """The deciding rule's margin and the near misses of the rules checked before it."""
     steps = int(loss.size)
     evidence = found.evidence
+    half = _computes_in_half(history)
     found_margins: list[Margin] = []
     if index > THRESHOLD_CHECKS.index(_stalled):
-        missed = _margins_of.stall_near_miss(history.weights_changed, min_frozen_steps(steps))
+        missed = _margins_of.stall_near_miss(history.weights_changed, min_frozen_steps(steps), half)
         if missed is not None and missed.borderline:
             found_margins.append(missed)
     if index > THRESHOLD_CHECKS.index(_oscillating):
         checked = {"cycle"} | ({"flat"} if index > THRESHOLD_CHECKS.index(_flat) else set())
         found_margins += [
-            m for m in _margins_of.tail_near_misses(loss, _flat_span(steps)) if m.rule in checked
+            m for m in _margins_of.tail_near_misses(loss, _flat_span(steps), half) if m.rule in checked
         ]
     if index == len(THRESHOLD_CHECKS):
         found_margins += _margins_of.trend(
@@ -166,22 +167,23 @@ def _margins(
             evidence["swing_ratio"],
             evidence["relative_swing"],
             PLATEAU_RELATIVE_CHANGE,
+            half,
         )
         return tuple(found_margins)
     check = THRESHOLD_CHECKS[index]
     if check is _reached_zero:
         zero_since = int(evidence["zero_since_step"])
-        own = _margins_of.counted("zero", steps - zero_since + 1, 1, steps, None)
+        own = _margins_of.counted("zero", steps - zero_since + 1, 1, steps, None, half)
     elif check is _stalled:
         own = _margins_of.counted(
-            "stall", int(evidence["unchanged_steps"]), min_frozen_steps(steps), steps, None
+            "stall", int(evidence["unchanged_steps"]), min_frozen_steps(steps), steps, None, half
         )
     elif check is _oscillating:
         span = steps - int(evidence["cycle_start_step"]) + 1
         needed = _margins_of.cycle_needed(int(evidence["period"]))
-        own = _margins_of.counted("cycle", span, needed, steps, None)
+        own = _margins_of.counted("cycle", span, needed, steps, None, half)
     else:
-        own = _margins_of.counted("flat", int(evidence["flat_steps"]), _flat_span(steps), steps, None)
+        own = _margins_of.counted("flat", int(evidence["flat_steps"]), _flat_span(steps), steps, None, half)
     if own.borderline:  # what the run would be across the threshold: worked out only when near
         own = replace(own, alternative=_across(history, loss, weights, index, evidence))
     return (own, *found_margins)
@@ -215,6 +217,11 @@ def outcome_across(history: History, margin: Margin) -> Outcome:
         RULE_CHECK[margin.rule],
         diagnose(history).evidence,
     )
+
+
+def _computes_in_half(history: History) -> bool:
+    """Whether any of the run's dtypes (weights, compute, loss) is float16 or bfloat16."""
+    return bool({history.variable_dtype, history.compute_dtype, history.loss_dtype} & {"float16", "bfloat16"})
 
 
 def _flat_span(steps: int) -> int:

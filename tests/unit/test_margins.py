@@ -132,3 +132,15 @@ def test_a_borderline_snapshot_says_so_and_accepts_the_other_outcome() -> None:
         Trajectory.from_run(make_run(tail_change(-PLATEAU_RELATIVE_CHANGE * 0.5)), tolerance).render()
     )
     assert "OUTCOME CHANGED: plateau -> descending" in compare(clear, other_machine, tolerance).problems
+
+
+def test_half_precision_runs_have_a_wider_band_for_the_loss_s_relative_change() -> None:
+    """Other kernels move a float16 run's last-tenth change by a large share of the 0.1% rule
+    (two-moons mixed_float16: -0.036% here, -0.080% capped to AVX2): a plateau at -0.036% is
+    borderline in float16, and clear in float32, whose changes moved by thousandths of the rule."""
+    loss = tail_change(-3.6e-4)
+    half = diagnose(make_history(loss, variable_dtype="float16"))
+    single = diagnose(make_history(loss, variable_dtype="float32"))
+    assert half.outcome == single.outcome == Outcome.PLATEAU
+    assert half.outcomes == (Outcome.PLATEAU, Outcome.DESCENDING)
+    assert single.outcomes == (Outcome.PLATEAU,)
