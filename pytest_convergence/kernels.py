@@ -9,7 +9,8 @@ machine, not a simulation (docs/machines.md measures what each moved in the cata
 
 A *variant* names a kind of CPU, ``avx2`` for one: the cap, and the rewrites as TensorFlow would
 decide on such a CPU (off below AVX512_VNNI). ``avx2/rewrites`` and ``avx2/no-rewrites`` say it
-explicitly. ``native`` is this CPU as it is. TensorFlow-free: the plugin sets the environment in
+explicitly, ``/flip`` the other way from TensorFlow's choice. ``native`` is this CPU as it is, and
+``native/flip`` this CPU with the rewrites the other way. TensorFlow-free: the plugin sets the environment in
 ``pytest_configure``, before any import of TensorFlow.
 """
 
@@ -89,13 +90,17 @@ def parse(text: str, flags: set[str] | frozenset[str]) -> Variant:
     """A variant from its name (``avx2``, ``avx2/rewrites``, ``native``), checked against this CPU."""
     name = text.strip().lower()
     level, _, rewrites_text = name.partition("/")
-    if rewrites_text not in ("", "rewrites", "no-rewrites"):
+    if rewrites_text not in ("", "rewrites", "no-rewrites", "flip"):
         raise ConvergenceError(
             f"--convergence-kernels: unknown rewrites setting {rewrites_text!r} in {text!r}\n"
-            "  fix: name a level, optionally followed by /rewrites or /no-rewrites (avx2/no-rewrites)"
+            "  fix: name a level, optionally followed by /rewrites, /no-rewrites or /flip (the other way "
+            "from what TensorFlow does on such a CPU): avx2/no-rewrites, native/flip"
         )
-    explicit = None if not rewrites_text else rewrites_text == "rewrites"
+    explicit = None if rewrites_text in ("", "flip") else rewrites_text == "rewrites"
+    top = native_level(flags)
     if level == NATIVE:
+        if rewrites_text == "flip":
+            explicit = not (top is not None and _rank(top) >= _rank(REWRITES_FROM))
         return Variant(name, None, explicit)
     known = [n for n, _ in LEVELS]
     if level not in known:
@@ -104,14 +109,18 @@ def parse(text: str, flags: set[str] | frozenset[str]) -> Variant:
             f"  fix: one of {NATIVE}, {', '.join(known)} (optionally /rewrites or /no-rewrites); "
             f"this CPU allows: {', '.join(allowed(flags)) or 'none'}"
         )
-    top = native_level(flags)
     if top is None or _rank(level) > _rank(top):
         raise ConvergenceError(
             f"--convergence-kernels: {level} is above this CPU's {top or 'unknown'} instruction sets: "
             "oneDNN cannot use instructions the CPU lacks\n"
             f"  fix: one of {', '.join(allowed(flags)) or NATIVE}"
         )
-    rewrites = explicit if explicit is not None else _rank(level) >= _rank(REWRITES_FROM)
+    as_such_a_cpu = _rank(level) >= _rank(REWRITES_FROM)
+    rewrites = (
+        explicit
+        if explicit is not None
+        else (not as_such_a_cpu if rewrites_text == "flip" else as_such_a_cpu)
+    )
     return Variant(name, level, rewrites, below_native=_rank(level) < _rank(top))
 
 

@@ -30,6 +30,8 @@ def test_this_cpus_level_and_the_older_ones_it_can_be_capped_to() -> None:
         ("avx512_core_vnni", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "TF_ENABLE_ONEDNN_OPTS": "1"}),
         ("native", {}),
         ("native/no-rewrites", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+        ("native/flip", {"TF_ENABLE_ONEDNN_OPTS": "0"}),  # this CPU runs them: flipped, off
+        ("avx2/flip", {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "1"}),
     ],
 )
 def test_a_variant_sets_the_cap_and_the_rewrites_as_such_a_cpu_runs_them(
@@ -73,3 +75,7 @@ def test_the_environment_is_set_before_tensorflow_and_refused_after(monkeypatch:
     monkeypatch.setitem(sys.modules, "tensorflow", object())
     with pytest.raises(ConvergenceError, match="already imported"):
         kernels.apply(kernels.parse("avx", AVX2_ONLY), environ)
+
+
+def test_native_flip_turns_on_the_rewrites_a_cpu_without_vnni_leaves_off() -> None:
+    assert kernels.parse("native/flip", AVX2_ONLY).environment() == {"TF_ENABLE_ONEDNN_OPTS": "1"}
