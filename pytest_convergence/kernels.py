@@ -34,11 +34,15 @@ LEVELS: tuple[tuple[str, frozenset[str]], ...] = (
 needs; the name in capitals is ``ONEDNN_MAX_CPU_ISA``'s value."""
 REWRITES_FROM = "avx512_core_vnni"
 """TensorFlow's default turns the oneDNN rewrites on from this level (``DefaultOneDnnPolicy``)."""
-HALF_PRECISION = ("float16", "mixed_float16", "bfloat16", "mixed_bfloat16")
-"""With the rewrites on, TensorFlow sends these to oneDNN's half-precision kernels, chosen by the
-CPU it reads (not the cap); capped, oneDNN has none of them and the process aborts (measured here:
-float16 and mixed_float16 under avx512_core, bfloat16 under avx2; docs/machines.md). A cap
-artefact: a real CPU of that level runs them in Eigen, as a capped run without the rewrites does."""
+FLOAT16 = ("float16", "mixed_float16")
+BFLOAT16 = ("bfloat16", "mixed_bfloat16")
+BFLOAT16_FROM = "avx512_core"
+"""With the rewrites on, TensorFlow sends half-precision work to oneDNN's kernels for the CPU it
+reads (not the cap); capped, oneDNN lacks them and the process aborts. Measured on an Intel Xeon with
+AVX-512 and AMX: float16 and mixed_float16 under every cap below it (avx512_core, avx512_core_bf16:
+25 runs of the catalogue); bfloat16 runs from avx512_core (oneDNN's bfloat16 kernels start there) and
+aborted under AVX2 (the issue's AMD EPYC). A cap artefact: a real CPU of that level runs them in
+Eigen, as a capped run without the rewrites does (docs/machines.md)."""
 NATIVE = "native"
 ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS")
 """The settings a variant owns: a session under a variant sets both or clears them."""
@@ -66,7 +70,9 @@ class Variant:
 
     def cannot_run(self, dtype: str) -> str | None:
         """Why this variant cannot train ``dtype`` on this machine, or None when it can."""
-        if self.cap is not None and self.below_native and self.rewrites and dtype in HALF_PRECISION:
+        if self.cap is None or not (self.below_native and self.rewrites):
+            return None
+        if dtype in FLOAT16 or (dtype in BFLOAT16 and _rank(self.cap) < _rank(BFLOAT16_FROM)):
             return (
                 f"the {self.name} kernel variant cannot run {dtype} here: with TensorFlow's oneDNN "
                 "rewrites on, the capped oneDNN has no half-precision kernel for what TensorFlow sends "

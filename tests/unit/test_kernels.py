@@ -59,6 +59,8 @@ def test_half_precision_is_skipped_where_a_capped_onednn_would_abort() -> None:
     for dtype in ("float16", "mixed_float16", "bfloat16", "mixed_bfloat16"):
         assert capped_with_rewrites.cannot_run(dtype) is not None
     assert capped_with_rewrites.cannot_run("float32") is None
+    avx512 = kernels.parse("avx512_core/rewrites", AVX512_VNNI)  # oneDNN's bfloat16 kernels start here
+    assert avx512.cannot_run("bfloat16") is None and avx512.cannot_run("float16") is not None
     as_an_avx2_cpu = kernels.parse("avx2", AVX512_VNNI)
     assert as_an_avx2_cpu.cannot_run("bfloat16") is None  # no rewrites: Eigen's kernels, as on such a CPU
     at_its_own_level = kernels.parse("avx2/rewrites", AVX2_ONLY)
