@@ -89,6 +89,14 @@ class Tolerance:
         return self.rtol if self.weight_rtol is None else self.weight_rtol
 
     @property
+    def measured_across(self) -> str:
+        """Where calibration measured, for a message: the one-ulp reruns (a calibration that named
+        nothing else), or each kind of run it measured across."""
+        if not self.variants:
+            return "under one-ulp perturbations"
+        return "across " + ", ".join(self.variants)
+
+    @property
     def unstable(self) -> bool:
         return len(self.outcomes) > 1
 

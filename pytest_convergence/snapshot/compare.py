@@ -139,7 +139,7 @@ def compare(old: Trajectory, new: Trajectory, tolerance: Tolerance) -> Compariso
     if unstable:
         result.details.append(
             f"outcome {old.outcome} -> {new.outcome}: unstable, calibration saw "
-            f"{' and '.join(tolerance.outcomes)} under one-ulp perturbations"
+            f"{' and '.join(tolerance.outcomes)} {tolerance.measured_across}"
         )
     elif borderline:
         side = "the snapshot's" if new.outcome in old.outcomes else "this"
