@@ -634,6 +634,16 @@ def test_an_outcome_calibration_saw_flip_is_reported_unstable_not_changed() -> N
     assert only_row(gate(record(), new_record(outcome="plateau"))).verdict == FAIL
 
 
+def test_a_borderline_outcome_changing_to_its_alternative_is_a_note_not_a_failure() -> None:
+    margin = {"rule": "plateau", "value": -9.9e-4, "threshold": -1e-3, "alternative": "descending"}
+    borderline = record(outcome="plateau", evidence={"margins": [{**margin, "borderline": True}]})
+    row = only_row(gate(borderline, new_record(outcome="descending")))
+    assert row.verdict == PASS
+    assert row.notes[0].startswith("outcome plateau -> descending: borderline")
+    clear = record(outcome="plateau", evidence={"margins": [{**margin, "value": -2e-4, "borderline": False}]})
+    assert only_row(gate(clear, new_record(outcome="descending"))).verdict == FAIL
+
+
 def test_machines_with_other_fingerprints_are_named_by_what_differs() -> None:
     intel = {**MACHINE, "id": "aaa", "cpu_model": "Intel Xeon", "isa": ["avx2", "avx512f"], "cpus": 2}
     amd = {**MACHINE, "id": "bbb", "cpu_model": "AMD EPYC", "isa": ["avx2"], "cpus": 2}
