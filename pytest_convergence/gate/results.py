@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ResultsError
 from ..files import atomic_write_text
+from .progress import SessionProgress, merged
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -177,6 +178,9 @@ class Results:
     machine: dict[str, Any] = field(default_factory=lambda: machine_info())
     created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
     schema: int = SCHEMA_VERSION
+    session: SessionProgress | None = None
+    """Which tests the session planned and which it did not finish (:mod:`.progress`); None in a
+    file written before the record existed, or not by a session."""
 
     @property
     def versions(self) -> dict[str, str]:
@@ -189,15 +193,33 @@ class Results:
     def by_key(self) -> dict[tuple[str, str], RunRecord]:
         return {run.key: run for run in self.runs}
 
-    def to_json(self) -> str:
+    def to_json(self, texts: dict[int, str] | None = None) -> str:
+        """The file's text. ``texts`` caches each run's JSON by ``id(run)``: the plugin rewrites the
+        file after every test, and turning 60 runs into dicts and JSON again each time cost 2% of a
+        60-run session (measured, docs/crash.md); a run's text never changes once recorded."""
         document = {
             "schema": self.schema,
             "created": self.created,
             "machine": self.machine,
             "versions": self.versions,
-            "runs": [asdict(run) for run in sorted(self.runs, key=lambda r: (r.case, r.dtype))],
+            "runs": RUNS_PLACEHOLDER,
         }
-        return json.dumps(document, indent=1, allow_nan=True) + "\n"
+        if self.session is not None:
+            document["session"] = self.session.to_json()
+        texts = {} if texts is None else texts
+        runs = []
+        for run in sorted(self.runs, key=lambda r: (r.case, r.dtype)):
+            text = texts.get(id(run))
+            if text is None:
+                text = texts[id(run)] = json.dumps(asdict(run), indent=1, allow_nan=True)
+            runs.append("  " + text.replace("\n", "\n  "))  # as json.dumps nests it two levels in
+        listed = "[\n" + ",\n".join(runs) + "\n ]" if runs else "[]"
+        text = json.dumps(document, indent=1, allow_nan=True)
+        return text.replace(json.dumps(RUNS_PLACEHOLDER), listed, 1) + "\n"
+
+
+RUNS_PLACEHOLDER = "\u0000runs\u0000"
+"""Stands for the runs in the document while the rest is rendered (no key or value contains it)."""
 
 
 def machine_info() -> dict[str, Any]:
@@ -208,8 +230,9 @@ def machine_info() -> dict[str, Any]:
     return fingerprint()
 
 
-def write(path: Path, results: Results) -> None:
-    atomic_write_text(Path(path), results.to_json())
+def write(path: Path, results: Results, texts: dict[int, str] | None = None) -> None:
+    """Write the file atomically; ``texts``: :meth:`Results.to_json`'s cache of run texts."""
+    atomic_write_text(Path(path), results.to_json(texts))
 
 
 def load(path: Path) -> Results:
@@ -254,11 +277,18 @@ def load(path: Path) -> Results:
             raise ResultsError(f"{path}: runs[{index}] lacks {', '.join(missing)}; {fix}")
         _check_anatomy(path, index, raw.get("anatomy"), fix)
         runs.append(RunRecord(**{k: v for k, v in raw.items() if k in known}))
+    session = None
+    if "session" in document:
+        try:
+            session = SessionProgress.from_json(document["session"], str(path))
+        except ResultsError as error:
+            raise ResultsError(f"{error}; {fix}") from None
     return Results(
         runs=runs,
         machine=document.get("machine", {}),
         created=document.get("created", ""),
         schema=document["schema"],
+        session=session,
     )
 
 
@@ -334,7 +364,9 @@ def merge(parts: list[Results], names: list[str] | None = None) -> Results:
             runs[run.key] = (name, run)
     machines = {json.dumps(p.machine, sort_keys=True) for p in parts}
     machine = parts[0].machine if len(machines) == 1 else {"merged": [p.machine for p in parts]}
-    return Results(runs=[run for _, run in runs.values()], machine=machine)
+    return Results(
+        runs=[run for _, run in runs.values()], machine=machine, session=merged([p.session for p in parts])
+    )
 
 
 def merge_repeats(parts: list[Results], names: list[str] | None = None) -> Results:
@@ -375,7 +407,7 @@ def merge_repeats(parts: list[Results], names: list[str] | None = None) -> Resul
             pooled[key] += run.wall_times
             pooled_cpu[key] += run.cpu_times
     runs = [replace(run, wall_times=pooled[run.key], cpu_times=pooled_cpu[run.key]) for run in parts[0].runs]
-    return Results(runs=runs, machine=parts[0].machine)
+    return Results(runs=runs, machine=parts[0].machine, session=merged([p.session for p in parts]))
 
 
 def _plain(value: Any) -> Any:

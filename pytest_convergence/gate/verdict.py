@@ -4,7 +4,9 @@ Per case and dtype the new run fails the gate when an expectation that held now 
 changed, the loss history left its tolerance, the final loss or the steps to the target got worse
 by more than a threshold, or training got slower by more than a threshold (the fastest of repeated
 timings, compared as a ratio; only between runs on the same machine). Cases present on one side
-only are reported as added, removed or (same history, other name) renamed, never a crash.
+only are reported as added, removed or (same history, other name) renamed, never a crash; a run
+the new session did not finish (its process crashed, or the session ended first: the results file's
+``session`` record says which) fails, since the gate cannot judge it.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def compare_results(
         row.mechanism = _mechanism(row, replays)
         rows.append(row)
     rows += _unmatched(before, after)
+    warnings += _unfinished(old, new, rows)
     return Verdict(
         rows=rows,
         warnings=warnings,
@@ -343,6 +346,31 @@ def _unmatched(
     for _, new in sorted(added.items()):
         rows.append(Row(new.case, new.dtype, ADDED, ["only in the new results"], new=new))
     return rows
+
+
+def _unfinished(old: Results, new: Results, rows: list[Row]) -> list[str]:
+    """A run of the old side that the new session did not finish is not a run the suite dropped:
+    it fails, saying why (crashed, or not reached). The warnings say what either file lacks."""
+    warnings = [f"the old results: {line}" for line in old.session.problems()] if old.session else []
+    session = new.session
+    if session is None:
+        return warnings
+    warnings += [f"the new results: {line}" for line in session.problems()]
+    by_run = {(crash.case, crash.dtype): crash for crash in session.crashed if crash.case}
+    by_test = {crash.test: crash for crash in session.crashed}
+    missing = set(session.missing)
+    for row in rows:
+        if row.verdict != REMOVED or row.old is None:
+            continue
+        crash = by_run.get(row.old.key) or by_test.get(row.old.test)
+        if crash is not None:
+            where = f" ({crash.detail})" if crash.detail and crash.detail not in crash.how else ""
+            row.verdict = FAIL
+            row.reasons = [f"crashed in the new session: {crash.how}{where}, in {crash.test}"]
+        elif row.old.test in missing:
+            row.verdict = FAIL
+            row.reasons = [f"not run: the new session ended before {row.old.test} finished"]
+    return warnings
 
 
 def _machine_key(machine: dict[str, object]) -> tuple[object, ...]:
