@@ -41,7 +41,8 @@ def cell(bad: BadInput) -> str:
         snapshots = [name for name in bad.files if name.endswith(".convergence.txt")]
         kept = [name for name in snapshots if name in bad.kept]
         others = [f"{name} kept" for name in bad.kept if name not in snapshots]
-        message += f" [files: {len(kept)} of {len(snapshots)} snapshots unchanged; {', '.join(others)}]"
+        files = [f"{len(kept)} of {len(snapshots)} snapshots unchanged", *others]
+        message += f" [files: {'; '.join(files)}]"
     message = message.replace("|", "\\|")
     return message if "`" in message else f"`{message}`"
 

@@ -27,7 +27,14 @@ from .options import (
     marker_options,
     read_settings,
 )
-from .session import ITEM_RUNS_KEY, SESSION_KEY, SNAPSHOT_PROBLEMS_KEY, ConvergenceSession, session_of
+from .session import (
+    ITEM_RUNS_KEY,
+    PAYLOAD,
+    SESSION_KEY,
+    SNAPSHOT_PROBLEMS_KEY,
+    ConvergenceSession,
+    session_of,
+)
 
 if TYPE_CHECKING:
     from ..case import Case
@@ -37,6 +44,14 @@ if TYPE_CHECKING:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """``--convergence-isolate``: the session runs in one pytest-xdist worker (:mod:`.isolate`)."""
+    from .isolate import isolate
+
+    isolate(config)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,6 +66,15 @@ def pytest_configure(config: pytest.Config) -> None:
         baseline_path=config.getoption("--convergence-baseline"),
     )
     config.stash[SESSION_KEY] = convergence
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        convergence.worker = True
+        from .crash import CRASH_DIR
+
+        if workerinput.get(CRASH_DIR):
+            from .crash import RunWatch
+
+            convergence.watch = RunWatch(Path(workerinput[CRASH_DIR]), str(workerinput["workerid"]))
     if convergence.settings.replay:  # every process trains from it, pytest-xdist's workers too
         from ..replay_plan import load_plan
 
@@ -64,8 +88,11 @@ def pytest_configure(config: pytest.Config) -> None:
         except ConvergenceError as error:
             raise pytest.UsageError(str(error)) from None
     config.pluginmanager.register(DtypeSelection(), DTYPE_SELECTION)
+    config.pluginmanager.register(Reports(config), REPORTS)
     if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(XdistSummary(config), "convergence-xdist")
+        from .relay import XdistRelay
+
+        config.pluginmanager.register(XdistRelay(config), "convergence-xdist")
     if config.pluginmanager.hasplugin("benchmark"):
         from .benchmark import MachineInfo
 
@@ -103,6 +130,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     syrupy_compat.register_selected(session.config, [item for item in session.items if _is_spec_item(item)])
     config = session.config
+    convergence = session_of(config)
+    if convergence.settings.enabled and convergence.wants_results:  # what a results file may lack
+        convergence.plan([item.nodeid for item in session.items if item.get_closest_marker(MARKER)])
     if getattr(config, "workerinput", None) is not None or config.option.collectonly:
         return  # xdist workers meet it at the write, with the same message
     try:  # before the first test trains, not as a PermissionError inside an assertion
@@ -244,7 +274,8 @@ def convergence_benchmark(request: pytest.FixtureRequest, convergence_dtype: str
         from .benchmark import measure
 
         chosen = session.engine_for(case, marker, engine)
-        run = measure(benchmark, case, dtype or convergence_dtype, chosen, rounds=rounds)
+        with session.watching(case, dtype or convergence_dtype, chosen):
+            run = measure(benchmark, case, dtype or convergence_dtype, chosen, rounds=rounds)
         runs.append(run)
         return run
 
@@ -272,11 +303,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         from ..snapshot import syrupy_compat
 
         syrupy_compat.keep_snapshots_of(item.config, item.nodeid)  # a failed run's snapshot stays
+    session = session_of(item.config)
     if report.when == "call":
         runs = item.stash.get(ITEM_RUNS_KEY, [])
         item.stash[FAILED_KEY] = bool(runs) and report.failed
         if runs:
-            session = session_of(item.config)
             status = "passed" if report.passed else "failed"
             session.record(
                 item.nodeid,
@@ -285,11 +316,55 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 item_marker(item, session.settings.default_dtypes),
                 item.stash.get(SNAPSHOT_PROBLEMS_KEY, []),
             )
+    if session.worker:
+        sent = session.outbox()
+        if sent is not None:  # a list of its own: the report's is the item's, shared by its phases
+            report.user_properties = [*report.user_properties, (PAYLOAD, sent)]
     return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The test this process runs now: a crash note names it (:mod:`.crash`)."""
+    session_of(item.config).current_test = item.nodeid
+
+
+REPORTS = "convergence-reports"
+
+
+class Reports:
+    """Reads each test's reports on the controller (or in a session without pytest-xdist): takes
+    what a worker sent with the report and, when a planned test has finished, rewrites the
+    results file, so a session that dies later leaves this test's runs on disk."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml and others read the user properties
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        session = session_of(self.config)
+        if session.worker:
+            return  # its reports are on their way to the controller, payload and all
+        sent = [str(value) for name, value in report.user_properties if name == PAYLOAD]
+        if sent:
+            report.user_properties = [(n, v) for n, v in report.user_properties if n != PAYLOAD]
+            for payload in sent:
+                session.take(payload)
+        if report.when == "teardown":
+            session.test_finished(report.nodeid, self.config.rootpath)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.pluginmanager.register(SessionEnd(session.config), SESSION_END)
+    watch = session_of(session.config).watch
+    if watch is not None:  # after pytest's faulthandler plugin set its own, at configure
+        watch.start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    convergence = config.stash.get(SESSION_KEY, None)
+    if convergence is not None and convergence.watch is not None:
+        convergence.watch.stop()
 
 
 SESSION_END = "convergence-session-end"
@@ -416,18 +491,3 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 GATE_FAILED = "failing in the convergence gate"
-
-
-class XdistSummary:
-    """Under pytest-xdist, workers send their summary rows to the controller, which prints them."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        workeroutput = getattr(self.config, "workeroutput", None)
-        if workeroutput is not None:
-            workeroutput.update(session_of(self.config).to_worker_output())
-
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        session_of(self.config).merge_worker_output(getattr(node, "workeroutput", {}))

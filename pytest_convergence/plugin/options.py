@@ -178,6 +178,23 @@ def add_options(parser: pytest.Parser) -> None:
         "what the loss and each weight did, which dtype rule caused it and what would change it "
         "(default: off, the summary table only).",
     )
+    # --convergence-isolate and its ini key, read by plugin/isolate.py at pytest_cmdline_main
+    group.addoption(
+        "--convergence-isolate",
+        action="store_true",
+        default=None,
+        help="run the session in one pytest-xdist worker, so that a native crash (an abort inside "
+        "TensorFlow) fails only the test it killed and the session goes on in a new worker; needs "
+        "pytest-xdist, refuses -s, --pdb and --trace; nothing to do under -n N, off under -n 0 "
+        "(default: off, unless the ini sets convergence_isolate).",
+    )
+    parser.addini(
+        "convergence_isolate",
+        type="bool",
+        default=False,
+        help="run convergence sessions in one pytest-xdist worker, as --convergence-isolate does "
+        "(default: false).",
+    )
     parser.addini(
         "convergence",
         type="bool",

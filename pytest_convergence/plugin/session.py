@@ -8,6 +8,9 @@ results, run the gate) is reachable from a test without pytest's machinery.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,12 +23,14 @@ from .options import MarkerOptions, Settings
 
 if TYPE_CHECKING:
     from ..case import Case
-    from ..gate.results import RunRecord
+    from ..gate.progress import CrashedRun
+    from ..gate.results import Results, RunRecord
     from ..replay_plan import ReplayPlan
     from ..run import Run
     from ..snapshot.calibrate import Calibration
     from ..snapshot.extension import ConvergenceSnapshot
     from ..tolerance import Tolerance
+    from .crash import RunWatch
     from .summary import SummaryRow
 
 ITEM_RUNS_KEY = pytest.StashKey[list["Run"]]()
@@ -58,6 +63,27 @@ class ConvergenceSession:
     """What an unfinished session kept, and why: one terminal line."""
     replay_plan: ReplayPlan | None = None
     """A gate's replay plan (``--convergence-replay``), read before any test trains."""
+    planned: list[str] = field(default_factory=list)
+    """The convergence tests the session selected (node ids): a results file written before the
+    session ends names those it has no result for."""
+    done: set[str] = field(default_factory=set)
+    """The planned tests that finished (their teardown reported), whatever their outcome."""
+    crashed: list[CrashedRun] = field(default_factory=list)
+    """Runs whose pytest-xdist worker died under them (:mod:`.crash`)."""
+    written: bool = False
+    """The results file was rewritten in this session (after a finished test)."""
+    current_test: str = ""
+    """The node id of the test running in this process (``pytest_runtest_logstart``)."""
+    watch: RunWatch | None = None
+    """On a pytest-xdist worker: what it leaves for the controller in case it crashes."""
+    worker: bool = False
+    """This process is a pytest-xdist worker: it sends what it records with each report."""
+    _sent_plan: bool = False
+    _sent_machine: bool = False
+    _own_machine: dict[str, Any] | None = None
+    _records_written: int = 0
+    _texts: dict[int, str] = field(default_factory=dict)
+    """Each recorded run's JSON text, by ``id``: the results file is rewritten after every test."""
 
     @property
     def wants_results(self) -> bool:
@@ -168,7 +194,8 @@ class ConvergenceSession:
         problem = None
         chosen = self.engine_for(case, marker, engine)
         try:
-            trained = train_with_checks(case, dtype, chosen, checks, current_rtol=current)
+            with self.watching(case, dtype, chosen):
+                trained = train_with_checks(case, dtype, chosen, checks, current_rtol=current)
         except ConvergenceError as error:
             problem = str(error)
         if problem is not None:  # failed outside the handler, so no chained traceback is shown
@@ -183,6 +210,16 @@ class ConvergenceSession:
             self.calibrations.append(calibration)
         return run
 
+    @contextmanager
+    def watching(self, case: Case, dtype: str, engine: str) -> Iterator[None]:
+        """Around one training: on a pytest-xdist worker, the note and stderr log that let the
+        controller report this run if a native crash kills the process (:mod:`.crash`)."""
+        if self.watch is None:
+            yield
+            return
+        with self.watch.run(self.current_test, case.name, dtype, engine, case.total_steps):
+            yield
+
     def train_expecting_refusal(self, case: Case, dtype: str, text: str, marker: MarkerOptions) -> str:
         """Train a dtype that Keras cannot train: pass if the training fails with ``text`` in its
         error (the summary row says ``refused``), fail if it trains or fails otherwise."""
@@ -193,9 +230,10 @@ class ConvergenceSession:
         chosen = self.engine_for(case, marker)
         problem = None
         try:
-            trained = train_with_checks(
-                case, dtype, chosen, TrainingRequest(), current_rtol=lambda _: (0.0, 0.0)
-            )
+            with self.watching(case, dtype, chosen):
+                trained = train_with_checks(
+                    case, dtype, chosen, TrainingRequest(), current_rtol=lambda _: (0.0, 0.0)
+                )
             assert not isinstance(trained, AnatomyOnly), "no replay was asked for"
             run, _ = trained
         except ConvergenceError as error:
@@ -284,15 +322,23 @@ class ConvergenceSession:
                 )
 
     def keep_files(self, reason: str, *, snapshots_kept: bool) -> None:
-        """The session stopped early (``reason``): :meth:`finish` writes no results file and runs no
-        gate, a half-run session's results would replace a whole one's, and the gate would call
-        every run it did not reach missing. ``snapshots_kept``: syrupy was kept from deleting the
-        snapshots of the tests that did not run (``syrupy_compat.keep_unused_snapshots``)."""
+        """The session stopped early (``reason``): :meth:`finish` runs no gate (the gate would
+        call every run the session did not reach missing) and, where no test finished, leaves the
+        results file as it was; where some did, the file already holds them (it is rewritten as
+        each test finishes) and names the tests it has no result for. ``snapshots_kept``: syrupy
+        was kept from deleting the snapshots of the tests that did not run
+        (``syrupy_compat.keep_unused_snapshots``)."""
         self.unfinished = self.unfinished or reason
         kept = []
         if snapshots_kept:
             kept.append("deleted no snapshot (those of tests that did not run are kept)")
-        if self.results_path:
+        if self.results_path and self.written:
+            missing = len(self.planned) - len(self.done)
+            kept.append(
+                f"wrote the {len(self.records)} run(s) that finished to {self.results_path}, marked "
+                f"unfinished: it names the {missing} planned test(s) that have no result"
+            )
+        elif self.results_path:
             kept.append(f"did not write {self.results_path} (the file there is unchanged)")
         if self.baseline_path:
             kept.append("ran no gate")
@@ -301,19 +347,20 @@ class ConvergenceSession:
 
     def finish(self, rootpath: Path) -> pytest.ExitCode | None:
         """Write the results file and run the gate; the exit code the gate asks for, if any.
-        A session that did not run to its end does neither (:meth:`keep_files`)."""
-        if not self.wants_results or self.unfinished is not None:
+        A session that did not run to its end runs no gate, and rewrites the results file only
+        if it already did (:meth:`keep_files`)."""
+        if not self.wants_results:
             return None
-        from ..gate import results
-
-        current = results.Results(runs=list(self.records))
-        trained_here = _trained_machine()
-        if trained_here or self.machine:  # the processes that trained: this one, or xdist workers
-            current.machine = trained_here or dict(self.machine)
+        if self.unfinished is not None:
+            if self.results_path and self.written:
+                self._write(rootpath, self.results(finished=False, ended=f"the session {self.unfinished}"))
+            return None
+        current = self.results(finished=True, ended="", machine=_trained_machine())
         if self.results_path:
-            results.write(rootpath / self.results_path, current)
+            self._write(rootpath, current)
         if not self.baseline_path:
             return None
+        from ..gate import results
         from ..gate.verdict import Thresholds, compare_results
         from ..gate.verdict_text import format_table
 
@@ -330,33 +377,117 @@ class ConvergenceSession:
         self.gate_failures = len(verdict.failed_rows)
         return None if verdict.passed else pytest.ExitCode.TESTS_FAILED
 
-    # -------------------------------------------------------------------------------- xdist
-    def to_worker_output(self) -> dict[str, Any]:
-        """What a pytest-xdist worker sends to the controller (plain values)."""
-        return {
-            "convergence_rows": [asdict(row) for row in self.rows],
-            "convergence_records": [asdict(record) for record in self.records],
-            "convergence_calibrations": [asdict(calibration) for calibration in self.calibrations],
-            "convergence_machine": _trained_machine(),
-            "convergence_unfinished": self.unfinished,
-        }
+    # ------------------------------------------------------------------------------ progress
+    def plan(self, tests: list[str]) -> None:
+        """The convergence tests this session will run (the first list given wins: every
+        pytest-xdist worker collects the same)."""
+        if not self.planned:
+            self.planned = list(tests)
 
-    def merge_worker_output(self, output: dict[str, Any]) -> None:
-        """Take a finished worker's rows, records and calibrations (the controller side)."""
+    def test_finished(self, test: str, rootpath: Path) -> None:
+        """A planned test finished (passed, failed or skipped): if it recorded runs, the results
+        file is rewritten, so a session that dies later leaves them on disk. A test without runs
+        rewrites nothing: a session that stops before any run finished leaves the file as it was."""
+        if test not in self.planned or test in self.done:
+            return
+        self.done.add(test)
+        if len(self.records) > self._records_written:
+            self.write_progress(rootpath)
+
+    def test_crashed(self, crashed: CrashedRun, row: SummaryRow | None, rootpath: Path) -> None:
+        """A test's process died (:mod:`.crash`): its summary row, and the results file names it."""
+        if row is not None:
+            self.rows.append(row)
+        self.crashed.append(crashed)
+        self.write_progress(rootpath)
+
+    def write_progress(self, rootpath: Path) -> None:
+        """Rewrite the results file with every run so far, marked unfinished (the last write, at the
+        session's end, marks it finished): atomic, so a crash leaves the old file or the new one."""
+        if self.results_path and self.planned:
+            self._write(rootpath, self.results(finished=False, ended=STILL_RUNNING))
+
+    def results(self, *, finished: bool, ended: str, machine: dict[str, Any] | None = None) -> Results:
+        """The results file's content now: the runs, the machine that trained them, the progress."""
+        from ..gate import results
+        from ..gate.progress import progress
+
+        session = progress(self.planned, self.done, self.crashed, finished=finished, ended=ended)
+        current = results.Results(runs=list(self.records), session=session if self.planned else None)
+        trained = machine or self._machine_so_far()
+        if trained:  # the processes that trained: this one, or pytest-xdist's workers
+            current.machine = trained
+        return current
+
+    def _machine_so_far(self) -> dict[str, Any]:
+        if self.machine:
+            return dict(self.machine)
+        if self._own_machine is None:
+            self._own_machine = _trained_machine() or None
+        return dict(self._own_machine or {})
+
+    def _write(self, rootpath: Path, current: Results) -> None:
+        from ..gate import results
+
+        results.write(rootpath / str(self.results_path), current, self._texts)
+        self.written = True
+        self._records_written = len(current.runs)
+
+    # -------------------------------------------------------------------------------- xdist
+    def outbox(self) -> str | None:
+        """What a pytest-xdist worker sends with a test's report: the rows, records and
+        calibrations recorded since the last report (then forgotten here), the planned tests and
+        the machine once. Sent as the test finishes, not at the worker's end, so a worker that
+        crashes loses only the test it was running. JSON text: plain to every reader."""
+        payload: dict[str, Any] = {}
+        if self.planned and not self._sent_plan:
+            payload["planned"], self._sent_plan = self.planned, True
+        if self.rows:
+            payload["rows"] = [asdict(row) for row in self.rows]
+        if self.records:
+            payload["records"] = [asdict(record) for record in self.records]
+        if self.calibrations:
+            payload["calibrations"] = [asdict(calibration) for calibration in self.calibrations]
+        if (self.rows or self.records) and not self._sent_machine:
+            payload["machine"], self._sent_machine = _trained_machine(), True
+        self.rows, self.records, self.calibrations = [], [], []
+        return json.dumps(payload, default=_plain) if payload else None
+
+    def take(self, sent: str) -> None:
+        """Take what a worker sent (:meth:`outbox`), on the controller."""
         from ..gate.results import RunRecord
         from ..snapshot.calibrate import Calibration
         from .summary import SummaryRow
 
-        self.rows.extend(SummaryRow(**row) for row in output.get("convergence_rows", []))
-        if output.get("convergence_machine"):
-            self.machine = output["convergence_machine"]
-        if output.get("convergence_unfinished"):
-            self.unfinished = self.unfinished or f"{output['convergence_unfinished']} on a worker"
-        self.records.extend(RunRecord(**r) for r in output.get("convergence_records", []))
+        payload = json.loads(sent)
+        if payload.get("planned"):
+            self.plan(payload["planned"])
+        if payload.get("machine"):
+            self.machine = payload["machine"]
+        self.rows.extend(SummaryRow(**row) for row in payload.get("rows", []))
+        self.records.extend(RunRecord(**record) for record in payload.get("records", []))
         self.calibrations.extend(
-            Calibration(**{**c, "outcomes": tuple(c["outcomes"])})
-            for c in output.get("convergence_calibrations", [])
+            Calibration(**{**c, "outcomes": tuple(c["outcomes"])}) for c in payload.get("calibrations", [])
         )
+
+    def worker_stopped_early(self, why: str | None) -> None:
+        """A worker's session did not run to its end (Ctrl-C, ``-x``): the controller's does not."""
+        if why:
+            self.unfinished = self.unfinished or f"{why} on a worker"
+
+
+STILL_RUNNING = "written while the session ran; it then died, or still runs"
+"""The ``ended`` of every results file written before the session's end."""
+PAYLOAD = "pytest-convergence"
+"""The name of a report's user property that carries what a pytest-xdist worker recorded."""
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (a row's final loss can be one) as JSON numbers."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _trained_machine() -> dict[str, Any]:

@@ -1,15 +1,19 @@
-"""Ctrl-C, ``-x`` and other early ends: an unfinished session deletes nothing and replaces nothing.
+"""Ctrl-C, ``-x`` and other early ends: an unfinished session deletes nothing, and its results
+file says what it did not finish.
 
 A real ``pytest --convergence --snapshot-update`` runs as a subprocess in a project whose snapshots
 and results file already exist, and gets a real SIGINT, sent to its process group as a terminal's
 Ctrl-C is, at one moment of its life: while collecting, while training, right after a test wrote
 its snapshot. Afterwards every file is checked: the snapshots of the tests that did not finish
-are there byte for byte, the results file is the old one, no temporary file is left, and pytest
-ended promptly with its interrupted exit code (2).
+are there byte for byte, the results file is the old one where no run finished, else the runs that
+finished marked unfinished with the tests missing (it is rewritten as each test finishes, so a
+session that dies keeps them too), no temporary file is left, and pytest ended promptly with its
+interrupted exit code (2).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -220,20 +224,41 @@ def _reached(point: str) -> Callable[[Path], bool]:
     return lambda directory: (directory / f"reached-{point}").exists()
 
 
+PLANNED = ["test_project.py::test_first[float32]", "test_project.py::test_long[float32]"]
+PLANNED.append("test_project.py::test_last[float32]")
+
+
 def assert_nothing_lost(session: Interrupted, finished: Collection[str] = ()) -> None:
-    """Every stored file is there; only the snapshots of ``finished`` tests may have changed; no
-    temporary file is left; pytest ended promptly, interrupted, and said what it kept."""
+    """Every stored file is there; only the snapshots of ``finished`` tests may have changed, and
+    the results file only to hold their runs, marked unfinished; no temporary file is left; pytest
+    ended promptly, interrupted, and said what it kept."""
     ended = session.banner_after is not None and session.banner_after < FINISHED_SESSION_ENDS
     assert ended, f"no end of the session within {FINISHED_SESSION_ENDS} s of Ctrl-C\n{session.output}"
     assert session.returncode == pytest.ExitCode.INTERRUPTED, session.output
     assert not set(session.before) - set(session.after), session.output  # nothing deleted
-    assert session.after["results.json"] == session.before["results.json"]
-    allowed = {str(SNAPSHOTS / f"{test}.convergence.txt") for test in finished}
+    allowed = {str(SNAPSHOTS / f"{test}.convergence.txt") for test in finished} | {"results.json"}
     assert session.changed() <= allowed, session.output
     assert not session.new(), session.output  # no temporary file, no results written beside
     assert "convergence: the session was interrupted" in session.output
-    assert "did not write results.json (the file there is unchanged)" in session.output
+    if session.after["results.json"] == session.before["results.json"]:
+        assert "did not write results.json (the file there is unchanged)" in session.output
+    else:
+        assert_marked_unfinished(session, finished)
     assert "PytestUnraisableExceptionWarning" not in session.output
+
+
+def assert_marked_unfinished(session: Interrupted, finished: Collection[str]) -> None:
+    """The results file holds the runs of tests that finished, and names every other one."""
+    written = json.loads(session.after["results.json"])
+    ran = {run["test"].partition("::")[2] for run in written["runs"]}
+    assert ran and ran <= set(finished), session.output
+    assert written["session"]["finished"] is False
+    assert written["session"]["ended"] == "the session was interrupted (KeyboardInterrupt)"
+    assert written["session"]["missing"] == [test for test in PLANNED if test.partition("::")[2] not in ran]
+    assert (
+        f"wrote the {len(ran)} run(s) that finished to results.json, marked unfinished: it names the "
+        f"{len(PLANNED) - len(ran)} planned test(s) that have no result"
+    ) in session.output
 
 
 def test_ctrl_c_while_collecting_replaces_no_results_file(stored: Path, tmp_path: Path) -> None:
@@ -248,6 +273,7 @@ def test_ctrl_c_while_training_stops_promptly_and_keeps_every_file(stored: Path,
     session = interrupt(stored, tmp_path, when=_reached("long"), after=5.0, LONG_STEPS="1000000")
     assert_nothing_lost(session, finished={"test_first[float32]"})
     assert "deleted no snapshot" in session.output
+    assert_marked_unfinished(session, {"test_first[float32]"})  # the first test had finished
 
 
 def test_ctrl_c_after_a_snapshot_write_keeps_it_and_every_other(stored: Path, tmp_path: Path) -> None:
@@ -255,7 +281,7 @@ def test_ctrl_c_after_a_snapshot_write_keeps_it_and_every_other(stored: Path, tm
     session = interrupt(stored, tmp_path, when=_reached("first-written"), LEARNING_RATE="0.2")
     first = str(SNAPSHOTS / "test_first[float32].convergence.txt")
     assert_nothing_lost(session, finished={"test_first[float32]"})
-    assert session.changed() == {first}
+    assert session.changed() - {"results.json"} == {first}  # and its run, if the test had finished
     assert "\ncase: first\n" in session.after[first].decode()
     assert "learning_rate=0.2" in session.after[first].decode()
 
