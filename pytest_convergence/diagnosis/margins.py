@@ -35,8 +35,8 @@ tenth's relative change another CPU's kernels moved by up to 0.64 times the plat
 sat near it (two-moons mixed_float16: -0.036% here, -0.080% capped to AVX2, -0.1% on an AMD EPYC;
 docs/machines.md)."""
 STEPS_BAND = 0.02
-"""A step count within this share of the run (at least one step) of its threshold is borderline
-(docs/machines.md)."""
+"""A step count within this share of the run (at least one step; short of the count the rule
+needs, at most half of it) of its threshold is borderline (docs/machines.md)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,12 @@ class Margin:
     def band(self) -> float:
         """How far another machine could move the quantity."""
         if self.steps:
-            return float(max(1, math.ceil(STEPS_BAND * self.steps)))
+            # the event's start moves by a share of the run; short of the event (a near miss) there
+            # is no start to move, and the count must be at least half what the rule needs, or a run
+            # whose weights move at every step would be "near" a stall of 100 steps in 100,000
+            share = math.ceil(STEPS_BAND * self.steps)
+            fired = self.value > self.threshold
+            return float(max(1, share if fired else min(share, math.ceil(self.threshold) // 2)))
         # the loss's relative changes carry half precision's noise; the swing's ratio of two of
         # them does not, as long as the change is not itself noise (then the range rule decides)
         noisy = self.half and self.rule in ("plateau", "swing-range")

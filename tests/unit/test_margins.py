@@ -144,3 +144,12 @@ def test_half_precision_runs_have_a_wider_band_for_the_loss_s_relative_change() 
     assert half.outcome == single.outcome == Outcome.PLATEAU
     assert half.outcomes == (Outcome.PLATEAU, Outcome.DESCENDING)
     assert single.outcomes == (Outcome.PLATEAU,)
+
+
+def test_a_run_whose_weights_move_at_every_step_is_not_near_a_stall() -> None:
+    """100 unchanged steps make a stall in a run of 100,000; 2% of the run (2,000 steps) would make
+    every such run "near" one: short of the rule, the count must reach half of it first."""
+    steps = 5000  # a stall needs 100 unchanged steps, 2% of the run is 100 steps
+    moving = diagnose(make_history(np.linspace(1.0, 0.5, steps)))
+    assert not any(m.rule == "stall" and m.borderline for m in moving.margins)
+    assert any(m.rule == "stall" and m.borderline for m in diagnose(make_history(*stall(steps, 60))).margins)
