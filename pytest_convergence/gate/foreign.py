@@ -56,8 +56,9 @@ def foreign_runs(patterns: str, rootpath: Path) -> dict[tuple[str, str], list[Fo
         for path in map(Path, paths):
             if not path.is_file():
                 raise ResultsError(
-                    f"--convergence-calibrate-with: no results file {path}\n  fix: write one per kernel "
-                    "variant first (pytest-convergence kernels ... --out DIR), then name DIR/*.json"
+                    f"--convergence-calibrate-with: no results file matches {pattern!r}\n  fix: write one "
+                    "per kernel variant first (pytest-convergence kernels --out DIR -- ...), then name "
+                    f"DIR/*.json; paths are relative to {rootpath}"
                 )
             for record in load(path).runs:
                 # a failed test's run counts too: another variant failing its snapshot is the point

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..diagnosis.margins import alternatives_in
 from ..snapshot.compare import allowed_misses, relative_error, weight_errors, weight_floor
 from ..tolerance import DEFAULT_RTOL, Tolerance
 from .mechanism import Mechanism, difference_notes, explain
@@ -80,12 +81,7 @@ def compare_results(
 
 def _outcomes(record: RunRecord) -> set[str]:
     """The record's outcome and its borderline alternatives (the diagnosis's margins evidence)."""
-    margins = record.evidence.get("margins") or []
-    return {record.outcome} | {
-        m["alternative"]
-        for m in margins
-        if isinstance(m, dict) and m.get("borderline") and m.get("alternative")
-    }
+    return {record.outcome, *alternatives_in(record.evidence)}
 
 
 def _compare_pair(
@@ -101,7 +97,7 @@ def _compare_pair(
         if {old.outcome, new.outcome} <= set(tolerance.outcomes):
             row.notes.append(
                 f"outcome {old.outcome} -> {new.outcome}: unstable (calibration saw "
-                f"{' and '.join(tolerance.outcomes)} under one-ulp perturbations)"
+                f"{' and '.join(tolerance.outcomes)} {tolerance.measured_across})"
             )
         elif new.outcome in _outcomes(old) or old.outcome in _outcomes(new):
             row.notes.append(

@@ -75,6 +75,15 @@ def pytest_configure(config: pytest.Config) -> None:
             from .crash import RunWatch
 
             convergence.watch = RunWatch(Path(workerinput[CRASH_DIR]), str(workerinput["workerid"]))
+    if convergence.settings.kernels is not None:
+        _use_kernels(config, convergence.settings.kernels)
+    if convergence.settings.calibrate_with:
+        from ..gate.foreign import foreign_runs
+
+        try:
+            convergence.foreign = foreign_runs(convergence.settings.calibrate_with, config.rootpath)
+        except ConvergenceError as error:
+            raise pytest.UsageError(str(error)) from None
     if convergence.settings.replay:  # every process trains from it, pytest-xdist's workers too
         from ..replay_plan import load_plan
 
@@ -97,6 +106,27 @@ def pytest_configure(config: pytest.Config) -> None:
         from .benchmark import MachineInfo
 
         config.pluginmanager.register(MachineInfo(), "convergence-benchmark")
+
+
+def _use_kernels(config: pytest.Config, name: str) -> None:
+    """Set another CPU's kernels before TensorFlow is imported (pytest-xdist's workers inherit
+    the environment), or, for ``list``, print the variants this CPU allows and stop."""
+    from .. import kernels
+    from ..fingerprint import cpu_description
+
+    flags = set(cpu_description()["isa"])
+    if name.strip().lower() == "list":
+        top = kernels.native_level(flags)
+        lines = [f"this CPU: {top or 'no oneDNN x86 level'}; kernel variants it can run:"]
+        lines += [
+            f"  {variant}"
+            for variant in [kernels.NATIVE, *kernels.allowed(flags), *kernels.others(flags)[-1:]]
+        ]
+        pytest.exit("\n".join(lines), returncode=0)
+    try:
+        kernels.apply(kernels.parse(name, flags))
+    except ConvergenceError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

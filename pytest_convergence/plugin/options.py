@@ -49,6 +49,10 @@ class Settings:
     """First steps taken apart for the results file (``--convergence-anatomy``); 0: none."""
     replay: str | None = None
     """A gate's replay plan (``--convergence-replay``): only its runs train, taken apart."""
+    calibrate_with: str | None = None
+    """Results files of other kernels or machines to calibrate across (``--convergence-calibrate-with``)."""
+    kernels: str | None = None
+    """Another CPU's kernels to train with (``--convergence-kernels``, :mod:`..kernels`)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,15 @@ def add_options(parser: pytest.Parser) -> None:
         "(default: 0, no calibration; N is at least 2).",
     )
     group.addoption(
+        "--convergence-calibrate-with",
+        metavar="FILES",
+        default=None,
+        help="comma-separated results files (or globs) of the same suite trained with other kernels "
+        "or on other machines (pytest-convergence kernels writes one per kernel variant): calibration "
+        "also measures each run's spread, events and outcomes across them; alone, it calibrates "
+        "from them without one-ulp reruns (default: none, the one-ulp reruns only).",
+    )
+    group.addoption(
         "--convergence-simulate-machine",
         type=int,
         metavar="SEED",
@@ -115,6 +128,17 @@ def add_options(parser: pytest.Parser) -> None:
         help="train every run as another machine might (one-ulp nudges of the weights at the start "
         "and at a few seeded steps) and check every expectation and snapshot still holds; "
         "never writes snapshots. CI runs it with two seeds (default: off, train as this machine does).",
+    )
+    group.addoption(
+        "--convergence-kernels",
+        metavar="VARIANT",
+        default=None,
+        help="train with another CPU's real kernels, on this one: oneDNN capped to an older "
+        "instruction-set level (sse41, avx, avx2, avx512_core, avx512_core_vnni, avx512_core_bf16, "
+        "avx512_core_amx) with TensorFlow's oneDNN rewrites as such a CPU runs them, or set with "
+        "/rewrites, /no-rewrites, /flip (avx2/no-rewrites, native/flip); 'native' clears both; "
+        "'list' prints the variants this CPU allows. Set before TensorFlow is imported; checks "
+        "expectations and snapshots, never writes snapshots (default: this CPU's own kernels).",
     )
     group.addoption(
         "--convergence-platform-snapshots",
@@ -136,7 +160,8 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="PATH",
         default=None,
         help="write every run of the session to this JSON results file, the upgrade gate's input; "
-        "written only when the session ran to its end (default: none).",
+        "rewritten after each test, so a session that crashes or is interrupted leaves its finished "
+        "runs and names the missing ones (default: none).",
     )
     group.addoption(
         "--convergence-anatomy",
@@ -301,6 +326,16 @@ def read_settings(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"--convergence-anatomy takes a number of steps, 0 or more, got {anatomy_steps}"
         )
+    kernels = config.getoption("--convergence-kernels")
+    if (
+        kernels is not None
+        and kernels.strip().lower() not in ("native", "list")
+        and _updating_snapshots(config)
+    ):
+        raise pytest.UsageError(
+            f"--convergence-kernels={kernels} trains with another CPU's kernels: its histories are a "
+            "check, not snapshots; drop --snapshot-update (or the kernel variant)"
+        )
     enabled = config.getoption("--convergence")
     return Settings(
         enabled=bool(enabled if enabled is not None else config.getini("convergence")),
@@ -323,6 +358,8 @@ def read_settings(config: pytest.Config) -> Settings:
         explain=config.getoption("--convergence-explain"),
         anatomy_steps=anatomy_steps,
         replay=config.getoption("--convergence-replay"),
+        kernels=kernels,
+        calibrate_with=config.getoption("--convergence-calibrate-with"),
     )
 
 

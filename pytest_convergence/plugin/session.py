@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..gate.results import Results, RunRecord
     from ..replay_plan import ReplayPlan
     from ..run import Run
-    from ..snapshot.calibrate import Calibration
+    from ..snapshot.calibrate import Calibration, ForeignRun
     from ..snapshot.extension import ConvergenceSnapshot
     from ..tolerance import Tolerance
     from .crash import RunWatch
@@ -61,6 +61,9 @@ class ConvergenceSession:
     deletes nothing and replaces nothing (:meth:`keep_files`)."""
     kept_line: str | None = None
     """What an unfinished session kept, and why: one terminal line."""
+    foreign: dict[tuple[str, str], list[ForeignRun]] = field(default_factory=dict)
+    """Other kernels' or machines' runs of each case and dtype, for calibration
+    (``--convergence-calibrate-with``)."""
     replay_plan: ReplayPlan | None = None
     """A gate's replay plan (``--convergence-replay``), read before any test trains."""
     planned: list[str] = field(default_factory=list)
@@ -178,6 +181,12 @@ class ConvergenceSession:
             replay = self.replay_plan.find(case.name, dtype)
             if replay is None:
                 pytest.skip(f"{case.name} [{dtype}] is not in the replay plan {settings.replay}")
+        from ..kernels import current as kernel_variant
+
+        variant = kernel_variant()
+        refused = variant.cannot_run(dtype) if variant is not None else None
+        if refused:
+            pytest.skip(f"{case.name} [{dtype}]: {refused}")
         checks = TrainingRequest(
             repeat=settings.repeat,
             calibrate=settings.calibrate,
@@ -185,6 +194,8 @@ class ConvergenceSession:
             simulate=settings.simulate,
             anatomy_steps=settings.anatomy_steps if self.wants_results else 0,
             replay=replay,
+            foreign=tuple(self.foreign.get((case.name, dtype), ())),
+            variant=variant.name if variant is not None else "native",
         )
 
         def current(run: Run) -> tuple[float, float]:

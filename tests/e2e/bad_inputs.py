@@ -918,6 +918,28 @@ OPTIONS = [
             "check, not snapshots; drop --snapshot-update (or the simulation)",
         ),
         (
+            "option-kernels-unknown",
+            "--convergence-kernels=avx3",
+            "",
+            ["--convergence-kernels=avx3"],
+            "ERROR: --convergence-kernels: unknown kernel variant 'avx3'",
+        ),
+        (
+            "option-kernels-update",
+            "--convergence-kernels=sse41 with --snapshot-update",
+            "",
+            ["--convergence-kernels=sse41", "--snapshot-update"],
+            "ERROR: --convergence-kernels=sse41 trains with another CPU's kernels: its histories are a "
+            "check, not snapshots; drop --snapshot-update (or the kernel variant)",
+        ),
+        (
+            "option-calibrate-with-missing",
+            "--convergence-calibrate-with naming no file",
+            "",
+            ["--convergence-calibrate-with=kernels/*.json"],
+            "ERROR: --convergence-calibrate-with: no results file matches 'kernels/*.json'",
+        ),
+        (
             "ini-speed",
             "convergence_speed = slow",
             "convergence_speed = slow",
@@ -981,7 +1003,7 @@ CLI = [
             SEED_SPEC,
             ["explian", "seed.convergence.toml"],
             "pytest-convergence: error: argument COMMAND: invalid choice: 'explian' (choose from 'explain', "
-            "'compare', 'replay-plan', 'replay', 'merge', 'gate')",
+            "'compare', 'replay-plan', 'replay', 'merge', 'gate', 'kernels')",
         ),
         (
             "cli-explain-missing",

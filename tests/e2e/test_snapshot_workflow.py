@@ -274,8 +274,8 @@ def test_calibration_recommends_a_tolerance_from_perturbed_reruns(user_suite: py
     result.stdout.fnmatch_lines(
         [
             "*= convergence calibration (tolerance from data) =*",
-            "case*dtype*runs*median spread*max spread*recommended rtol*rtol now*fits*outcomes",
-            "mlp*float32*3*",
+            "case*dtype*runs*median spread*max spread*recommended rtol*rtol now*fits*outcomes*measured*",
+            "mlp*float32*3*native ulp[*]2",
         ]
     )
     row = next(line for line in result.stdout.lines if line.startswith("mlp ") and line.split()[2] == "3")

@@ -1,0 +1,86 @@
+"""Other CPUs' real kernels, end to end: a session under a variant, and calibration across variants."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from pytest_convergence import kernels
+from pytest_convergence.fingerprint import cpu_description
+
+SUITE = textwrap.dedent(
+    """
+    import pytest
+    from pytest_convergence import Case
+
+    CASE = Case.sequential(
+        "hidden",
+        layers=[
+            {"class_name": "Dense", "config": {"units": 4, "activation": "tanh"}},
+            {"class_name": "Dense", "config": {"units": 1}},
+        ],
+        input_shape=(2,),
+        x=[[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], y=[0.0, 1.0, 1.0, 0.0],
+        loss={"class_name": "BinaryCrossentropy", "config": {"from_logits": True}},
+        optimizer={"class_name": "Adam", "config": {"learning_rate": 0.05}},
+        steps=100, seed=0,
+    )
+
+    @pytest.mark.convergence(dtypes=["float32", "float16"])
+    def test_hidden(convergence_train, convergence_snapshot):
+        assert convergence_train(CASE) == convergence_snapshot
+    """
+)
+
+
+def test_a_session_under_another_cpus_kernels_records_them_and_skips_what_they_cannot_run(
+    user_suite: pytest.Pytester,
+) -> None:
+    levels = kernels.allowed(set(cpu_description()["isa"]))
+    if not levels:
+        pytest.skip("not an x86 CPU: oneDNN's instruction-set cap does not apply")
+    variant = (
+        f"{levels[0]}/rewrites"  # the oldest level with the rewrites forced on: half precision aborts there
+    )
+    user_suite.makepyfile(test_user=SUITE)
+    result = user_suite.runpytest_subprocess(
+        "--convergence", f"--convergence-kernels={variant}", "--convergence-results=variant.json", "-rs"
+    )
+    result.assert_outcomes(failed=1, skipped=1)  # float32 trains (no snapshot yet), float16 is skipped
+    result.stdout.fnmatch_lines([f"*hidden ?float16?: the {variant} kernel variant cannot run float16 here*"])
+    machine = json.loads((user_suite.path / "variant.json").read_text())["machine"]
+    assert f"ONEDNN_MAX_CPU_ISA={levels[0].upper()}" in machine["onednn"]
+    assert "TF_ENABLE_ONEDNN_OPTS=1" in machine["onednn"]
+
+
+def test_snapshots_are_never_written_under_another_cpus_kernels(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(test_user=SUITE)
+    result = user_suite.runpytest("--convergence", "--snapshot-update", "--convergence-kernels=avx")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--convergence-kernels=avx trains with another CPU's kernels*drop --snapshot-update*"]
+    )
+
+
+def test_calibration_across_results_files_names_them_in_the_snapshot(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(test_user=SUITE)
+    user_suite.runpytest(
+        "--convergence", "--convergence-dtypes=float32", "--convergence-results=other.json"
+    ).assert_outcomes(failed=1)
+    updated = user_suite.runpytest(
+        "--convergence",
+        "--convergence-dtypes=float32",
+        "--snapshot-update",
+        "--convergence-calibrate-with=other.json",
+    )
+    updated.assert_outcomes(passed=1)
+    updated.stdout.fnmatch_lines(["*measured across*", "*hidden*float32*native other*"])
+    (snapshot,) = (user_suite.path / "__snapshots__").rglob("*.txt")
+    assert "variants=native|other" in snapshot.read_text()
+    missing = user_suite.runpytest("--convergence", "--convergence-calibrate-with=nowhere/*.json")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    missing.stderr.fnmatch_lines(
+        ["*--convergence-calibrate-with: no results file matches 'nowhere/[*].json'*"]
+    )
