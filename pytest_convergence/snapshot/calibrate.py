@@ -21,7 +21,7 @@ from .. import tables
 from ..perturb import Perturbation
 from ..run import Run
 from ..tolerance import Tolerance
-from .compare import relative_error, required_rtol, required_weight_rtol
+from .compare import nonfinite_weights, relative_error, required_rtol, required_weight_rtol
 from .format import Trajectory, checkpoint_steps
 
 MARGIN = 3.0
@@ -172,7 +172,9 @@ def calibrate(
     # is chaotic, and compare then judges the history before the first NaN only (tfkeras-token
     # float16 diverges at step 5 or never, by one ulp).
     divergence_unstable = any(
-        bool(np.isfinite(stored.final_loss)) != bool(np.isfinite(rerun.final_loss)) for rerun in reruns
+        bool(np.isfinite(stored.final_loss)) != bool(np.isfinite(rerun.final_loss))
+        or nonfinite_weights(stored) != nonfinite_weights(rerun)
+        for rerun in reruns
     )
     # A run that diverges (NaN) a few steps earlier or later has checkpoints no rtol can match (a
     # number against NaN): those may miss, MARGIN times the share seen, so the rtol measures the rest.

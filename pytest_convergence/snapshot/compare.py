@@ -171,11 +171,19 @@ def compare(old: Trajectory, new: Trajectory, tolerance: Tolerance) -> Compariso
 
 
 def _finiteness_differs(old: Trajectory, new: Trajectory) -> bool:
-    """Whether one side went non-finite where the other did not (at another step, or never)."""
+    """Whether one side went non-finite where the other did not (at another step, or never): in
+    its losses, or in its weights while the loss stayed finite (tfkeras-image float16's batch
+    normalisation variance is 412 on one CPU and Inf on another, the loss finite on both)."""
     return bool(
         np.isfinite(old.final_loss) != np.isfinite(new.final_loss)
         or old.events.get("first_nonfinite_step") != new.events.get("first_nonfinite_step")
+        or nonfinite_weights(old) != nonfinite_weights(new)
     )
+
+
+def nonfinite_weights(trajectory: Trajectory) -> set[str]:
+    """The weights holding a NaN or an Inf."""
+    return {name for name, (_, values) in trajectory.weights.items() if not np.all(np.isfinite(values))}
 
 
 def _compare_exact(old: Trajectory, new: Trajectory, result: Comparison) -> None:

@@ -889,3 +889,17 @@ def test_tolerance_text_and_description() -> None:
 def test_the_tolerance_a_snapshot_carries_is_the_one_it_was_made_with() -> None:
     tolerance = resolve("float16", case={"miss_fraction": 0.05})
     assert snapshot(falling(60), loss_dtype="float16", tolerance=tolerance).tolerance == tolerance
+
+
+def test_a_weight_inf_on_one_cpu_and_finite_on_another_is_an_unstable_divergence() -> None:
+    """tfkeras-image float16: its loss stays finite, but a batch normalisation variance is 412 on
+    one CPU and Inf on another; calibration that saw both compares the history only."""
+    loss = falling(200)
+    finite = {"bn/moving_variance (2,)": ("values", [412.0, 3.0])}
+    infinite = {"bn/moving_variance (2,)": ("values", [math.inf, 3.0])}
+    old = snapshot(loss, outcome="diverged", weights=finite)
+    new = snapshot(loss, outcome="diverged", weights=infinite)
+    unstable = Tolerance(rtol=1e-4, divergence_unstable=True)
+    assert compare(old, new, unstable).problems == []
+    assert any("divergence unstable" in d for d in compare(old, new, unstable).details)
+    assert compare(old, new, FLOAT32).problems  # without calibration it is a change
