@@ -181,9 +181,13 @@ def _finiteness_differs(old: Trajectory, new: Trajectory) -> bool:
     )
 
 
-def nonfinite_weights(trajectory: Trajectory) -> set[str]:
-    """The weights holding a NaN or an Inf."""
-    return {name for name, (_, values) in trajectory.weights.items() if not np.all(np.isfinite(values))}
+def nonfinite_weights(trajectory: Trajectory) -> set[tuple[str, int]]:
+    """Where the weights hold a NaN or an Inf: each weight's name and the value's index."""
+    return {
+        (name, int(index))
+        for name, (_, values) in trajectory.weights.items()
+        for index in np.flatnonzero(~np.isfinite(values))
+    }
 
 
 def _compare_exact(old: Trajectory, new: Trajectory, result: Comparison) -> None:

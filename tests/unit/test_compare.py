@@ -895,8 +895,8 @@ def test_a_weight_inf_on_one_cpu_and_finite_on_another_is_an_unstable_divergence
     """tfkeras-image float16: its loss stays finite, but a batch normalisation variance is 412 on
     one CPU and Inf on another; calibration that saw both compares the history only."""
     loss = falling(200)
-    finite = {"bn/moving_variance (2,)": ("values", [412.0, 3.0])}
-    infinite = {"bn/moving_variance (2,)": ("values", [math.inf, 3.0])}
+    finite = {"bn/moving_variance (3,)": ("values", [412.0, 3.0, math.inf])}
+    infinite = {"bn/moving_variance (3,)": ("values", [math.inf, 3.0, math.inf])}
     old = snapshot(loss, outcome="diverged", weights=finite)
     new = snapshot(loss, outcome="diverged", weights=infinite)
     unstable = Tolerance(rtol=1e-4, divergence_unstable=True)
