@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +86,34 @@ def test_calibration_across_results_files_names_them_in_the_snapshot(user_suite:
     missing.stderr.fnmatch_lines(
         ["*--convergence-calibrate-with: no results file matches 'nowhere/[*].json'*"]
     )
+
+
+def test_the_kernels_command_runs_one_session_per_variant_and_says_which_failed(tmp_path: Path) -> None:
+    """``pytest-convergence kernels`` on a suite that trains nothing (so no TensorFlow is imported):
+    one pytest session per variant, each with its log and the verdict table; a failing session
+    makes the command fail."""
+    import subprocess
+    import sys
+
+    levels = kernels.allowed(set(cpu_description()["isa"]))
+    if len(levels) < 2:
+        pytest.skip("not an x86 CPU with two oneDNN levels")
+    (tmp_path / "test_plain.py").write_text(
+        "import os\n\ndef test_cap():\n    assert os.environ['ONEDNN_MAX_CPU_ISA'] != 'AVX'\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "pytest_convergence.cli",
+        "kernels",
+        "--variants",
+        "sse41,avx",
+        "--out",
+        "k",
+    ]
+    done = subprocess.run([*command, "--", "test_plain.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(r"^sse41 +passed", done.stdout, re.M), done.stdout
+    assert re.search(r"^avx +FAILED \(exit 1\)", done.stdout, re.M), done.stdout
+    assert (tmp_path / "k" / "sse41.log").is_file() and (tmp_path / "k" / "avx.log").is_file()
+    assert "--convergence-calibrate-with='k/*.json'" in done.stdout
