@@ -112,7 +112,7 @@ def parse(text: str, flags: set[str] | frozenset[str]) -> Variant:
     if level not in known:
         raise ConvergenceError(
             f"--convergence-kernels: unknown kernel variant {text!r}\n"
-            f"  fix: one of {NATIVE}, {', '.join(known)} (optionally /rewrites or /no-rewrites); "
+            f"  fix: one of {NATIVE}, {', '.join(known)} (optionally /rewrites, /no-rewrites or /flip); "
             f"this CPU allows: {', '.join(allowed(flags)) or 'none'}"
         )
     if top is None or _rank(level) > _rank(top):
