@@ -156,3 +156,28 @@ def make_run(
         timing=Timing(wall_time=1.0, trace_time=0.0),
         versions=dict(versions or {}),
     )
+
+
+def hidden_suite(*, steps: int, dtypes: list[str]) -> str:
+    """A user's test file: a two-layer tanh model on XOR, trained with Adam, compared with its snapshot."""
+    return f"""
+import pytest
+from pytest_convergence import Case
+
+CASE = Case.sequential(
+    "hidden",
+    layers=[
+        {{"class_name": "Dense", "config": {{"units": 4, "activation": "tanh"}}}},
+        {{"class_name": "Dense", "config": {{"units": 1}}}},
+    ],
+    input_shape=(2,),
+    x=[[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], y=[0.0, 1.0, 1.0, 0.0],
+    loss={{"class_name": "BinaryCrossentropy", "config": {{"from_logits": True}}}},
+    optimizer={{"class_name": "Adam", "config": {{"learning_rate": 0.05}}}},
+    steps={steps}, seed=0,
+)
+
+@pytest.mark.convergence(dtypes={dtypes!r})
+def test_hidden(convergence_train, convergence_snapshot):
+    assert convergence_train(CASE) == convergence_snapshot
+"""

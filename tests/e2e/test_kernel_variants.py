@@ -4,37 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
+from factories import hidden_suite
 
 from pytest_convergence import kernels
 from pytest_convergence.fingerprint import cpu_description
 
-SUITE = textwrap.dedent(
-    """
-    import pytest
-    from pytest_convergence import Case
-
-    CASE = Case.sequential(
-        "hidden",
-        layers=[
-            {"class_name": "Dense", "config": {"units": 4, "activation": "tanh"}},
-            {"class_name": "Dense", "config": {"units": 1}},
-        ],
-        input_shape=(2,),
-        x=[[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], y=[0.0, 1.0, 1.0, 0.0],
-        loss={"class_name": "BinaryCrossentropy", "config": {"from_logits": True}},
-        optimizer={"class_name": "Adam", "config": {"learning_rate": 0.05}},
-        steps=100, seed=0,
-    )
-
-    @pytest.mark.convergence(dtypes=["float32", "float16"])
-    def test_hidden(convergence_train, convergence_snapshot):
-        assert convergence_train(CASE) == convergence_snapshot
-    """
-)
+SUITE = hidden_suite(steps=100, dtypes=["float32", "float16"])
 
 
 def test_a_session_under_another_cpus_kernels_records_them_and_skips_what_they_cannot_run(

@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import numpy as np
 import pytest
-from factories import seed_case
+from factories import hidden_suite, seed_case
 
 from pytest_convergence.backend import train
 from pytest_convergence.perturb import Perturbation
 from pytest_convergence.snapshot.format import Trajectory
 
-SUITE = textwrap.dedent(
-    """
-    import pytest
-    from pytest_convergence import Case
-
-    CASE = Case.sequential(
-        "hidden",
-        layers=[
-            {"class_name": "Dense", "config": {"units": 4, "activation": "tanh"}},
-            {"class_name": "Dense", "config": {"units": 1}},
-        ],
-        input_shape=(2,),
-        x=[[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], y=[0.0, 1.0, 1.0, 0.0],
-        loss={"class_name": "BinaryCrossentropy", "config": {"from_logits": True}},
-        optimizer={"class_name": "Adam", "config": {"learning_rate": 0.05}},
-        steps=200, seed=0,
-    )
-
-    @pytest.mark.convergence(dtypes=["float32"])
-    def test_hidden(convergence_train, convergence_snapshot):
-        assert convergence_train(CASE) == convergence_snapshot
-    """
-)
+SUITE = hidden_suite(steps=200, dtypes=["float32"])
 
 
 def test_a_simulated_machine_trains_another_history_that_its_snapshot_still_accepts(
