@@ -89,8 +89,16 @@ class Run:
     anatomy: Anatomy | None = None
     """Its first steps taken apart (:mod:`.anatomy`), when the session writes a results file:
     what the gate compares to name the first stage of a step that differs between versions."""
+    stages_unavailable: str = ""
+    """Why its steps were not taken apart where the session asked (the backend has no step
+    anatomy): the gate says it instead of a mechanism."""
     # this process only
     in_process: InProcess = field(default_factory=InProcess, repr=False)
+
+    @property
+    def backend(self) -> str:
+        """The Keras backend that trained it (TensorFlow for Keras 2 and older results)."""
+        return self.versions.get("keras_backend", "tensorflow")
 
     # ------------------------------------------------------------ the history, as users read it
     @property

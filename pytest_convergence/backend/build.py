@@ -105,7 +105,9 @@ def build_model(case: Case, dtype: str, flavour: Flavour) -> BuiltModel:
                 loss=loss,
                 optimizer=optimizer,
                 metrics=metrics or None,
-                jit_compile=False,
+                # TensorFlow: fit's plain graph, which the loop reproduces; JAX: fit's jitted step, as
+                # its users run it (eager JAX is another, far slower program); PyTorch: eager either way
+                jit_compile="auto" if flavour.portable else False,
                 **({"loss_weights": case.loss_weights} if case.loss_weights is not None else {}),
             )
         except (ValueError, TypeError) as error:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .keras_adapter import Flavour
 
 
@@ -23,26 +25,55 @@ class LossCapture:
         """Every value the tracker was handed while tracing (the loop uses the last)."""
         self.variable: Any = None
         """When set (the ``fit`` engine), each step's loss is also assigned to it as float64."""
+        self.values: list[float] | None = None
+        """On JAX and PyTorch under ``fit``: each step's loss as it was handed to the tracker."""
         self._tf = flavour.tf
+        self._backend = flavour.backend()
         original = tracker.update_state
 
         def update_state(values: Any, *args: Any, **kwargs: Any) -> Any:
             self.tensors.append(values)
             if self.variable is not None:
                 self.variable.assign(self._tf.cast(values, self._tf.float64))
+            elif self.values is not None:
+                self._read_back(values)
             return original(values, *args, **kwargs)
 
         tracker.update_state = update_state
 
+    def _read_back(self, value: Any) -> None:
+        """Keep the value a step hands the tracker: a PyTorch tensor is read at once; under JAX's
+        tracing, a host callback reads it when the step runs (it adds no arithmetic)."""
+        values = self.values
+        assert values is not None
+        if self._backend == "jax":
+            import jax
+
+            jax.debug.callback(lambda loss: values.append(float(np.asarray(loss, np.float64))), value)
+        else:
+            values.append(float(value.detach().cpu().double()) if hasattr(value, "detach") else float(value))
+
     def into_variable(self) -> Any:
         """A float64 variable that holds the latest step's loss from now on (for ``fit``)."""
+        if self._tf is None or self._backend != "tensorflow":
+            self.values = []
+            return None
         if self.variable is None:
             self.variable = self._tf.Variable(0.0, dtype=self._tf.float64, trainable=False)
         return self.variable
 
+    def latest(self) -> float:
+        """The loss of the step that ran last (after :meth:`into_variable`)."""
+        if self.values is not None:
+            return self.values[-1] if self.values else float("nan")
+        return float(self.variable.numpy())
+
     def loss_dtype(self, default: str = "float32") -> str:
         """The dtype the loss was computed in, read from what the tracker received."""
-        return str(self.tensors[-1].dtype.name) if self.tensors else default
+        if not self.tensors:
+            return default
+        dtype = self.tensors[-1].dtype
+        return str(getattr(dtype, "name", None) or dtype).replace("torch.", "")
 
 
 class GradientCapture:

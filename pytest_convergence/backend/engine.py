@@ -32,7 +32,7 @@ from ..history import History
 from ..outcome import check_engine
 from ..perturb import Perturbation, nudge_dtype, one_ulp_away
 from ..run import InProcess, Run, Timing
-from . import probes
+from . import portable_probes, probes
 from .batches import plan_batches
 from .build import build_model, case_error, check_dtypes, loss_not_tracked, pin_initial_weights
 from .callbacks import callback_fields, make_callbacks
@@ -41,6 +41,8 @@ from .fit import execute_fit
 from .frameworks import framework_versions, import_keras
 from .keras_adapter import Flavour
 from .loop import TrainingLoop
+from .portable_loop import plan_portable, portable_loop
+from .portable_probes import check_portable
 from .record import StepRecord
 
 
@@ -136,10 +138,15 @@ class Training:
         self.initial_weights = self._weights()
         self.plan: Any = None
         """The batches every step trains on (:func:`.batches.plan_batches`), once drawn."""
-        self.loop = (
-            None
-            if engine == "fit"
-            else TrainingLoop(
+        self.loop: TrainingLoop | None
+        if engine == "fit":
+            self.loop = None
+        elif flavour.portable:
+            self.loop = portable_loop(
+                flavour, self.model, case, dtype, self.capture, trace_weights=trace_weights
+            )
+        else:
+            self.loop = TrainingLoop(
                 flavour,
                 self.model,
                 case,
@@ -148,7 +155,6 @@ class Training:
                 jit=engine == "xla",
                 trace_weights=trace_weights,
             )
-        )
 
     @classmethod
     def prepare(
@@ -163,6 +169,8 @@ class Training:
         check_engine(engine, case=case.name, dtype=dtype)
         dtype_info(dtype)
         _, flavour = import_keras()
+        if flavour.portable:
+            check_portable(flavour, case, dtype, engine)
         return cls(case, dtype, engine, flavour, trace_weights=trace_weights, perturbation=perturbation)
 
     @contextlib.contextmanager
@@ -174,8 +182,12 @@ class Training:
         """
         try:
             yield
-        except self.tf.errors.OpError as error:
-            unsupported = "No OpKernel was registered" in str(error)
+        except self.runtime_errors() as error:
+            unsupported = (
+                self.flavour.kernel_missing(error)  # type: ignore[attr-defined]
+                if self.flavour.portable
+                else "No OpKernel was registered" in str(error)
+            )
             raise case_error(
                 self.case,
                 self.dtype,
@@ -187,10 +199,19 @@ class Training:
                 else None,
             ) from None
 
+    def runtime_errors(self) -> tuple[type[BaseException], ...]:
+        """What the backend raises when an op fails while training."""
+        if self.flavour.portable:
+            return self.flavour.runtime_errors()  # type: ignore[attr-defined, no-any-return]
+        return (self.tf.errors.OpError,)
+
     def compile_loop(self) -> None:
         """Trace (and for ``xla`` compile) the training loop, so execution can be timed alone."""
         if self.loop is not None:
-            self.plan = plan_batches(self.flavour, self.model, self.case, self._epochs)
+            if self.flavour.portable:
+                self.plan = plan_portable(self.case, self._epochs)
+            else:
+                self.plan = plan_batches(self.flavour, self.model, self.case, self._epochs)
             self.loop.compile(self.plan)
 
     def execute(self) -> StepRecord:
@@ -214,7 +235,7 @@ class Training:
                 return execute_fit(
                     self.flavour, self.model, self.case, self.capture, self.pinned_loss_dtype, self.callbacks
                 )
-            except (ConvergenceError, self.tf.errors.OpError):
+            except (ConvergenceError, *self.runtime_errors()):
                 raise
             except Exception as error:  # Keras's own checks in fit: as clear as the loop's messages
                 raise self.loop_error(error) from None
@@ -235,7 +256,10 @@ class Training:
         for variable in self.flavour.trainable_variables(self.model):
             values = np.asarray(variable.numpy()).astype(np.float64)
             moved = one_ulp_away(values, dtype, rng)
-            variable.assign(tf.cast(tf.constant(moved, tf.float64), variable.dtype))
+            if self.flavour.portable:
+                variable.assign(moved.astype(np.asarray(variable.numpy()).dtype))
+            else:
+                variable.assign(tf.cast(tf.constant(moved, tf.float64), variable.dtype))
 
     def loop_error(self, error: BaseException) -> CaseError:
         """A Keras error while training, as the user's case error naming the layer where Keras does."""
@@ -249,6 +273,11 @@ class Training:
             "loss fits the labels; if it trains in float32, one of its layers does not support "
             f"{self.dtype}: drop {self.dtype} from this case's dtypes",
         )
+
+    def _intended_update(self, gradients: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The update the optimizer means to make, in float64 (JAX's 64-bit switch on for it)."""
+        with portable_probes.wide_floats(self.flavour) if self.flavour.portable else contextlib.nullcontext():
+            return probes.intended_update(self.flavour, self.model, gradients)
 
     def _build_from_data(self) -> None:
         """Build a model whose variables do not exist yet from the first batch, as ``fit`` does.
@@ -302,7 +331,10 @@ class Training:
             self.info = DtypeInfo(self.dtype, self.trained.variable_dtype, self.trained.compute_dtype)
         final_weights = self._weights()
         first_batch = self._first_batch()
-        gradients = probes.final_gradients(self.flavour, self.model, first_batch)
+        if self.flavour.portable:
+            gradients = portable_probes.final_gradients(self.flavour, self.model, first_batch)
+        else:
+            gradients = probes.final_gradients(self.flavour, self.model, first_batch)
         # what computed the loss (a loss object's own dtype), not what the tracker was handed
         loss_dtype = record.loss_dtype
         if not self.pinned_loss_dtype:
@@ -331,11 +363,15 @@ class Training:
             tensor_update=record.tensor_update,
             tensor_checksum=record.tensor_checksum,
             gradient_zero=record.gradient_zero,
-            intended_update=probes.intended_update(self.flavour, self.model, gradients),
+            intended_update=self._intended_update(gradients),
             update_in_variable_dtype=probes.intended_update(
                 self.flavour, self.model, gradients, self.info.variable_dtype
             ),
-            output_evidence=probes.output_evidence(self.flavour, self.model, first_batch),
+            output_evidence=(
+                portable_probes.output_evidence(self.flavour, self.model, first_batch)
+                if self.flavour.portable
+                else probes.output_evidence(self.flavour, self.model, first_batch)
+            ),
         )
         return Run(
             case=self.case.name,

@@ -35,7 +35,7 @@ def execute_fit(
     """
     keras = flavour.keras
     steps = case.total_steps
-    loss_value = capture.into_variable()
+    capture.into_variable()
     trainables = model.trainable_weights
     losses = np.empty(steps, np.float64)
     changed = np.zeros(steps, bool)
@@ -44,10 +44,14 @@ def execute_fit(
     names: list[str] = []
     state: dict[str, Any] = {"step": 0, "previous": [np.array(w.numpy()) for w in trainables]}
 
+    sync_state = getattr(model, "jax_state_sync", None)
+
     class Recorder(keras.callbacks.Callback):  # type: ignore[name-defined]
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             step = state["step"]
-            losses[step] = float(loss_value.numpy())
+            losses[step] = capture.latest()
+            if sync_state is not None:  # JAX's fit holds the weights outside the variables
+                sync_state()
             now = [np.array(w.numpy()) for w in trainables]
             deltas = [
                 np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0)

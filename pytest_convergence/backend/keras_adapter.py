@@ -88,6 +88,8 @@ class Flavour:
     """One Keras version's way of doing what the engines need."""
 
     major = 0
+    portable = False
+    """Keras 3 on JAX or PyTorch (:mod:`.portable`): no TensorFlow in the training."""
     epochs_repeat = False
     """True when, with a seed set, every epoch draws the same batches (checked, not trusted)."""
 

@@ -49,6 +49,7 @@ class TrainingLoop:
         *,
         jit: bool,
         trace_weights: int = 0,
+        gradients: bool = True,
     ) -> None:
         self.flavour = flavour
         self.tf = flavour.tf
@@ -58,7 +59,7 @@ class TrainingLoop:
         self.capture = capture
         self.jit = jit
         self.trace_weights = trace_weights
-        self.gradients = GradientCapture(flavour, model)
+        self.gradients = GradientCapture(flavour, model) if gradients else None
         self.log_names: list[str] = []
         self.validates_in_graph = False
         self.call_steps = case.total_steps
@@ -347,6 +348,7 @@ class TrainingLoop:
         single_batch = plan.variants == 1 and batches_per_epoch == 1
         num_variants = plan.variants
         captured = self.capture.tensors
+        assert self.gradients is not None, "the TensorFlow loop captures gradients"
         gradient_flags = self.gradients.tensors
         tensor_count = len(self.flavour.trainable_variables(model))
 

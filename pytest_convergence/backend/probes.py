@@ -352,7 +352,6 @@ def intended_update(
     spacing of the weights says why a stalled run stalled. Returns None if this optimizer
     cannot be cloned that way; the diagnosis then falls back to the gradients.
     """
-    tf = flavour.tf
     optimizer = model.optimizer
     base = flavour.base_optimizer(optimizer)
     try:
@@ -375,10 +374,10 @@ def intended_update(
         for source, target in zip(base.variables, clone.variables):
             if tuple(source.shape) != tuple(target.shape):
                 return None
-            target.assign(tf.cast(tf.convert_to_tensor(np.asarray(source.numpy())), target.dtype))
+            target.assign(_cast(flavour, np.asarray(source.numpy()), target.dtype))
         names = [weight_name(flavour, model, w) for w in trainables]
         before = [np.array(s.numpy()) for s in shadows]
-        grads = [tf.cast(tf.convert_to_tensor(gradients[n].astype(np.float64) / scale), dtype) for n in names]
+        grads = [_cast(flavour, gradients[n].astype(np.float64) / scale, dtype) for n in names]
         clone.apply_gradients(zip(grads, shadows))
         return {
             n: np.asarray(s.numpy()).astype(np.float64) - np.asarray(b).astype(np.float64)
@@ -386,6 +385,16 @@ def intended_update(
         }
     except Exception:
         return None
+
+
+def _cast(flavour: Flavour, value: np.ndarray, dtype: Any) -> Any:
+    """``value`` as a tensor of ``dtype`` on the flavour's backend (``tf.cast`` on TensorFlow,
+    ``keras.ops.cast`` on JAX and PyTorch)."""
+    if flavour.portable:
+        ops = flavour.keras.ops
+        return ops.cast(ops.convert_to_tensor(value), dtype)
+    tf = flavour.tf
+    return tf.cast(tf.convert_to_tensor(value), dtype)
 
 
 def describe_optimizer(flavour: Flavour, optimizer: Any) -> str:

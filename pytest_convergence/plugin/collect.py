@@ -36,8 +36,17 @@ class SpecFile(pytest.File):
         except SpecError:
             session.spec_errors += 1
             raise
-        for dtype in spec.dtypes:
-            yield SpecItem.from_parent(self, name=f"{spec.case.name}[{dtype}]", spec=spec, dtype=dtype)
+        from ..backends import label
+
+        for backend in session.settings.backends:
+            for dtype in spec.dtypes:
+                yield SpecItem.from_parent(
+                    self,
+                    name=f"{spec.case.name}[{label(backend, dtype)}]",
+                    spec=spec,
+                    dtype=dtype,
+                    backend=backend,
+                )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, ConvergenceError):
@@ -48,10 +57,11 @@ class SpecFile(pytest.File):
 class SpecItem(pytest.Item):
     """One spec trained in one dtype."""
 
-    def __init__(self, *, spec: Spec, dtype: str, **kwargs: Any) -> None:
+    def __init__(self, *, spec: Spec, dtype: str, backend: str = "tensorflow", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.convergence_dtype = dtype
+        self.convergence_backend = backend
         self.add_marker(pytest.mark.convergence(dtypes=spec.dtypes))
         # syrupy locates snapshots through the test function; a spec has none, so it gets a
         # stand-in named after the case, in a "module" named after the file.

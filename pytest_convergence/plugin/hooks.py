@@ -22,6 +22,7 @@ from .options import (
     SKIP_REASON,
     MarkerOptions,
     add_options,
+    item_backend,
     item_dtype,
     item_marker,
     marker_options,
@@ -135,14 +136,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     settings = session_of(metafunc.config).settings
     try:
-        dtypes = marker_options(marker, settings.default_dtypes, metafunc.definition.name).dtypes
+        options = marker_options(marker, settings.default_dtypes, metafunc.definition.name)
     except CaseError as error:
         problem = str(error)
     else:
         problem = ""
     if problem:  # failed outside the except block: pytest would print the message twice, chained
         pytest.fail(problem, pytrace=False)
-    metafunc.parametrize(DTYPE_FIXTURE, dtypes, ids=dtypes, scope="function")
+    from ..backends import BackendDtype, label
+
+    params = []
+    for backend in settings.backends:
+        marks = []
+        if options.backends is not None and backend not in options.backends:
+            only = ", ".join(options.backends)
+            marks.append(pytest.mark.skip(reason=f"trains on {only} only (its marker's backends)"))
+        for dtype in options.dtypes:
+            params.append(pytest.param(BackendDtype(dtype, backend), id=label(backend, dtype), marks=marks))
+    metafunc.parametrize(DTYPE_FIXTURE, params, scope="function")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k, -m and our own deselection, as syrupy collects
@@ -357,6 +368,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """The test this process runs now: a crash note names it (:mod:`.crash`)."""
     session_of(item.config).current_test = item.nodeid
+    session_of(item.config).current_backend = item_backend(item)
 
 
 REPORTS = "convergence-reports"

@@ -54,6 +54,8 @@ class TrainingRequest:
     replay: Replay | None = None
     """A gate's replay of this run (:mod:`.replay`): set back what it names, take apart every
     step up to its ``last_step`` and save that beside the results."""
+    backend: str | None = None
+    """The Keras backend to train on (:mod:`..backends`); None: this process's."""
 
 
 def first_difference(first: Run, again: Run) -> str | None:
@@ -94,10 +96,11 @@ def train_with_checks(
     if request.op_determinism:
         enable_op_determinism()
     perturbation = None if request.simulate is None else Perturbation(request.simulate)
-    run = train(case, dtype, engine, perturbation=perturbation)
+    backend = request.backend
+    run = train(case, dtype, engine, perturbation=perturbation, backend=backend)
     wall_times, cpu_times = [run.timing.wall_time], [run.timing.cpu_time]
     for attempt in range(2, request.repeat + 1):
-        again = train(case, dtype, engine, perturbation=perturbation)
+        again = train(case, dtype, engine, perturbation=perturbation, backend=backend)
         wall_times.append(again.timing.wall_time)
         cpu_times.append(again.timing.cpu_time)
         difference = first_difference(run, again)
@@ -126,7 +129,7 @@ def train_with_checks(
     calibration = None
     if request.calibrate >= 2 or request.foreign:
         others = [
-            train(case, dtype, engine, perturbation=p)
+            train(case, dtype, engine, perturbation=p, backend=backend)
             for p in calibration_perturbations(max(request.calibrate - 1, 0))
         ]
         rtol, miss_fraction = current_rtol(run)
@@ -148,6 +151,10 @@ def _take_apart(run: Run, case: Case, dtype: str, engine: str, request: Training
     model built again, checked against the run's own losses."""
     from ..backend.anatomy import record_anatomy
 
+    if run.backend != "tensorflow":
+        if request.anatomy_steps > 0 or request.replay is not None:
+            run.stages_unavailable = f"step anatomy is not available on the {run.backend} backend"
+        return
     replay, plan = request.replay, run.in_process.batch_plan
     if replay is not None:
         run.set_back = dict(replay.set_back)
