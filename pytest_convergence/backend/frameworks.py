@@ -142,6 +142,10 @@ def _gpus(tf: Any) -> list[str]:
     return names
 
 
-def machine_fingerprint() -> dict[str, Any]:
-    """This process's fingerprint with TensorFlow's part (:mod:`..fingerprint`)."""
-    return fingerprint(framework_description())
+def machine_fingerprint(backend: str | None = None) -> dict[str, Any]:
+    """This process's fingerprint with TensorFlow's part (:mod:`..fingerprint`) and the precision
+    state of ``backend`` (None: the one Keras runs here) as :func:`.precision.describe` reads it:
+    TF32, determinism, the accelerator (nothing where that framework is not imported)."""
+    from .precision import describe
+
+    return fingerprint({**framework_description(), **describe(backend)})
