@@ -53,6 +53,9 @@ class Settings:
     """Results files of other kernels or machines to calibrate across (``--convergence-calibrate-with``)."""
     kernels: str | None = None
     """Another CPU's kernels to train with (``--convergence-kernels``, :mod:`..kernels`)."""
+    tf32: bool | None = None
+    """TF32 pinned on or off for float32 matmuls on GPUs (``--convergence-tf32``); None: the
+    framework's default (:mod:`..backend.precision`)."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,22 @@ def add_options(parser: pytest.Parser) -> None:
         default=DEFAULT_ENGINE,
         help=f"engine for runs that name none: {', '.join(ENGINES)} (default: {DEFAULT_ENGINE}).",
     )
+    # --convergence-tf32 and its ini key (TF32 on GPUs, backend/precision.py)
+    group.addoption(
+        "--convergence-tf32",
+        metavar="on|off",
+        default=None,
+        help="pin TF32 for float32 matmuls and convolutions on NVIDIA GPUs (Ampere and newer) before "
+        "the first training, on every backend: off computes them in float32, as a CPU does (compare "
+        "with CPU snapshots and baselines); on rounds their inputs to a 10-bit mantissa, ~3e-4 "
+        "relative per matmul (default: the ini's convergence_tf32, else the framework's own: "
+        "TensorFlow and JAX on, PyTorch off for matmuls).",
+    )
+    parser.addini(
+        "convergence_tf32",
+        default="",
+        help="pin TF32 on GPUs, as --convergence-tf32 does: on or off (default: empty, the framework's own).",
+    )
     parser.addini(
         "convergence_dtypes",
         default=",".join(DEFAULT_DTYPES),
@@ -360,7 +379,32 @@ def read_settings(config: pytest.Config) -> Settings:
         replay=config.getoption("--convergence-replay"),
         kernels=kernels,
         calibrate_with=config.getoption("--convergence-calibrate-with"),
+        tf32=_tf32(config),
     )
+
+
+TF32_VALUES = {"on": True, "off": False}
+
+
+def _tf32(config: pytest.Config) -> bool | None:
+    """``--convergence-tf32``, else the ini's ``convergence_tf32``: True (on), False (off), None
+    (the framework's default); anything else is a usage error naming the option and the fix."""
+    option = config.getoption("--convergence-tf32")
+    if option is not None:
+        where, text, example = "--convergence-tf32", str(option), "--convergence-tf32=off"
+    else:
+        where, example = "ini convergence_tf32", "convergence_tf32 = off"
+        text = str(config.getini("convergence_tf32"))
+        if not text.strip():
+            return None
+    value = text.strip().lower()
+    if value not in TF32_VALUES:
+        raise pytest.UsageError(
+            f"{where} must be on or off, got {text!r}\n  fix: {example} computes float32 matmuls on "
+            "GPUs in float32 (as a CPU does), on lets Ampere and newer GPUs round their inputs to "
+            f"TF32; leave {where.removeprefix('ini ')} out to keep the framework's default"
+        )
+    return TF32_VALUES[value]
 
 
 def _updating_snapshots(config: pytest.Config) -> bool:

@@ -82,6 +82,8 @@ class ConvergenceSession:
     worker: bool = False
     """This process is a pytest-xdist worker: it sends what it records with each report."""
     _sent_plan: bool = False
+    _prepared: set[str | None] = field(default_factory=set)
+    """The backends :meth:`prepare_backend` set up in this process."""
     _sent_machine: bool = False
     _own_machine: dict[str, Any] | None = None
     _records_written: int = 0
@@ -205,6 +207,7 @@ class ConvergenceSession:
         problem = None
         chosen = self.engine_for(case, marker, engine)
         try:
+            self.prepare_backend()
             with self.watching(case, dtype, chosen):
                 trained = train_with_checks(case, dtype, chosen, checks, current_rtol=current)
         except ConvergenceError as error:
@@ -220,6 +223,18 @@ class ConvergenceSession:
         if calibration is not None:
             self.calibrations.append(calibration)
         return run
+
+    def prepare_backend(self, backend: str | None = None) -> None:
+        """The session's framework settings, applied in this process once per backend before it
+        first trains (None: the backend Keras runs here): TF32 pinned on or off
+        (``--convergence-tf32``, :func:`..backend.precision.pin_tf32`). Nothing is imported when
+        nothing is pinned."""
+        if self.settings.tf32 is None or backend in self._prepared:
+            return
+        from ..backend.precision import pin_tf32
+
+        pin_tf32(backend, self.settings.tf32)
+        self._prepared.add(backend)
 
     @contextmanager
     def watching(self, case: Case, dtype: str, engine: str) -> Iterator[None]:
@@ -241,6 +256,7 @@ class ConvergenceSession:
         chosen = self.engine_for(case, marker)
         problem = None
         try:
+            self.prepare_backend()
             with self.watching(case, dtype, chosen):
                 trained = train_with_checks(
                     case, dtype, chosen, TrainingRequest(), current_rtol=lambda _: (0.0, 0.0)

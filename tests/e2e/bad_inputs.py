@@ -940,6 +940,13 @@ OPTIONS = [
             "ERROR: --convergence-calibrate-with: no results file matches 'kernels/*.json'",
         ),
         (
+            "option-tf32",
+            "--convergence-tf32=maybe",
+            "",
+            ["--convergence-tf32=maybe"],
+            "ERROR: --convergence-tf32 must be on or off, got 'maybe'",
+        ),
+        (
             "ini-speed",
             "convergence_speed = slow",
             "convergence_speed = slow",
@@ -952,6 +959,13 @@ OPTIONS = [
             "convergence_engine = jit",
             [],
             "ERROR: field 'ini convergence_engine': unknown engine 'jit'; valid engines are: loop, xla, fit",
+        ),
+        (
+            "ini-tf32",
+            "convergence_tf32 = yes",
+            "convergence_tf32 = yes",
+            [],
+            "ERROR: ini convergence_tf32 must be on or off, got 'yes'",
         ),
         (
             "ini-rtol",
