@@ -56,6 +56,10 @@ def run_explain(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     case = case.with_(steps=arguments.steps, epochs=None) if arguments.steps is not None else case
+    if getattr(arguments, "tf32", None) is not None:
+        from ..backend.precision import pin_tf32
+
+        pin_tf32(None, arguments.tf32 == "on")
     run = train(
         case, dtype, arguments.engine, trace_weights=TRACED_WEIGHTS if arguments.engine != "fit" else 0
     )
@@ -196,6 +200,7 @@ def describe_run(run: object) -> list[str]:
         f"({run.steps_per_second:,.0f} steps/s)",
         f"weights in {run.variable_dtype}, loss computed in {run.loss_dtype}; optimizer {run.optimizer}",
         f"final loss {run.final_loss:.6g}{_target(run)}",
+        *tf32_lines(run.dtype, run.versions.get("machine", "")),
         *([f"dtype mismatch (allowed by the case): {run.dtype_mismatch}"] if run.dtype_mismatch else []),
         "",
         diagnosis.describe(run.dtype),
@@ -220,6 +225,22 @@ def describe_run(run: object) -> list[str]:
         lines.append("expectation: met" if not problems else "expectation: NOT met")
         lines += [f"  - {problem}" for problem in problems]
     return lines
+
+
+def tf32_lines(dtype: str, machine: str) -> list[str]:
+    """What TF32 did to a float32 run that trained with it on (``machine``: the run's machine
+    line, :func:`..fingerprint.summary`): its history leaves a snapshot or baseline trained
+    without it (a CPU's) by more than float32's default rtol. Empty otherwise."""
+    from ..fingerprint import TF32_DTYPES, TF32_ON, tf32_effect, tf32_in_summary
+
+    state = tf32_in_summary(machine)
+    if dtype not in TF32_DTYPES or state is None or not state.startswith(TF32_ON):
+        return []
+    return [
+        f"TF32 {state}: {tf32_effect()}; this history leaves a snapshot or baseline trained without "
+        "TF32 (on a CPU, or with it off) by about that much; to compare with one, train with TF32 off "
+        "(explain --tf32=off, pytest --convergence-tf32=off)"
+    ]
 
 
 def _target(run: object) -> str:

@@ -87,6 +87,14 @@ def add_explain(commands: Commands) -> None:
         help="also draw the loss curve (log scale) with its events and the weights' paths into this "
         "PNG; needs matplotlib: pip install 'pytest-convergence[plot]' (default: no plot)",
     )
+    explain.add_argument(
+        "--tf32",
+        choices=("on", "off"),
+        default=None,
+        help="pin TF32 for float32 matmuls on NVIDIA GPUs before training, as pytest's "
+        "--convergence-tf32 does: off computes them in float32, as a CPU does (default: the "
+        "framework's own)",
+    )
 
 
 def add_compare(commands: Commands) -> None:

@@ -112,8 +112,9 @@ def render(verdict: Verdict, old: Results, new: Results, figure_class: Any) -> s
         f'<p class="meta">{_e(count_line(verdict))}. '
         f"Old: {_e(_provenance(old))}. New: {_e(_provenance(new))}.</p>",
     ]
-    if verdict.warnings:
+    if verdict.warnings or verdict.tf32:
         parts.append('<ul class="warnings">')
+        parts += [f"<li><strong>first: {_e(verdict.tf32)}</strong></li>"] if verdict.tf32 else []
         parts += [f"<li>warning: {_e(warning)}</li>" for warning in verdict.warnings]
         parts.append("</ul>")
     parts += _mechanisms(verdict)

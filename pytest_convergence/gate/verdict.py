@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..diagnosis.margins import alternatives_in
+from ..fingerprint import TF32_DTYPES, run_tf32, tf32_difference, tf32_state
 from ..snapshot.compare import allowed_misses, relative_error, weight_errors, weight_floor
 from ..tolerance import DEFAULT_RTOL, Tolerance
 from .mechanism import Mechanism, difference_notes, explain
@@ -64,9 +65,11 @@ def compare_results(
         )
     before, after = old.by_key(), new.by_key()
     rows: list[Row] = []
+    tf32 = tf32_difference(tf32_state(old.machine), tf32_state(new.machine))
     for key in sorted(set(before) & set(after)):
         row = _compare_pair(before[key], after[key], thresholds, same_machine, warnings)
         row.mechanism = _mechanism(row, replays)
+        tf32 = _name_tf32(row, old.machine, new.machine) or tf32
         rows.append(row)
     rows += _unmatched(before, after)
     warnings += _unfinished(old, new, rows)
@@ -76,7 +79,25 @@ def compare_results(
         old_versions=old.versions,
         new_versions=new.versions,
         machine_differences=machine_differences,
+        tf32=tf32 or "",
     )
+
+
+def _name_tf32(row: Row, old_machine: dict[str, Any], new_machine: dict[str, Any]) -> str | None:
+    """Where the two runs' TF32 states differ, the sentence that says so; a float32 row whose
+    runs differ names it first, before any other reason or note (TF32 moves every float32 matmul
+    by more than float32's default rtol, so every other difference is read after it)."""
+    old, new = row.old, row.new
+    assert old is not None and new is not None
+    sentence = tf32_difference(
+        run_tf32(old.versions.get("machine", ""), old_machine),
+        run_tf32(new.versions.get("machine", ""), new_machine),
+    )
+    if sentence is None or row.dtype not in TF32_DTYPES:
+        return sentence
+    if row.reasons or row.parting_step is not None or old.final_weights != new.final_weights:
+        (row.reasons if row.reasons else row.notes).insert(0, sentence)
+    return sentence
 
 
 def _outcomes(record: RunRecord) -> set[str]:

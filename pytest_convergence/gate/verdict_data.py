@@ -45,6 +45,9 @@ class Verdict:
 
     machine_differences: list[str] = field(default_factory=list)
     """How the two machines' fingerprints differ (empty: the same machine)."""
+    tf32: str = ""
+    """Where the two sides' TF32 states differ, the sentence that says so, named before anything
+    else (:func:`..fingerprint.tf32_difference`); empty where they do not (or cannot be known)."""
 
     @property
     def passed(self) -> bool:

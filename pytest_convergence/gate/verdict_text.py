@@ -72,6 +72,8 @@ def mechanism_lines(verdict: Verdict) -> list[str]:
 
 def format_table(verdict: Verdict) -> list[str]:
     lines = [f"convergence gate: {verdict.title}"]
+    if verdict.tf32:
+        lines.append(f"first: {verdict.tf32}")
     lines += tables.format_table(HEADERS, [_cells(r) for r in verdict.rows])
     for row in verdict.rows:
         lines += explanation_lines(row)
@@ -95,6 +97,8 @@ def markdown(verdict: Verdict) -> str:
     """A summary fit for a CI job summary or a pull-request comment."""
     mark = "✅ pass" if verdict.passed else "❌ FAIL"
     lines = [f"## Convergence gate: {mark}", "", f"**{verdict.title}** ({count_line(verdict)})", ""]
+    if verdict.tf32:
+        lines += [f"> **{verdict.tf32}**", ""]
     groups = verdict.mechanisms
     if groups:
         lines += [f"### Mechanisms: {len(groups)} explain {changed_count(verdict)} changed cases", ""]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config_diff import ran_changes, setting_differences
+from ..fingerprint import TF32_DTYPES, tf32_difference, tf32_in_summary
 from ..tolerance import Tolerance
 from .format import Trajectory, format_number, parse_versions
 
@@ -77,8 +78,15 @@ def header_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
     first: the optimizer and loss that ran (class, then config: ``optimizer RMSprop learning_rate
     2.55 -> 1``), the engine, budget, seed and dtypes, the tolerance, then the versions one
     package at a time, Keras, the platform and the machine (one changed part of its description
-    at a time). The fingerprint is named only when nothing else says why it changed."""
+    at a time). The fingerprint is named only when nothing else says why it changed. A float32
+    run whose TF32 state differs from the snapshot's (a GPU's against a CPU's) names that before
+    all of them: it moves every float32 matmul by more than float32's default rtol."""
     changes: list[str] = []
+    if new.get("dtype", old.get("dtype")) in TF32_DTYPES:
+        tf32 = tf32_difference(
+            tf32_in_summary(old.get("machine", "")), tf32_in_summary(new.get("machine", ""))
+        )
+        changes += [tf32] if tf32 else []
     if old.get("optimizer ran") and new.get("optimizer ran"):
         changes += ran_changes("optimizer", old["optimizer ran"], new["optimizer ran"])
     elif old.get("optimizer", "") != new.get("optimizer", ""):
