@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
 import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 from ..errors import TensorFlowMissingError
@@ -35,33 +33,31 @@ from ..fingerprint import TF32_CPU, TF32_OFF, TF32_ON
 
 BACKENDS = ("tensorflow", "jax", "torch")
 """The Keras backends whose TF32 and determinism this module reads and pins."""
-ALIASES = {"pytorch": "torch", "tf": "tensorflow"}
 MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 TF32_FIRST_COMPUTE = (8, 0)
 """The first compute capability with TF32 tensor cores (Ampere)."""
 OFF_SETTING = {"jax": "highest"}
 ON_SETTING = {"jax": "tensorfloat32"}
+ENVIRONMENT = "PYTEST_CONVERGENCE_TF32"
+"""Where :func:`pin_tf32` leaves what it pinned (``on``/``off``) for the processes this one starts
+later (a backend's own process, :mod:`.elsewhere`), which pin it with
+:func:`pin_from_environment` before their first training."""
 
 
 def backend_name(backend: str | None = None) -> str:
     """``backend`` in Keras's spelling (``torch``, not ``pytorch``), or, when None, the backend
-    Keras runs in this process: Keras's own answer once it is imported, else ``KERAS_BACKEND``,
-    else ``keras.json``'s, else TensorFlow (Keras's default)."""
+    Keras runs in this process: Keras's own answer once it is imported, else the one it will load
+    (:func:`..backends.configured`: ``KERAS_BACKEND``, ``keras.json``, TensorFlow)."""
+    from ..backends import ALIASES, configured
+
     if backend:
         name = backend.strip().lower()
         return ALIASES.get(name, name)
     keras = sys.modules.get("keras")
     with contextlib.suppress(Exception):  # a half-imported or Keras 2 module: fall through
         if keras is not None:
-            return ALIASES.get(str(keras.backend.backend()), str(keras.backend.backend()))
-    if os.environ.get("KERAS_BACKEND"):
-        return backend_name(os.environ["KERAS_BACKEND"])
-    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
-    with contextlib.suppress(Exception):  # no file, or not JSON: Keras falls back too
-        configured = json.loads((home / "keras.json").read_text(encoding="utf-8")).get("backend")
-        if configured:
-            return backend_name(str(configured))
-    return "tensorflow"
+            return backend_name(str(keras.backend.backend()))
+    return configured()
 
 
 def describe(backend: str | None = None) -> dict[str, Any]:
@@ -86,6 +82,7 @@ def pin_tf32(backend: str | None, on: bool) -> dict[str, Any]:
     PyTorch has no TF32 to pin: nothing is done. Call it before the first training: a function
     compiled before may keep the precision it was compiled with."""
     name = backend_name(backend)
+    os.environ[ENVIRONMENT] = "on" if on else "off"
     if name not in BACKENDS:
         return {}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as frameworks.import_keras imports it
@@ -103,6 +100,15 @@ def pin_tf32(backend: str | None, on: bool) -> dict[str, Any]:
     else:
         _pin_torch(module, on)
     return describe(name)
+
+
+def pin_from_environment(backend: str | None = None) -> dict[str, Any]:
+    """In a process a session started (a backend's own): pin TF32 as the session did
+    (:data:`ENVIRONMENT`), before the first training; nothing where it pinned nothing."""
+    value = os.environ.get(ENVIRONMENT, "").strip().lower()
+    if value not in ("on", "off"):
+        return {}
+    return pin_tf32(backend, value == "on")
 
 
 def _pin_torch(torch: Any, on: bool) -> None:

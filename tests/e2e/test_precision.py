@@ -38,9 +38,12 @@ SUITE = textwrap.dedent(
 
 
 @pytest.fixture
-def tf(tensorflow_loaded: None) -> Iterator[Any]:
-    """TensorFlow, its TF32 switch put back as it was after the test (pinning is process-wide)."""
+def tf(tensorflow_loaded: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """TensorFlow, its TF32 switch put back as it was after the test (pinning is process-wide),
+    and the environment that hands a pin on to child processes."""
     import tensorflow as tf
+
+    monkeypatch.delenv(precision.ENVIRONMENT, raising=False)
 
     before = tf.config.experimental.tensor_float_32_execution_enabled()
     yield tf

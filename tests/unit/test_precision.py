@@ -5,6 +5,7 @@ since no GPU is at hand here."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -20,8 +21,10 @@ H100 = "NVIDIA H100 80GB HBM3"
 
 # ------------------------------------------------------------------ the installed frameworks
 @pytest.fixture
-def torch() -> Iterator[Any]:
-    """PyTorch, its TF32 and determinism switches put back as they were after the test."""
+def torch(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """PyTorch, its TF32 and determinism switches put back as they were after the test (and the
+    environment that hands a pin on to child processes)."""
+    monkeypatch.delenv(precision.ENVIRONMENT, raising=False)
     torch = pytest.importorskip("torch")
     matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     precision_before = torch.get_float32_matmul_precision()
@@ -31,7 +34,8 @@ def torch() -> Iterator[Any]:
 
 
 @pytest.fixture
-def jax() -> Iterator[Any]:
+def jax(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.delenv(precision.ENVIRONMENT, raising=False)
     jax = pytest.importorskip("jax")
     before = jax.config.jax_default_matmul_precision
     yield jax
@@ -64,6 +68,19 @@ def test_torch_pinned_on_and_off_reads_back_as_pinned(torch: Any) -> None:
     assert off["tf32_setting"].startswith("cuda.matmul.allow_tf32=False, float32_matmul_precision=highest")
 
 
+def test_a_pin_is_handed_on_to_the_processes_started_after_it(
+    torch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend's own process (backend/elsewhere.py) inherits the environment: it pins TF32 as
+    the session did before its first training."""
+    assert precision.pin_from_environment("torch") == {}  # nothing pinned: nothing done
+    precision.pin_tf32("torch", False)
+    assert os.environ[precision.ENVIRONMENT] == "off"
+    monkeypatch.setenv(precision.ENVIRONMENT, "on")  # as a child process started now sees it
+    assert precision.pin_from_environment("torch")["tf32_setting"].startswith("cuda.matmul.allow_tf32=True")
+    assert torch.backends.cuda.matmul.allow_tf32 is True
+
+
 def test_torch_determinism_is_read(torch: Any) -> None:
     torch.use_deterministic_algorithms(True)
     try:
@@ -88,6 +105,7 @@ def test_jax_on_a_cpu_and_pinned(jax: Any) -> None:
 
 def test_a_framework_not_imported_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.delenv(precision.ENVIRONMENT, raising=False)
     assert precision.describe("tensorflow") == {}
     assert precision.pin_tf32("numpy", True) == {}  # no TF32 to pin on Keras's numpy backend
 
