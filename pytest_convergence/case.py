@@ -588,6 +588,12 @@ class Case:
     def total_epochs(self) -> int:
         return math.ceil(self.total_steps / self.batches_per_epoch)
 
+    def expectation(self, dtype: str, backend: str = "tensorflow") -> Expectation | None:
+        """What ``dtype`` must achieve on ``backend``: that backend's own expectation where the
+        case gives one (``jax-float16``), else the dtype's."""
+        own = self.expectations.get(f"{backend}-{dtype}") if backend != "tensorflow" else None
+        return own if own is not None else self.expectations.get(dtype)
+
     def with_(self, **changes: Any) -> Case:
         """A copy with some fields changed, validated again (e.g. another learning rate)."""
         return replace(self, **changes)
@@ -612,9 +618,11 @@ def sequential_config(
     }
 
 
-def _expectation_for(case: str, dtype: str, value: Any) -> Expectation:
-    """Validate one dtype's expectation; errors name the case and the full field path."""
-    where = f"expectations.{dtype}"
+def _expectation_for(case: str, key: str, value: Any) -> Expectation:
+    """Validate one dtype's expectation (``key``: the dtype, or a backend's own, ``jax-float16``);
+    errors name the case and the full field path."""
+    where = f"expectations.{key}"
+    dtype = key.partition("-")[2] if key.startswith(("jax-", "torch-")) else key
     try:
         dtype_info(dtype, where=where)
         if isinstance(value, Mapping):

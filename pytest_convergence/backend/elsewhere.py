@@ -133,6 +133,9 @@ def _serve() -> None:
     os.dup2(2, 1)  # anything printed goes to stderr, not into the channel
     requests = sys.stdin.buffer
     from . import engine
+    from .precision import pin_from_environment
+
+    pin_from_environment()  # the session's --convergence-tf32, which this process inherits
 
     while True:
         try:

@@ -383,7 +383,7 @@ class Training:
             versions=framework_versions(),
             optimizer_ran=probes.what_ran(self.flavour.base_optimizer(self.model.optimizer)),
             loss_ran=probes.what_ran(self.model.loss),
-            expectation=self.case.expectations.get(self.dtype),
+            expectation=self.case.expectation(self.dtype, self.flavour.backend()),
             snapshot_tolerance=self.case.snapshot_tolerance,
             in_process=InProcess(model=self.model, callbacks=self.callbacks),
         )

@@ -7,6 +7,7 @@ the package (and ``pytest`` without ``--convergence``) never pays for ``import t
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import platform
 import sys
@@ -26,13 +27,41 @@ INSTALL_HINT = (
 
 
 def import_keras() -> tuple[Any, keras_adapter.Flavour]:
-    """Import TensorFlow and Keras on first use, quietly, with an actionable error if missing."""
+    """Import TensorFlow and Keras on first use, quietly, with an actionable error if missing.
+
+    On Keras 3's JAX or PyTorch backend (``KERAS_BACKEND``), Keras alone: TensorFlow is returned
+    when installed (Keras itself loads it for ``tf.data``), else None."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ..backends import configured
+
+    if configured() != "tensorflow":
+        return _import_portable_keras()
     try:
         import tensorflow as tf
     except ImportError as error:
         raise TensorFlowMissingError(f"{INSTALL_HINT} ({error})") from error
     return tf, keras_adapter.load(tf)
+
+
+def _import_portable_keras() -> tuple[Any, keras_adapter.Flavour]:
+    from ..backends import MODULE, configured, not_installed
+    from . import portable
+
+    backend = configured()
+    if backend in MODULE and not importlib.util.find_spec(MODULE[backend]):
+        raise TensorFlowMissingError(str(not_installed(backend, "KERAS_BACKEND")))
+    try:
+        import keras
+    except ImportError as error:
+        raise TensorFlowMissingError(
+            f"KERAS_BACKEND={backend} needs Keras 3: pip install 'pytest-convergence[{backend}]' ({error})"
+        ) from error
+    if int(keras.__version__.split(".")[0]) < 3:
+        raise TensorFlowMissingError(
+            f"KERAS_BACKEND={backend} needs Keras 3, and Keras {keras.__version__} is installed: "
+            "pip install 'keras>=3'"
+        )
+    return sys.modules.get("tensorflow"), portable.load(keras)
 
 
 def import_tensorflow() -> tuple[Any, Any]:
@@ -56,10 +85,14 @@ def framework_versions() -> dict[str, str]:
     """Versions a run depends on; recorded in every run so results say what produced them."""
     tf, flavour = import_keras()
     description = machine_fingerprint()
+    frameworks = {"tensorflow": tf.__version__} if tf is not None and not flavour.portable else {}
+    backend = flavour.backend()
+    if backend != "tensorflow":
+        frameworks[backend] = str(sys.modules[backend].__version__)
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "tensorflow": tf.__version__,
+        **frameworks,
         **flavour.describe(),
         "platform": f"{sys.platform}-{platform.machine()}",
         "machine": summary(description),

@@ -24,7 +24,7 @@ so :meth:`PortableKeras.epochs` draws from a copy of its state and leaves it whe
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -190,40 +190,46 @@ def _generator_state(state: Any) -> Iterator[dict[str, Any]]:
         np.random.set_state(outside)
 
 
-def _permutations(case: Case) -> Iterator[list[Any]] | None:
+def _permutations(case: Case) -> Callable[[Any, Any], Iterator[list[Any]]] | None:
     """The epochs Keras's array adapter draws, computed as it computes them (one
     ``np.random.permutation`` an epoch, sliced into batches) from a copy of numpy's generator:
     drawing 100,000 epochs through the iterator costs minutes, this a fraction of a second. Only
-    for plain arrays shuffled whole, without weights; checked against Keras on the first epoch."""
+    for plain arrays shuffled whole, without weights; checked against Keras on the first epoch.
+    Returns a maker taking the dtypes the adapter gives x and y (it converts float64 to floatx)."""
     x, y = case.fit_x, case.fit_y
     if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)) or case.shuffle is not True:
         return None
     if case.sample_weight is not None or case.class_weight is not None:
         return None
+    generator = np.random.RandomState()
+    generator.set_state(np.random.get_state())  # np.random.permutation's own stream, from here
 
-    def epochs() -> Iterator[list[Any]]:
-        state = np.random.get_state()
+    def epochs(x_dtype: Any, y_dtype: Any) -> Iterator[list[Any]]:
         size, rows = case.effective_batch_size, len(x)
+        xs, ys = x.astype(x_dtype), y.astype(y_dtype)
         while True:
-            with _generator_state(state) as moved:
-                order = np.random.permutation(rows)
-            state = moved["state"]
-            yield [(x[order[i : i + size]], y[order[i : i + size]]) for i in range(0, rows, size)]
+            order = generator.permutation(rows)
+            yield [(xs[order[i : i + size]], ys[order[i : i + size]]) for i in range(0, rows, size)]
 
-    return epochs()
+    return epochs
 
 
-def _checked_once(computed: Iterator[list[Any]], by_keras: Iterator[list[Any]]) -> Iterator[list[Any]]:
+def _checked_once(
+    computed: Callable[[Any, Any], Iterator[list[Any]]], by_keras: Iterator[list[Any]]
+) -> Iterator[list[Any]]:
     """``computed``'s epochs where its first equals Keras's own first epoch, bit for bit and dtype
     for dtype (else Keras's, drawn one by one)."""
-    first, expected = next(computed), next(by_keras)
+    expected = next(by_keras)
+    x_dtype, y_dtype = (np.asarray(part).dtype for part in expected[0][:2])
+    permuted = computed(x_dtype, y_dtype)
+    first = next(permuted)
     same = len(first) == len(expected) and all(
         len(a) == len(b)
         and all(np.asarray(p).dtype == np.asarray(q).dtype and np.array_equal(p, q) for p, q in zip(a, b))
         for a, b in zip(first, expected)
     )
     yield expected
-    yield from computed if same else by_keras
+    yield from permuted if same else by_keras
 
 
 def _to_numpy(batch: Any) -> Any:

@@ -72,7 +72,7 @@ class SpecItem(pytest.Item):
         session = session_of(self.config)
         if not session.settings.enabled:
             pytest.skip("run with --convergence")
-        expected = self.spec.case.expectations.get(self.convergence_dtype)
+        expected = self.spec.case.expectation(self.convergence_dtype, self.convergence_backend)
         if expected is not None and expected.raises is not None:
             session.train_expecting_refusal(
                 self.spec.case, self.convergence_dtype, expected.raises, NO_MARKER

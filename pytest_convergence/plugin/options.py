@@ -17,7 +17,7 @@ from ..outcome import DEFAULT_ENGINE, ENGINES, check_engine
 
 MARKER = "convergence"
 DTYPE_FIXTURE = "convergence_dtype"
-MARKER_KEYWORDS = ("dtypes", "engine", "tolerance")
+MARKER_KEYWORDS = ("dtypes", "engine", "tolerance", "backends")
 SPEED_RULES = ("warn", "fail", "off")
 SKIP_REASON = (
     "convergence tests train models: run them with `pytest --convergence` "
@@ -56,6 +56,9 @@ class Settings:
     tf32: bool | None = None
     """TF32 pinned on or off for float32 matmuls on GPUs (``--convergence-tf32``); None: the
     framework's default (:mod:`..backend.precision`)."""
+    backends: tuple[str, ...] = ("tensorflow",)
+    """The Keras backends every test trains on (``--convergence-backends``); by default the one
+    Keras loads here (``KERAS_BACKEND``, :func:`..backends.configured`)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class MarkerOptions:
     dtypes: list[str]
     engine: str | None
     tolerance: Any
+    backends: tuple[str, ...] | None = None
+    """The backends this test can train on (``backends=[...]``); None: any."""
 
 
 NO_MARKER = MarkerOptions(dtypes=[], engine=None, tolerance=None)
@@ -79,6 +84,14 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="train the models of convergence tests; they are skipped otherwise (default: off, unless "
         "the ini sets convergence = true).",
+    )
+    group.addoption(
+        "--convergence-backends",
+        metavar="LIST",
+        default=None,
+        help="comma-separated Keras backends to train every test on: tensorflow, jax, torch "
+        "(default: the ini's convergence_backends, else the one Keras loads here, from KERAS_BACKEND). "
+        "A backend other than this process's trains in a process of its own.",
     )
     group.addoption(
         "--convergence-dtypes",
@@ -271,6 +284,12 @@ def add_options(parser: pytest.Parser) -> None:
         default=DEFAULT_ENGINE,
         help=f"engine for runs that name none: {', '.join(ENGINES)} (default: {DEFAULT_ENGINE}).",
     )
+    parser.addini(
+        "convergence_backends",
+        default="",
+        help="Keras backends to train every test on, comma-separated (default: the one Keras loads, "
+        "from KERAS_BACKEND or keras.json).",
+    )
     # --convergence-tf32 and its ini key (TF32 on GPUs, backend/precision.py)
     group.addoption(
         "--convergence-tf32",
@@ -355,6 +374,7 @@ def read_settings(config: pytest.Config) -> Settings:
             f"--convergence-kernels={kernels} trains with another CPU's kernels: its histories are a "
             "check, not snapshots; drop --snapshot-update (or the kernel variant)"
         )
+    backends = _backends(config)
     enabled = config.getoption("--convergence")
     return Settings(
         enabled=bool(enabled if enabled is not None else config.getini("convergence")),
@@ -380,7 +400,24 @@ def read_settings(config: pytest.Config) -> Settings:
         kernels=kernels,
         calibrate_with=config.getoption("--convergence-calibrate-with"),
         tf32=_tf32(config),
+        backends=backends,
     )
+
+
+def _backends(config: pytest.Config) -> tuple[str, ...]:
+    """``--convergence-backends``, else the ini's, else the backend Keras loads in this process."""
+    from ..backends import BackendError, configured, parse
+
+    option = config.getoption("--convergence-backends")
+    ini = str(config.getini("convergence_backends")).strip()
+    try:
+        if option:
+            return tuple(parse(option, "--convergence-backends"))
+        if ini:
+            return tuple(parse(ini, "ini convergence_backends"))
+        return tuple(parse(configured(), "KERAS_BACKEND"))
+    except BackendError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 TF32_VALUES = {"on": True, "off": False}
@@ -441,7 +478,20 @@ def marker_options(marker: pytest.Mark, defaults: tuple[str, ...], where: str) -
 
         for dtype in dtypes:
             resolve(dtype, marker=tolerance)
-    return MarkerOptions(dtypes=dtypes, engine=engine, tolerance=tolerance)
+    backends = None
+    if "backends" in marker.kwargs:
+        from ..backends import BackendError, parse
+
+        given_backends = marker.kwargs["backends"]
+        if isinstance(given_backends, str):
+            raise CaseError(
+                "backends takes a list", field=f"{where} backends", fix='write backends=["tensorflow", "jax"]'
+            )
+        try:
+            backends = tuple(parse(list(given_backends), f"{where} backends"))
+        except BackendError as error:
+            raise CaseError(str(error).splitlines()[0], field=f"{where} backends") from None
+    return MarkerOptions(dtypes=dtypes, engine=engine, tolerance=tolerance, backends=backends)
 
 
 def item_marker(item: pytest.Item, defaults: tuple[str, ...]) -> MarkerOptions:
@@ -450,6 +500,16 @@ def item_marker(item: pytest.Item, defaults: tuple[str, ...]) -> MarkerOptions:
     if marker is None or not isinstance(item, pytest.Function):
         return NO_MARKER
     return marker_options(marker, defaults, item.name)
+
+
+def item_backend(item: pytest.Item) -> str:
+    """The backend an item trains on: its dtype parameter's, or a spec item's own."""
+    from ..backends import DEFAULT
+
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        return str(getattr(callspec.params.get(DTYPE_FIXTURE), "backend", DEFAULT))
+    return str(getattr(item, "convergence_backend", DEFAULT))
 
 
 def item_dtype(item: pytest.Item) -> str | None:

@@ -76,6 +76,8 @@ class ConvergenceSession:
     written: bool = False
     """The results file was rewritten in this session (after a finished test)."""
     current_test: str = ""
+    current_backend: str = "tensorflow"
+    """The Keras backend the test in progress trains on (:func:`.options.item_backend`)."""
     """The node id of the test running in this process (``pytest_runtest_logstart``)."""
     watch: RunWatch | None = None
     """On a pytest-xdist worker: what it leaves for the controller in case it crashes."""
@@ -198,6 +200,7 @@ class ConvergenceSession:
             replay=replay,
             foreign=tuple(self.foreign.get((case.name, dtype), ())),
             variant=variant.name if variant is not None else "native",
+            backend=self.current_backend,
         )
 
         def current(run: Run) -> tuple[float, float]:
@@ -259,7 +262,11 @@ class ConvergenceSession:
             self.prepare_backend()
             with self.watching(case, dtype, chosen):
                 trained = train_with_checks(
-                    case, dtype, chosen, TrainingRequest(), current_rtol=lambda _: (0.0, 0.0)
+                    case,
+                    dtype,
+                    chosen,
+                    TrainingRequest(backend=self.current_backend),
+                    current_rtol=lambda _: (0.0, 0.0),
                 )
             assert not isinstance(trained, AnatomyOnly), "no replay was asked for"
             run, _ = trained

@@ -22,7 +22,7 @@ import numpy as np
 from ..case import Case, sequential_config
 from ..dtypes import DEFAULT_DTYPES
 from ..errors import CaseError, SpecError
-from .schema import SchemaViolation, validate
+from .schema import OTHER_BACKENDS, SchemaViolation, validate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,13 +66,15 @@ def load_spec(path: Path) -> Spec:
         raise SpecError(path, violation.path or None, violation.message) from None
     name = document.get("name") or path.name.removesuffix(".toml").removesuffix(".convergence")
     dtypes = list(dict.fromkeys(document.get("dtypes", list(DEFAULT_DTYPES))))
-    for dtype in document.get("expect", {}):
+    expectations = _flat_expectations(document.get("expect", {}))
+    for key in expectations:
+        dtype = key.split("-", 1)[1] if key.startswith(("jax-", "torch-")) else key
         if dtype not in dtypes:
             raise SpecError(
                 path,
-                f"expect.{dtype}",
+                f"expect.{key.replace('-', '.', 1) if dtype != key else key}",
                 f"an expectation for {dtype}, which is not in dtypes ({', '.join(dtypes)}); "
-                f"add {dtype} to dtypes or remove expect.{dtype}",
+                f"add {dtype} to dtypes or remove expect.{key.replace('-', '.', 1) if dtype != key else key}",
             )
     model, layers = _model(path, document["model"])
     x, y = _data(path, document["data"])
@@ -111,7 +113,7 @@ def load_spec(path: Path) -> Spec:
             metrics=_importable_beside(path, document.get("metrics", [])),
             callbacks=_callbacks(path, document.get("callbacks", [])),
             initial_weights=initial,
-            expectations=document.get("expect", {}),
+            expectations=expectations,
             snapshot_tolerance=document.get("tolerance"),
             **settings,
         )
@@ -120,6 +122,17 @@ def load_spec(path: Path) -> Spec:
     return Spec(
         path=path, case=case, dtypes=dtypes, description=document.get("description", ""), layer_configs=layers
     )
+
+
+def _flat_expectations(expect: dict[str, Any]) -> dict[str, Any]:
+    """``[expect.jax.bfloat16]`` as the case keys it, ``jax-bfloat16`` (a test id's part)."""
+    flat: dict[str, Any] = {}
+    for key, value in expect.items():
+        if key in OTHER_BACKENDS:
+            flat.update({f"{key}-{dtype}": one for dtype, one in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def _with_fix(error: CaseError) -> str:

@@ -22,6 +22,8 @@ from ..errors import SchemaViolation
 from ..outcome import ENGINES, Outcome
 
 SCHEMA_FILE = Path(__file__).with_name("convergence-spec.schema.json")
+OTHER_BACKENDS = ("jax", "torch")
+"""Keras backends a spec can give expectations of its own (TensorFlow's are the plain ones)."""
 
 _NUMBER = {"type": "number"}
 _CLASS_CONFIG = {
@@ -200,8 +202,18 @@ SCHEMA: dict[str, Any] = {
         },
         "expect": {
             "type": "object",
-            "description": "Per-dtype expectations, keyed by dtype.",
-            "propertyNames": {"enum": list(DTYPES)},
+            "description": "Per-dtype expectations, keyed by dtype; under jax or torch, that Keras "
+            "backend's own for the dtypes it trains otherwise (the others hold there too).",
+            "propertyNames": {"enum": [*DTYPES, *OTHER_BACKENDS]},
+            "properties": {
+                backend: {
+                    "type": "object",
+                    "description": f"Expectations of runs on the {backend} backend, keyed by dtype.",
+                    "propertyNames": {"enum": list(DTYPES)},
+                    "additionalProperties": _EXPECTATION,
+                }
+                for backend in OTHER_BACKENDS
+            },
             "additionalProperties": _EXPECTATION,
         },
         "tolerance": {
