@@ -48,13 +48,15 @@ def _assert_same_run(reference, candidate) -> None:
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_loop_is_bit_identical_to_fit_on_the_seed_case(dtype: str) -> None:
-    case = seed_case(steps=300)
+    # 120 steps: one epoch each, and fit's cost is per epoch (about 44 ms on Keras 3)
+    case = seed_case(steps=120)
     fit = train(case, dtype, "fit")
     loop = train(case, dtype, "loop")
-    assert fit.steps == loop.steps == 300
-    assert len(fit.epoch_metrics["loss"]) == 300  # one batch per epoch: one History entry a step
+    assert fit.steps == loop.steps == 120
+    assert len(fit.epoch_metrics["loss"]) == 120  # one batch per epoch: one History entry a step
     _assert_same_run(fit, loop)
-    # the high learning rate moves the loss through hundreds of values, so equality is not trivial
+    # the high learning rate moves the loss through a new value at almost every step, so equality
+    # is not trivial
     assert len(np.unique(loop.loss)) > 50
 
 
