@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -31,6 +32,32 @@ SUITE = textwrap.dedent(
 SNAPSHOTS = Path("__snapshots__", "test_user")
 
 
+@pytest.fixture(scope="module")
+def written_snapshots() -> dict[str, str]:
+    """The snapshots a ``--snapshot-update`` session of SUITE writes, by file name: filled by the
+    first test (of this module, on this worker) that trains them, laid by the others as they are."""
+    return {}
+
+
+@pytest.fixture
+def snapshotted(user_suite: pytest.Pytester, written_snapshots: dict[str, str]) -> pytest.Pytester:
+    """A user's project with SUITE and the snapshots its ``--snapshot-update`` session wrote: trained
+    once (the session is the review cycle's step 2), the same files for every test that starts there."""
+    user_suite.makepyfile(test_user=SUITE)
+    directory = user_suite.path / SNAPSHOTS
+    if not written_snapshots:
+        user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+        written_snapshots.update({path.name: path.read_text() for path in directory.iterdir()})
+    else:
+        directory.mkdir(parents=True)
+        for name, text in written_snapshots.items():
+            (directory / name).write_text(text)
+    assert sorted(written_snapshots) == [
+        f"test_seed[{dtype}].convergence.txt" for dtype in ("float16", "float32")
+    ]
+    return user_suite
+
+
 def snapshot_file(pytester: pytest.Pytester, dtype: str) -> Path:
     return pytester.path / SNAPSHOTS / f"test_seed[{dtype}].convergence.txt"
 
@@ -45,7 +72,7 @@ def scale_checkpoint_losses(path: Path, factor: float) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_the_whole_review_cycle(user_suite: pytest.Pytester) -> None:
+def test_the_whole_review_cycle(user_suite: pytest.Pytester, written_snapshots: dict[str, str]) -> None:
     user_suite.makepyfile(test_user=SUITE)
 
     # 1. no snapshot yet: fails and says how to create one
@@ -65,6 +92,10 @@ def test_the_whole_review_cycle(user_suite: pytest.Pytester) -> None:
     stored = snapshot_file(user_suite, "float16").read_text()
     assert stored.startswith("pytest-convergence snapshot v1\n")
     assert "dtype: float16" in stored and "outcome: " in stored and stored.endswith("end\n")
+    if not written_snapshots:  # the other tests of this module start from these files
+        written_snapshots.update(
+            {path.name: path.read_text() for path in (user_suite.path / SNAPSHOTS).iterdir()}
+        )
 
     # 3. passes on rerun (bit-identical, so also under --convergence-exact)
     user_suite.runpytest("--convergence").assert_outcomes(passed=2)
@@ -97,9 +128,8 @@ def test_the_whole_review_cycle(user_suite: pytest.Pytester) -> None:
     user_suite.runpytest("--convergence").assert_outcomes(passed=2)
 
 
-def test_an_outcome_change_is_reported_first(user_suite: pytest.Pytester) -> None:
-    user_suite.makepyfile(test_user=SUITE)
-    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+def test_an_outcome_change_is_reported_first(snapshotted: pytest.Pytester) -> None:
+    user_suite = snapshotted
     path = snapshot_file(user_suite, "float32")
     stored = path.read_text()
     outcome = re.search(r"^outcome: (\w+)$", stored, re.M).group(1)  # Keras 3 and 2 differ here
@@ -112,9 +142,8 @@ def test_an_outcome_change_is_reported_first(user_suite: pytest.Pytester) -> Non
     assert report.splitlines()[1].strip().endswith(f"OUTCOME CHANGED: stalled -> {outcome}")
 
 
-def test_a_marker_tolerance_overrides_the_dtype_default(user_suite: pytest.Pytester) -> None:
-    user_suite.makepyfile(test_user=SUITE)
-    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+def test_a_marker_tolerance_overrides_the_dtype_default(snapshotted: pytest.Pytester) -> None:
+    user_suite = snapshotted
     for dtype in ("float16", "float32"):  # every stored loss 20% off: beyond any dtype's default
         scale_checkpoint_losses(snapshot_file(user_suite, dtype), 1.2)
     user_suite.runpytest("--convergence").assert_outcomes(failed=2)
@@ -135,10 +164,9 @@ def test_a_marker_tolerance_overrides_the_dtype_default(user_suite: pytest.Pytes
     ],
 )
 def test_a_damaged_snapshot_names_the_file_the_problem_and_the_fix(
-    user_suite: pytest.Pytester, damage: str, message: str
+    snapshotted: pytest.Pytester, damage: str, message: str
 ) -> None:
-    user_suite.makepyfile(test_user=SUITE)
-    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+    user_suite = snapshotted
     path = snapshot_file(user_suite, "float16")
     text = path.read_text()
     if damage == "nonsense":
@@ -161,9 +189,8 @@ def test_a_damaged_snapshot_names_the_file_the_problem_and_the_fix(
     user_suite.runpytest("--convergence").assert_outcomes(passed=2)
 
 
-def test_unused_snapshots_are_reported_and_removed_as_syrupy_does(user_suite: pytest.Pytester) -> None:
-    user_suite.makepyfile(test_user=SUITE)
-    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+def test_unused_snapshots_are_reported_and_removed_as_syrupy_does(snapshotted: pytest.Pytester) -> None:
+    user_suite = snapshotted
     user_suite.makepyfile(test_user=SUITE.replace('dtypes=["float16", "float32"]', 'dtypes=["float32"]'))
 
     result = user_suite.runpytest("--convergence")
@@ -179,9 +206,8 @@ def test_unused_snapshots_are_reported_and_removed_as_syrupy_does(user_suite: py
     assert snapshot_file(user_suite, "float32").exists()
 
 
-def test_skipped_and_deselected_dtypes_are_not_reported_unused(user_suite: pytest.Pytester) -> None:
-    user_suite.makepyfile(test_user=SUITE)
-    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+def test_skipped_and_deselected_dtypes_are_not_reported_unused(snapshotted: pytest.Pytester) -> None:
+    user_suite = snapshotted
 
     narrowed = user_suite.runpytest("--convergence", "--convergence-dtypes=float32")
     narrowed.assert_outcomes(passed=1, deselected=1)
@@ -287,16 +313,23 @@ def test_calibration_recommends_a_tolerance_from_perturbed_reruns(user_suite: py
 
 
 def test_the_same_snapshots_with_and_without_xdist(user_suite: pytest.Pytester) -> None:
+    """Snapshots, and the results file, from pytest-xdist workers: the same as a serial session's."""
     pytest.importorskip("xdist")
     user_suite.makepyfile(test_user=SUITE)
     serial = user_suite.runpytest_subprocess("--convergence", "--snapshot-update")
     serial.assert_outcomes(passed=2)
     written = {dtype: snapshot_file(user_suite, dtype).read_text() for dtype in ("float16", "float32")}
 
-    parallel = user_suite.runpytest_subprocess("--convergence", "-n", "2")
+    parallel = user_suite.runpytest_subprocess("--convergence", "-n", "2", "--convergence-results=par.json")
     parallel.assert_outcomes(passed=2)
     parallel.stdout.fnmatch_lines(["*= convergence summary =*"])
     parallel.stdout.fnmatch_lines(["*2 snapshots passed*"])
+    # each worker's runs merged into one results file
+    runs = json.loads((user_suite.path / "par.json").read_text())["runs"]
+    assert sorted((run["case"], run["dtype"]) for run in runs) == [
+        ("seed-logistic", "float16"),
+        ("seed-logistic", "float32"),
+    ]
 
     for path in (user_suite.path / SNAPSHOTS).iterdir():
         path.unlink()
