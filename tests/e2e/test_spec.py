@@ -813,7 +813,12 @@ def test_an_unmet_expectation_fails_with_the_outcomes_and_the_diagnosis(user_sui
     assert "Traceback" not in output and "def runtest" not in output and "collect.py" not in output
 
 
-def test_snapshots_are_written_per_case_and_dtype_and_a_rerun_passes(user_suite: pytest.Pytester) -> None:
+def test_spec_snapshots_are_written_per_case_and_dtype_kept_when_deselected_and_unused_when_removed(
+    user_suite: pytest.Pytester,
+) -> None:
+    """One spec's snapshots through their life: none yet, written, passing on a rerun, kept when a
+    dtype is deselected (by --convergence-dtypes or -k, with or without --snapshot-update), and
+    reported unused once the spec drops the dtype."""
     user_suite.makefile(".convergence.toml", good=GOOD_SPEC)
     first = user_suite.runpytest("--convergence")
     first.assert_outcomes(failed=2)
@@ -826,7 +831,8 @@ def test_snapshots_are_written_per_case_and_dtype_and_a_rerun_passes(user_suite:
     written.stdout.fnmatch_lines(["*2 snapshots generated*"])
     stored = sorted(path.name for path in (user_suite.path / SNAPSHOTS).iterdir())
     assert stored == ["seed[float16].convergence.txt", "seed[float32].convergence.txt"]
-    text = (user_suite.path / SNAPSHOTS / "seed[float16].convergence.txt").read_text()
+    float16 = user_suite.path / SNAPSHOTS / "seed[float16].convergence.txt"
+    text = float16.read_text()
     assert text.startswith("pytest-convergence snapshot v1\n")
     assert "test: good.convergence.toml::seed[float16]" in text and "dtype: float16" in text
     assert text.endswith("end\n")
@@ -836,46 +842,29 @@ def test_snapshots_are_written_per_case_and_dtype_and_a_rerun_passes(user_suite:
     rerun.stdout.fnmatch_lines(["*2 snapshots passed*"])
     assert rerun.ret == pytest.ExitCode.OK
 
-    narrowed = user_suite.runpytest("--convergence", "--convergence-dtypes=float32", "-v")
+    # a deselected dtype keeps its snapshot. In a subprocess, as a user runs pytest: in-process the
+    # plugins may register in another order
+    narrowed = user_suite.runpytest_subprocess("--convergence", "--convergence-dtypes=float32", "-v")
     narrowed.assert_outcomes(passed=1, deselected=1)
     narrowed.stdout.fnmatch_lines(["*good.convergence.toml::seed[[]float32[]] PASSED*"])
     assert "seed[float16] PASSED" not in narrowed.stdout.str()
-
-
-def test_a_deselected_dtype_keeps_its_spec_snapshot(user_suite: pytest.Pytester) -> None:
-    user_suite.makefile(".convergence.toml", good=GOOD_SPEC)
-    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
-    float16 = user_suite.path / SNAPSHOTS / "seed[float16].convergence.txt"
-
-    # in a subprocess, as a user runs pytest: in-process the plugins may register in another order
-    narrowed = user_suite.runpytest_subprocess("--convergence", "--convergence-dtypes=float32")
-    narrowed.assert_outcomes(passed=1, deselected=1)
     assert "snapshot unused" not in narrowed.stdout.str()
     assert narrowed.ret == pytest.ExitCode.OK
 
     user_suite.runpytest_subprocess("--convergence", "--convergence-dtypes=float32", "--snapshot-update")
     assert float16.exists()
 
+    # spec items are registered before -k deselects any: the other dtype's file stays
+    updated = user_suite.runpytest_subprocess("--convergence", "--snapshot-update", "-k", "float32")
+    updated.assert_outcomes(passed=1, deselected=1)
+    assert float16.exists(), updated.stdout.str()
 
-def test_a_spec_snapshot_whose_dtype_was_removed_is_reported_unused(user_suite: pytest.Pytester) -> None:
-    """The registration with syrupy takes effect: spec items count as collected, so syrupy looks at
-    their snapshots at all. Without it, a stale snapshot of a spec would go unnoticed."""
-    user_suite.makefile(".convergence.toml", good=GOOD_SPEC)
-    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
+    # The registration with syrupy takes effect: spec items count as collected, so syrupy looks at
+    # their snapshots at all. Without it, a stale snapshot of a spec would go unnoticed.
     user_suite.makefile(".convergence.toml", good=GOOD_SPEC.replace('"float16", ', ""))
     stale = user_suite.runpytest_subprocess("--convergence")
     stale.assert_outcomes(passed=1)
     stale.stdout.fnmatch_lines(["*1 snapshot unused*"])
-
-
-def test_k_deselection_under_update_keeps_the_other_spec_snapshots(user_suite: pytest.Pytester) -> None:
-    """Spec items are registered before ``-k`` deselects any: the other dtype's file stays."""
-    user_suite.makefile(".convergence.toml", good=GOOD_SPEC)
-    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
-    float16 = user_suite.path / SNAPSHOTS / "seed[float16].convergence.txt"
-    updated = user_suite.runpytest_subprocess("--convergence", "--snapshot-update", "-k", "float32")
-    updated.assert_outcomes(passed=1, deselected=1)
-    assert float16.exists(), updated.stdout.str()
 
 
 VALIDATED_SPEC = """
