@@ -98,14 +98,6 @@ def test_explain_under_xdist_prints_the_stories_the_workers_told(user_suite: pyt
     assert sum(SECTION in line for line in result.outlines) == 1  # the controller's, not the workers'
 
 
-def test_without_the_flag_no_explanations(user_suite: pytest.Pytester) -> None:
-    user_suite.makepyfile(test_user=USER_TESTS)
-    result = user_suite.runpytest("--convergence")
-    result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["*= convergence summary =*"])
-    assert not any(SECTION in line for line in result.outlines)
-
-
 def test_explain_without_convergence_trains_nothing_and_imports_no_tensorflow(
     user_suite: pytest.Pytester,
 ) -> None:

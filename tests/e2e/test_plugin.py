@@ -71,6 +71,8 @@ def test_with_the_flag_each_dtype_trains_and_the_summary_shows_outcomes(user_sui
             "seed-logistic*float64*loop*descending*1,000*met*passed",
         ]
     )
+    # without --convergence-explain, the summary is not followed by the runs' stories
+    assert not any("convergence explanations" in line for line in result.outlines)
 
 
 @keras3_dynamics
