@@ -13,9 +13,22 @@ from pytest_convergence.snapshot.format import Trajectory
 SUITE = hidden_suite(steps=200, dtypes=["float32"])
 
 
-def test_a_simulated_machine_trains_another_history_that_its_snapshot_still_accepts(
+def test_a_simulated_machine_never_writes_snapshots(user_suite: pytest.Pytester) -> None:
+    user_suite.makepyfile(test_user=SUITE)
+    result = user_suite.runpytest("--convergence", "--snapshot-update", "--convergence-simulate-machine=1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--convergence-simulate-machine trains as another machine might*drop --snapshot-update*"]
+    )
+    assert not (user_suite.path / "__snapshots__").exists()
+
+
+def test_a_simulated_machine_passes_its_snapshot_and_calibration_is_stored_kept_and_widens_it(
     user_suite: pytest.Pytester,
 ) -> None:
+    """A simulated machine trains another history that its snapshot still accepts; calibration is
+    stored with the snapshot, kept on updates and widens the comparison. One project for both, so
+    its snapshot is trained once."""
     user_suite.makepyfile(test_user=SUITE)
     user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=1)
     simulated = user_suite.runpytest("--convergence", "--convergence-simulate-machine=1")
@@ -28,23 +41,7 @@ def test_a_simulated_machine_trains_another_history_that_its_snapshot_still_acce
     exact.assert_outcomes(failed=1)
     exact.stdout.fnmatch_lines(["*not bit-identical*"])
 
-
-def test_a_simulated_machine_never_writes_snapshots(user_suite: pytest.Pytester) -> None:
-    user_suite.makepyfile(test_user=SUITE)
-    result = user_suite.runpytest("--convergence", "--snapshot-update", "--convergence-simulate-machine=1")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["*--convergence-simulate-machine trains as another machine might*drop --snapshot-update*"]
-    )
-    assert not (user_suite.path / "__snapshots__").exists()
-
-
-def test_calibration_is_stored_with_the_snapshot_kept_on_updates_and_widens_the_comparison(
-    user_suite: pytest.Pytester,
-) -> None:
-    user_suite.makepyfile(test_user=SUITE)
-    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=1)
-    # the stored history matches; its new calibration is written all the same
+    # calibration: the stored history matches; its new calibration is written all the same
     calibrated = user_suite.runpytest("--convergence", "--snapshot-update", "--convergence-calibrate=3")
     calibrated.assert_outcomes(passed=1)
     calibrated.stdout.fnmatch_lines(
