@@ -232,6 +232,8 @@ def replay(tf: Any, batches: list[Any], spec: Any = None) -> Any:
     Keras computes (measured: a rank-1 target against a rank-2 output evaluated otherwise)."""
     if not batches:
         return None
+    if tf is None:  # Keras on JAX or PyTorch: fit takes a tf.data dataset there too
+        import tensorflow as tf
     if spec is not None:
 
         def generate_as_drawn() -> Iterator[Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,6 +61,20 @@ def train(
     ``run.history.weight_trace``; the ``loop`` and ``xla`` engines only. ``perturbation`` trains as
     another machine's rounding might (:mod:`..perturb`).
     """
+    with warnings.catch_warnings():
+        # Keras 3's variables on JAX and PyTorch, read by numpy 2: a deprecation of theirs, not the user's
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword")
+        return _train(case, dtype, engine, trace_weights=trace_weights, perturbation=perturbation)
+
+
+def _train(
+    case: Case,
+    dtype: str,
+    engine: str | None,
+    *,
+    trace_weights: int,
+    perturbation: Perturbation | None,
+) -> Run:
     training = Training.prepare(
         case, dtype, engine or case.engine or "loop", trace_weights=trace_weights, perturbation=perturbation
     )

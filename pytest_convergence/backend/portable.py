@@ -66,22 +66,23 @@ class PortableKeras(Keras3):
     def epochs(self, model: Any, case: Case, *, build: bool = False) -> Iterator[list[Any]]:
         if case.data_kind != "arrays":
             return self._source_training(model, case, build=build)
-        iterator = self._iterator(
-            x=case.fit_x,
-            y=case.fit_y,
-            batch_size=case.effective_batch_size,
-            shuffle=case.shuffle,
-            steps_per_execution=1,
-            **_weights(case),
-        )
-        symbolic_build = getattr(model, "_maybe_symbolic_build", None)
-        if build and symbolic_build is not None:
-            symbolic_build(iterator=iterator)
-        drawn_by_keras = _own_generator(self._each_epoch(iterator))
-        permuted = _permutations(case)
-        if permuted is None:
-            return drawn_by_keras
-        return _checked_once(permuted, drawn_by_keras)
+
+        def start() -> Any:
+            return self._iterator(
+                x=case.fit_x,
+                y=case.fit_y,
+                batch_size=case.effective_batch_size,
+                shuffle=case.shuffle,
+                steps_per_execution=1,
+                **_weights(case),
+            )
+
+        if build:  # fit's symbolic build, its draw taken from a copy of numpy's generator
+            symbolic_build = getattr(model, "_symbolic_build", None)
+            if symbolic_build is not None:
+                with _generator_state(np.random.get_state()):
+                    symbolic_build(iterator=start())
+        return _drawn_as_fit(start, model, case, self._each_epoch)
 
     def validation_batches(self, model: Any, x: Any, y: Any, batch_size: int) -> list[Any] | None:
         return None  # the loop evaluates with Keras's own evaluate between epochs
@@ -167,10 +168,33 @@ def load(keras: Any) -> PortableKeras:
     return flavour(keras, package="keras", tf=None)
 
 
-def _own_generator(epochs: Iterator[list[Any]]) -> Iterator[list[Any]]:
-    """Each epoch drawn from a copy of numpy's global generator as it was when drawing began, the
-    global one left untouched: ``fit`` later draws the same permutations from it."""
+def _drawn_as_fit(
+    start: Callable[[], Any], model: Any, case: Case, each_epoch: Callable[[Any], Iterator[list[Any]]]
+) -> Iterator[list[Any]]:
+    """The epochs ``fit`` would draw if it started now: its iterator made, its symbolic build and
+    ``reset()``, then one epoch after another, all from a copy of numpy's global generator as it
+    is at the first draw (``fit`` draws its permutations from the global one, left untouched).
+
+    Drawing 100,000 epochs through Keras's iterator costs minutes; where the epochs are plain
+    arrays shuffled whole (:func:`_permutations`), they are computed as Keras's array adapter
+    computes them, one ``permutation`` an epoch, checked against Keras's own first epoch."""
     state = np.random.get_state()
+    with _generator_state(state) as moved:
+        iterator = start()
+        symbolic_build = getattr(model, "_symbolic_build", None)
+        if symbolic_build is not None:
+            symbolic_build(iterator=iterator)
+        if hasattr(iterator, "reset"):
+            iterator.reset()
+        before_first = np.random.get_state()
+        epochs = each_epoch(iterator)
+        first = [_to_numpy(batch) for batch in next(epochs)]
+    state = moved["state"]
+    yield first
+    permuted = _permutations(case, before_first, first)
+    if permuted is not None:
+        yield from permuted
+        return
     while True:
         with _generator_state(state) as moved:
             batches = next(epochs)
@@ -190,46 +214,40 @@ def _generator_state(state: Any) -> Iterator[dict[str, Any]]:
         np.random.set_state(outside)
 
 
-def _permutations(case: Case) -> Callable[[Any, Any], Iterator[list[Any]]] | None:
-    """The epochs Keras's array adapter draws, computed as it computes them (one
-    ``np.random.permutation`` an epoch, sliced into batches) from a copy of numpy's generator:
-    drawing 100,000 epochs through the iterator costs minutes, this a fraction of a second. Only
-    for plain arrays shuffled whole, without weights; checked against Keras on the first epoch.
-    Returns a maker taking the dtypes the adapter gives x and y (it converts float64 to floatx)."""
+def _permutations(case: Case, state: Any, first: list[Any]) -> Iterator[list[Any]] | None:
+    """The epochs after ``first``, computed from numpy's generator ``state`` (as it was before
+    ``first`` was drawn) as Keras's array adapter computes them; None where the case is not plain
+    arrays shuffled whole without weights, or where the computed first epoch is not ``first``,
+    bit for bit and dtype for dtype (the adapter converts float64 arrays to floatx)."""
     x, y = case.fit_x, case.fit_y
     if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)) or case.shuffle is not True:
         return None
     if case.sample_weight is not None or case.class_weight is not None:
         return None
+    if not all(isinstance(batch, tuple) and len(batch) == 2 for batch in first):
+        return None
+    xs, ys = x.astype(first[0][0].dtype), y.astype(first[0][1].dtype)
     generator = np.random.RandomState()
-    generator.set_state(np.random.get_state())  # np.random.permutation's own stream, from here
+    generator.set_state(state)
+    size, rows = case.effective_batch_size, len(x)
 
-    def epochs(x_dtype: Any, y_dtype: Any) -> Iterator[list[Any]]:
-        size, rows = case.effective_batch_size, len(x)
-        xs, ys = x.astype(x_dtype), y.astype(y_dtype)
-        while True:
-            order = generator.permutation(rows)
-            yield [(xs[order[i : i + size]], ys[order[i : i + size]]) for i in range(0, rows, size)]
+    def epoch() -> list[Any]:
+        order = generator.permutation(rows)
+        return [(xs[order[i : i + size]], ys[order[i : i + size]]) for i in range(0, rows, size)]
 
-    return epochs
-
-
-def _checked_once(
-    computed: Callable[[Any, Any], Iterator[list[Any]]], by_keras: Iterator[list[Any]]
-) -> Iterator[list[Any]]:
-    """``computed``'s epochs where its first equals Keras's own first epoch, bit for bit and dtype
-    for dtype (else Keras's, drawn one by one)."""
-    expected = next(by_keras)
-    x_dtype, y_dtype = (np.asarray(part).dtype for part in expected[0][:2])
-    permuted = computed(x_dtype, y_dtype)
-    first = next(permuted)
-    same = len(first) == len(expected) and all(
-        len(a) == len(b)
-        and all(np.asarray(p).dtype == np.asarray(q).dtype and np.array_equal(p, q) for p, q in zip(a, b))
-        for a, b in zip(first, expected)
+    computed = epoch()
+    same = len(computed) == len(first) and all(
+        all(p.dtype == q.dtype and np.array_equal(p, q) for p, q in zip(a, b))
+        for a, b in zip(computed, first)
     )
-    yield expected
-    yield from permuted if same else by_keras
+    if not same:
+        return None
+
+    def following() -> Iterator[list[Any]]:
+        while True:
+            yield epoch()
+
+    return following()
 
 
 def _to_numpy(batch: Any) -> Any:

@@ -33,8 +33,9 @@ from .capture import LossCapture
 from .keras_adapter import Flavour
 from .loop import TrainingLoop
 
-CHUNK_STEPS = 1024
-"""Steps one compiled JAX call scans (fewer are masked): one shape, so it compiles once."""
+CHUNK_SIZES = (1024, 128, 16, 1)
+"""Steps one compiled JAX call scans: a stretch runs in calls of these sizes, largest first, each
+size compiled once (a call of 1,024 small steps takes milliseconds, so a Ctrl-C waits no longer)."""
 
 
 class PortablePlan:
@@ -62,10 +63,15 @@ def plan_portable(case: Case, epochs_drawn: Any) -> PortablePlan:
     return PortablePlan([next(epochs_drawn) for _ in range(count)], repeat, case)
 
 
-def _signature(batch: Any) -> tuple[Any, ...]:
-    import jax
-
-    return tuple((np.shape(leaf), str(np.asarray(leaf).dtype)) for leaf in jax.tree_util.tree_leaves(batch))
+def _signature(batch: Any) -> Any:
+    """What a compiled step depends on in a batch: its structure, shapes and dtypes."""
+    if isinstance(batch, np.ndarray):
+        return (batch.shape, batch.dtype)
+    if isinstance(batch, (tuple, list)):
+        return tuple(_signature(part) for part in batch)
+    if isinstance(batch, dict):
+        return tuple((key, _signature(value)) for key, value in sorted(batch.items()))
+    return None if batch is None else (np.shape(batch), np.asarray(batch).dtype)
 
 
 class JaxLoop(TrainingLoop):
@@ -93,17 +99,15 @@ class JaxLoop(TrainingLoop):
             return original(optimizer_variables, grads, trainable_variables)
 
         optimizer.stateless_apply = stateless_apply
-        self._chunk: Any = None
         self._single: dict[tuple[Any, ...], Any] = {}
         self._plan: PortablePlan | None = None
         self._chunk_signature: tuple[Any, ...] | None = None
         self._reset_metrics: list[Any] = []
-        self.chunk_steps = min(CHUNK_STEPS, case.total_steps)
+        self._compiled: dict[int, Any] = {}
         self._signatures: dict[int, tuple[Any, ...]] = {}
 
     # ------------------------------------------------------------------ compiling
     def compile(self, plan: Any) -> None:
-        import jax
 
         self._plan = plan
         model = self.model
@@ -113,14 +117,22 @@ class JaxLoop(TrainingLoop):
         self._chunk_signature = _signature(plan.first)
         try:
             self._loop = self._make_chunk()
-            state = self._state()
-            batch = self._stack([plan.first] * self.chunk_steps)
-            flags = np.zeros(self.chunk_steps, bool)
-            self._compiled = jax.jit(self._loop).lower(state, batch, flags, flags).compile()
+            self._chunk(max(size for size in CHUNK_SIZES if size <= self.case.total_steps))
         except Exception as error:
             if isinstance(error, self.flavour.runtime_errors()):  # type: ignore[attr-defined]
                 raise
             raise self._cannot_train(error) from None
+
+    def _chunk(self, size: int) -> Any:
+        """The loop compiled for ``size`` steps of the plan's usual batch shape (once per size)."""
+        import jax
+
+        if size not in self._compiled:
+            assert self._plan is not None and self._loop is not None
+            batch = self._stack([self._plan.first] * size)
+            flags = np.zeros(size, bool)
+            self._compiled[size] = jax.jit(self._loop).lower(self._state(), batch, flags).compile()
+        return self._compiled[size]
 
     def _signature_of(self, batch: Any) -> tuple[Any, ...]:
         key = id(batch)  # the plan holds every batch, so an id is not reused while it lives
@@ -211,18 +223,15 @@ class JaxLoop(TrainingLoop):
 
     def _make_chunk(self) -> Callable[..., Any]:
         import jax
-        import jax.numpy as jnp
 
         step = self._one_step()
 
-        def chunk(state: Any, batches: Any, resets: Any, active: Any) -> Any:
+        def chunk(state: Any, batches: Any, resets: Any) -> Any:
             def body(carried: Any, inputs: Any) -> Any:
-                batch, reset, on = inputs
-                new_state, outputs = step(carried, batch, reset)
-                kept = jax.tree_util.tree_map(lambda n, o: jnp.where(on, n, o), new_state, carried)
-                return kept, outputs
+                batch, reset = inputs
+                return step(carried, batch, reset)
 
-            return jax.lax.scan(body, state, (batches, resets, active))
+            return jax.lax.scan(body, state, (batches, resets))
 
         return chunk
 
@@ -239,38 +248,39 @@ class JaxLoop(TrainingLoop):
         plan = self._plan
         collected = self._collected
         per_epoch = self.case.batches_per_epoch
-        chunk_steps = self.chunk_steps
+        usual = self._chunk_signature
         stretches = self._stretches_of(start, stop)
         state = self._state()
         for first, last in stretches:
-            for part_first, part_last in self._pace.parts(first, last, self._interrupt):
-                step = part_first
-                while step < part_last:
-                    batch = plan.batch(step)
-                    signature = self._signature_of(batch)
-                    if signature != self._chunk_signature:
-                        state, outputs = self._single_step(signature)(state, batch, step % per_epoch == 0)
-                        self._keep(collected, [np.asarray(o)[None] for o in outputs])
-                        step += 1
-                        continue
-                    run = [step]
-                    while len(run) < chunk_steps and run[-1] + 1 < part_last:
-                        if self._signature_of(plan.batch(run[-1] + 1)) != self._chunk_signature:
-                            break
-                        run.append(run[-1] + 1)
-                    count = len(run)
-                    padded = run + [run[-1]] * (chunk_steps - count)
-                    batches = self._stack([plan.batch(s) for s in padded])
-                    resets = np.array([s % per_epoch == 0 for s in padded])
-                    active = np.arange(chunk_steps) < count
-                    state, outputs = self._compiled(state, batches, resets, active)
-                    self._keep(collected, [np.asarray(o)[:count] for o in outputs])
-                    step += count
+            step = first
+            while step < last:
+                self._interrupt.raise_if_received()
+                batch = plan.batch(step)
+                signature = self._signature_of(batch)
+                if signature != usual:  # an epoch's smaller last batch: one step on its own
+                    state, outputs = self._single_step(signature)(state, batch, step % per_epoch == 0)
+                    self._keep(collected, [np.asarray(o)[None] for o in outputs])
+                    step += 1
+                    continue
+                end = step + 1
+                while (
+                    end < last
+                    and end - step < CHUNK_SIZES[0]
+                    and self._signature_of(plan.batch(end)) == usual
+                ):
+                    end += 1
+                size = max(size for size in CHUNK_SIZES if size <= end - step)
+                steps = range(step, step + size)
+                batches = self._stack([plan.batch(s) for s in steps])
+                resets = np.array([s % per_epoch == 0 for s in steps])
+                state, outputs = self._chunk(size)(state, batches, resets)
+                self._keep(collected, [np.asarray(o) for o in outputs])
+                step += size
             self._write_back(state)
             if last < stop and last in self._pending and self._on_pause is not None:
                 self._on_pause(last)
                 state = self._state()
-        self._write_back(state)
+        self._interrupt.raise_if_received()
 
     def _stretches_of(self, start: int, stop: int) -> list[tuple[int, int]]:
         """``[start, stop)`` cut at the pauses (a perturbation's nudges), the first nudge done."""

@@ -8,7 +8,7 @@ test actually trains. ``python -X importtime -m pytest --co`` shows it. The logi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,6 +164,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from ..snapshot import syrupy_compat
 
     syrupy_compat.register_collected(config, [item for item in items if _is_spec_item(item)])
+    syrupy_compat.register_collected_as(config, _on_other_backends(config, items))
+
+
+def _on_other_backends(config: pytest.Config, items: list[pytest.Item]) -> Iterator[tuple[str, pytest.Item]]:
+    """The node id each convergence test would have on each backend this session does not train
+    on (``case[jax-float16]`` beside ``case[float16]``): their snapshots are not this session's."""
+    from ..backends import BACKENDS, label
+
+    others = [backend for backend in BACKENDS if backend not in session_of(config).settings.backends]
+    for item in items:
+        dtype = item_dtype(item)
+        if not others or dtype is None or item.get_closest_marker(MARKER) is None:
+            continue
+        own = f"{label(item_backend(item), dtype)}]"
+        if not item.nodeid.endswith(own):
+            continue
+        stem = item.nodeid[: -len(own)]
+        for backend in others:
+            yield f"{stem}{label(backend, dtype)}]", item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

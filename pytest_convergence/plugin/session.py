@@ -218,7 +218,11 @@ class ConvergenceSession:
         if problem is not None:  # failed outside the handler, so no chained traceback is shown
             from .summary import SummaryRow
 
-            self.rows.append(SummaryRow.failed_to_train(case.name, dtype, chosen, case.total_steps))
+            self.rows.append(
+                SummaryRow.failed_to_train(
+                    case.name, dtype, chosen, case.total_steps, backend=self.current_backend
+                )
+            )
             pytest.fail(problem, pytrace=False)
         if isinstance(trained, AnatomyOnly):
             pytest.skip(trained.message)
@@ -274,10 +278,16 @@ class ConvergenceSession:
             message = str(error)
             if text in message:
                 self.rows.append(
-                    SummaryRow.failed_to_train(case.name, dtype, chosen, case.total_steps, "refused")
+                    SummaryRow.failed_to_train(
+                        case.name, dtype, chosen, case.total_steps, "refused", self.current_backend
+                    )
                 )
                 return message
-            self.rows.append(SummaryRow.failed_to_train(case.name, dtype, chosen, case.total_steps))
+            self.rows.append(
+                SummaryRow.failed_to_train(
+                    case.name, dtype, chosen, case.total_steps, backend=self.current_backend
+                )
+            )
             problem = f"expected an error containing {text!r}, got another:\n{message}"
         if problem is not None:
             pytest.fail(problem, pytrace=False)

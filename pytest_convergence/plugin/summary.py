@@ -32,6 +32,8 @@ class SummaryRow:
     borderline: str = ""
     """The other outcomes of a borderline decision, comma-separated (another machine's run may
     end in them: :mod:`pytest_convergence.diagnosis.margins`); empty when the outcome is clear."""
+    backend: str = "tensorflow"
+    """The Keras backend that trained it; the table shows the column once any run is not TensorFlow's."""
 
     @property
     def outcome_shown(self) -> str:
@@ -65,11 +67,18 @@ class SummaryRow:
             loss_kind="epoch" if history.judged_on_epochs else "step",
             trace_seconds=run.timing.trace_time,
             story=story,
+            backend=run.backend,
         )
 
     @classmethod
     def failed_to_train(
-        cls, case: str, dtype: str, engine: str, steps: int, status: str = "error"
+        cls,
+        case: str,
+        dtype: str,
+        engine: str,
+        steps: int,
+        status: str = "error",
+        backend: str = "tensorflow",
     ) -> SummaryRow:
         """The row of a training that raised: it still shows, with outcome ``error``; ``refused``
         when the case expected Keras to refuse this dtype."""
@@ -84,6 +93,7 @@ class SummaryRow:
             converged=None,
             status=status,
             loss_kind="-",
+            backend=backend,
         )
 
 
@@ -152,6 +162,10 @@ def format_table(rows: Iterable[SummaryRow]) -> list[str]:
     if not body:
         return []
     legend = [LEGEND] + [BORDERLINE_LEGEND] * any(row.borderline for row in rows)
+    if any(row.backend != "tensorflow" for row in rows):  # a backend column after dtype
+        headers = (*HEADERS[:2], "backend", *HEADERS[2:])
+        body = [(*line[:2], row.backend, *line[2:]) for line, row in zip(body, rows)]
+        return [*tables.format_table(headers, body, right_aligned=(5, 7, 8, 9), rule=True), *legend]
     return [*tables.format_table(HEADERS, body, right_aligned=(4, 6, 7, 8), rule=True), *legend]
 
 
