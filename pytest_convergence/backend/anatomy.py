@@ -22,9 +22,11 @@ from .batches import BatchPlan, plan_batches
 from .capture import LayerCapture, OutputCapture
 from .digests import digest, row_set_digest, value_sum
 from .engine import Training
+from .frameworks import import_keras
 from .interrupts import HeldInterrupt
 from .loop import XLA_CALL_STEPS, TrainingLoop
 from .pacing import Pace
+from .portable_anatomy import record_portable_anatomy, shuffling
 
 ANATOMY_FIELDS = (*SCALARS, *ROWS, "layer_outputs", "layer_sets")
 """What :func:`take_steps_apart` records per step: six scalars, five rows of one value per
@@ -46,8 +48,11 @@ def record_anatomy(
     The ``fit`` engine's steps are the ``loop``'s (bit-identical), so ``fit`` runs are taken
     apart by the loop. ``keep_initial`` keeps the initial weights' values (a replay that sets
     them back on the other version needs them). ``plan``: the batches the run drew (the same
-    seed draws the same), so they are not drawn twice.
+    seed draws the same), so they are not drawn twice. On JAX and PyTorch the steps are taken
+    apart by :func:`.portable_anatomy.record_portable_anatomy`.
     """
+    if import_keras()[1].portable:
+        return record_portable_anatomy(case, dtype, engine, first, last, keep_initial=keep_initial, plan=plan)
     training = Training.prepare(case, dtype, "loop" if engine == "fit" else engine)
     outputs = OutputCapture(training.model)
     layers = LayerCapture(training.model)
@@ -226,14 +231,3 @@ def configuration(training: Training, plan: Any, output_dtype: str) -> dict[str,
         "shuffling": shuffling(case, plan.variants),
         "jit_compile": "on (xla)" if training.engine == "xla" else "off",
     }
-
-
-def shuffling(case: Case, variants: int) -> str:
-    """How the batches are ordered from epoch to epoch, as the drawn batches show it."""
-    if not case.shuffle:
-        return "off"
-    if case.total_epochs == 1:
-        return "one epoch, shuffled"
-    if variants == 1:
-        return "the same order every epoch"
-    return "a new order every epoch"
