@@ -83,6 +83,9 @@ class RunRecord:
     """Its first steps taken apart (:meth:`..anatomy.Anatomy.to_json`); empty if not recorded."""
     set_back: dict[str, str] = field(default_factory=dict)
     """What a gate's replay set back to the old version's (empty: an ordinary run)."""
+    stages_unavailable: str = ""
+    """Why its first steps were not taken apart although the session asked (a run trained in
+    another backend's process): the gate says it where it cannot name a mechanism."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -155,6 +158,7 @@ class RunRecord:
             dtype_mismatch=history.dtype_mismatch,
             anatomy=run.anatomy.to_json() if run.anatomy is not None else {},
             set_back=dict(run.set_back),
+            stages_unavailable=run.stages_unavailable,
         )
 
 

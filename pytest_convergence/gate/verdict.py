@@ -21,7 +21,7 @@ from ..diagnosis.margins import alternatives_in
 from ..fingerprint import TF32_DTYPES, run_tf32, tf32_difference, tf32_state
 from ..snapshot.compare import allowed_misses, relative_error, weight_errors, weight_floor
 from ..tolerance import DEFAULT_RTOL, Tolerance
-from .mechanism import Mechanism, difference_notes, explain
+from .mechanism import NOT_LOCALISED, Mechanism, difference_notes, explain
 from .results import Results, RunRecord
 from .verdict_data import ADDED, FAIL, PASS, REMOVED, RENAMED, SLOWER, Row, Verdict
 
@@ -173,6 +173,13 @@ def _mechanism(row: Row, replays: ReplayEvidence | None) -> Mechanism | None:
         if anatomy is not None:  # a replay's first steps must be the results file's run
             anatomy.check_checkpoints(record.checkpoint_steps, [float(v) for v in record.checkpoint_losses])
     mechanism = explain(old, new, row.parting_step, old_anatomy=old_anatomy, new_anatomy=new_anatomy)
+    unavailable = [
+        f"the {side} side's {record.stages_unavailable}"
+        for side, record, anatomy in (("old", old, old_anatomy), ("new", new, new_anatomy))
+        if record.stages_unavailable and not record.anatomy and anatomy is None
+    ]
+    if unavailable and mechanism.key == NOT_LOCALISED and mechanism.localisation is None:
+        mechanism.sentence = f"not localised: {'; '.join(unavailable)}"
     if replays is not None:
         replays.confirm(mechanism, row)
     return mechanism

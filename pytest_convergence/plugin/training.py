@@ -150,10 +150,14 @@ def _take_apart(run: Run, case: Case, dtype: str, engine: str, request: Training
     """Record the run's anatomy (its first steps; a replay's, every step up to its last) on a
     model built again, checked against the run's own losses."""
     from ..backend.anatomy import record_anatomy
+    from ..backend.elsewhere import this_process
 
-    if run.backend != "tensorflow":
+    if run.backend != this_process():  # its model lives in the other backend's process
         if request.anatomy_steps > 0 or request.replay is not None:
-            run.stages_unavailable = f"step anatomy is not available on the {run.backend} backend"
+            run.stages_unavailable = (
+                "step anatomy is not available for a run trained in another backend's process; run "
+                f"that backend alone (KERAS_BACKEND={run.backend} pytest --convergence) for it"
+            )
         return
     replay, plan = request.replay, run.in_process.batch_plan
     if replay is not None:
