@@ -145,7 +145,9 @@ def record_portable_anatomy(
     (0-based) of ``case`` in ``dtype``, taken apart on a model built again with the run's seed.
 
     ``plan``: the batches the run drew (:class:`.portable_loop.PortablePlan`), so a shuffle drawn
-    from numpy's global generator is the run's; None draws them again."""
+    from numpy's global generator is the run's; None draws them again. On PyTorch they are always
+    drawn again, as the run drew them: its ``DataLoader`` draws a seed from torch's global
+    generator, which an unseeded ``Dropout`` draws its masks from after it."""
     from .engine import Training
     from .portable_loop import _build_as_fit, plan_portable
 
@@ -155,7 +157,7 @@ def record_portable_anatomy(
     last = min(last, case.total_steps)
     first = min(first, last)
     with training.reporting_runtime_errors():
-        if plan is None:
+        if plan is None or training.flavour.backend() == "torch":
             plan = plan_portable(case, training._epochs)
         _build_as_fit(model, plan)
         model.reset_metrics()
