@@ -51,7 +51,8 @@ prepare() {
   pins=$("$here" - <<'EOF'
 import importlib.metadata as m
 names = ["keras", "namex", "optree", "absl-py", "ml-dtypes", "rich", "h5py", "packaging", "pygments",
-         "markdown-it-py", "mdurl", "syrupy", "pytest-benchmark", "py-cpuinfo2"]
+         "markdown-it-py", "mdurl", "syrupy", "pytest-benchmark", "py-cpuinfo2", "pytest", "pluggy",
+         "iniconfig"]
 print(" ".join(f"{n}=={m.version(n)}" for n in names))
 EOF
 ) || return 1
@@ -71,6 +72,9 @@ install_wheels() {  # into $site: ours, keras and syrupy always; the rest only w
     name=$(basename "$wheel" | cut -d- -f1 | tr '_' '-' | tr '[:upper:]' '[:lower:]')
     case "$name" in
       pytest-convergence|keras|syrupy) missing+=("$wheel") ;;  # pure Python, at our versions
+      pytest|pluggy|iniconfig)  # syrupy 7 needs pytest 8 or later
+        "$py" -c "import pytest, sys; sys.exit(int(pytest.__version__.split('.')[0]) < 8)" 2>/dev/null \
+          || missing+=("$wheel") ;;
       *) "$py" -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$name" 2>/dev/null \
            || missing+=("$wheel") ;;
     esac
@@ -100,7 +104,11 @@ compare() {  # BACKEND GPU-SESSION: CPU against one GPU session
   "$py" -m pytest_convergence.cli compare "$work/$backend-cpu.json" "$work/$backend-$gpu.json" \
     --markdown "$work/$stem.md" --speed off >"$work/$stem.txt" 2>&1
   local rc=$?
-  echo "| $stem | $rc | $(head -1 "$work/$stem.txt") |" >>"$work/compares.md"
+  # the verdict's title and count ("## Convergence gate: ✅ pass", "(0 of 55 failed)"), then the
+  # text's first lines (the sides, and first of all a TF32 difference where there is one)
+  echo "| $stem | $rc | $(head -1 "$work/$stem.md" 2>/dev/null | sed 's/^#* *//') $(grep -m1 -o '([0-9]* of [0-9]* failed)' "$work/$stem.md" 2>/dev/null) |" \
+    >>"$work/compares.md"
+  { echo; echo "$stem:"; echo '```'; head -4 "$work/$stem.txt"; echo '```'; } >>"$work/compare-heads.md"
   cp "$work/$stem.md" "$OUT/" 2>/dev/null || cp "$work/$stem.txt" "$OUT/$stem.md"
 }
 
@@ -151,7 +159,7 @@ EOF
   fi
   echo "| session | pytest exit | seconds | last line |" >"$work/sessions.md"
   echo "| --- | --- | --- | --- |" >>"$work/sessions.md"
-  echo "| comparison (CPU vs GPU) | exit | first line |" >"$work/compares.md"
+  echo "| comparison (CPU vs GPU) | exit | verdict |" >"$work/compares.md"
   echo "| --- | --- | --- |" >>"$work/compares.md"
   for backend in $backends; do
     if [ "$backend" = jax ]; then
@@ -173,6 +181,7 @@ EOF
     cat "$work/sessions.md"
     echo
     cat "$work/compares.md"
+    cat "$work/compare-heads.md" 2>/dev/null
   } >>"$work/summary.md"
   cp "$work/summary.md" "$OUT/"
   tar -C "$work" -czf "$OUT/gpu-check.tar.gz" --exclude=site --exclude='*/fixtures' .
