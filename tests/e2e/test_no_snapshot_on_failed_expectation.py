@@ -48,7 +48,9 @@ def snapshots(root: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(root.rglob("*.convergence.txt"))}
 
 
-def test_a_failed_expectation_writes_no_snapshot(user_suite: pytest.Pytester) -> None:
+def test_a_failed_expectation_writes_no_snapshot_and_keeps_the_stored_one(
+    user_suite: pytest.Pytester,
+) -> None:
     user_suite.makefile(".convergence.toml", seed=SPEC.replace("LIMIT", "1e-30"))
     user_suite.makepyfile(test_user=PYTHON.replace("LIMIT", "1e-30").replace("STEPS", "40"))
     result = user_suite.runpytest("--convergence", "--snapshot-update")
@@ -60,18 +62,11 @@ def test_a_failed_expectation_writes_no_snapshot(user_suite: pytest.Pytester) ->
     user_suite.makefile(".convergence.toml", seed=SPEC.replace("LIMIT", "10.0"))
     user_suite.makepyfile(test_user=PYTHON.replace("LIMIT", "10.0").replace("STEPS", "40"))
     user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
-    assert sorted(snapshots(user_suite.path)) == [
+    stored = snapshots(user_suite.path)
+    assert sorted(stored) == [
         "seed[float32].convergence.txt",
         "test_seed[float32].convergence.txt",
     ]
-
-
-def test_a_failed_expectation_keeps_the_stored_snapshot(user_suite: pytest.Pytester) -> None:
-    user_suite.makefile(".convergence.toml", seed=SPEC.replace("LIMIT", "10.0"))
-    user_suite.makepyfile(test_user=PYTHON.replace("LIMIT", "10.0").replace("STEPS", "40"))
-    user_suite.runpytest("--convergence", "--snapshot-update").assert_outcomes(passed=2)
-    stored = snapshots(user_suite.path)
-    assert len(stored) == 2
 
     # another history that fails its expectation: neither rewritten nor removed
     user_suite.makefile(
