@@ -97,8 +97,8 @@ def test_the_whole_review_cycle(user_suite: pytest.Pytester, written_snapshots: 
             {path.name: path.read_text() for path in (user_suite.path / SNAPSHOTS).iterdir()}
         )
 
-    # 3. passes on rerun (bit-identical, so also under --convergence-exact)
-    user_suite.runpytest("--convergence").assert_outcomes(passed=2)
+    # 3. passes on rerun, bit-identical: under --convergence-exact (the tolerant comparison passes a
+    # rerun in step 6)
     user_suite.runpytest("--convergence", "--convergence-exact").assert_outcomes(passed=2)
 
     # 4. noise within the float16 tolerance (0.1% against rtol 1%) passes; exact mode rejects it
@@ -312,12 +312,11 @@ def test_calibration_recommends_a_tolerance_from_perturbed_reruns(user_suite: py
     assert cells[7] == ("yes" if recommended <= current else "NO")
 
 
-def test_the_same_snapshots_with_and_without_xdist(user_suite: pytest.Pytester) -> None:
-    """Snapshots, and the results file, from pytest-xdist workers: the same as a serial session's."""
+def test_the_same_snapshots_with_and_without_xdist(snapshotted: pytest.Pytester) -> None:
+    """Snapshots, and the results file, from pytest-xdist workers: the same as a serial session's
+    (the one that wrote this module's snapshots)."""
     pytest.importorskip("xdist")
-    user_suite.makepyfile(test_user=SUITE)
-    serial = user_suite.runpytest_subprocess("--convergence", "--snapshot-update")
-    serial.assert_outcomes(passed=2)
+    user_suite = snapshotted
     written = {dtype: snapshot_file(user_suite, dtype).read_text() for dtype in ("float16", "float32")}
 
     parallel = user_suite.runpytest_subprocess("--convergence", "-n", "2", "--convergence-results=par.json")
