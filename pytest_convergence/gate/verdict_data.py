@@ -67,12 +67,23 @@ class Verdict:
         old = describe_versions(self.old_versions)
         new = describe_versions(self.new_versions)
         crossing = _keras_crossing(self.old_versions, self.new_versions)
-        return f"{old} -> {new}{crossing}"
+        return f"{old} -> {new}{crossing}{backend_switch(self.old_versions, self.new_versions)}"
 
 
 def describe_versions(versions: dict[str, str]) -> str:
+    """``tensorflow 2.21.0, keras 3.15.1``; on another backend ``keras 3.15.1 on jax 0.10.2``."""
+    backend = versions.get("keras_backend", "tensorflow")
+    if backend != "tensorflow":
+        keras = f"keras {versions['keras']} " if "keras" in versions else ""
+        return f"{keras}on {backend} {versions.get(backend, '')}".strip()
     keys = [k for k in ("tensorflow", "keras") if k in versions]
     return ", ".join(f"{k} {versions[k]}" for k in keys) or "unknown versions"
+
+
+def backend_switch(old: dict[str, str], new: dict[str, str]) -> str:
+    """`` (backend switch: tensorflow → jax)`` where the two sides trained on other Keras backends."""
+    before, after = old.get("keras_backend", "tensorflow"), new.get("keras_backend", "tensorflow")
+    return f" (backend switch: {before} → {after})" if before != after else ""
 
 
 def keras_major(versions: dict[str, str]) -> str:
