@@ -152,6 +152,16 @@ for name in ["pytest-convergence", "keras", "jax", "jaxlib", "torch", "numpy", "
     except m.PackageNotFoundError:
         print(name, "absent")
 print("tensorflow importable:", importlib.util.find_spec("tensorflow") is not None)
+try:  # what each framework sees: a session on a framework that sees no GPU says so here
+    import jax
+    print("jax devices:", jax.devices())
+except Exception as error:  # noqa: BLE001
+    print("jax devices: none:", error)
+try:
+    import torch
+    print("torch cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+except Exception as error:  # noqa: BLE001
+    print("torch cuda: none:", error)
 EOF
     echo '```'
   } >"$work/summary.md"
