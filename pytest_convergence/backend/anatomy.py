@@ -105,6 +105,7 @@ def take_steps_apart(
     trainables = loop.flavour.trainable_variables(model)
     count = len(trainables)
     log_names = loop.read_log_names(plan)
+    assert loop.gradients is not None, "TensorFlow's loop captures the gradients"
     gradients = loop.gradients.gradients
 
     def extras(batch: Any) -> tuple[Any, ...]:

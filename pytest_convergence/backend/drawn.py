@@ -233,7 +233,9 @@ def replay(tf: Any, batches: list[Any], spec: Any = None) -> Any:
     if not batches:
         return None
     if tf is None:  # Keras on JAX or PyTorch: fit takes a tf.data dataset there too
-        import tensorflow as tf
+        import tensorflow
+
+        tf = tensorflow
     if spec is not None:
 
         def generate_as_drawn() -> Iterator[Any]:

@@ -22,7 +22,7 @@ import pickle
 import struct
 import subprocess
 import sys
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from ..errors import ConvergenceError
 from ..run import InProcess, Run
@@ -55,13 +55,13 @@ def train_elsewhere(backend: str, request: dict[str, Any]) -> Run:
     return worker.train(request)
 
 
-def _send(stream: BinaryIO, message: Any) -> None:
+def _send(stream: IO[bytes], message: Any) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(struct.pack("<Q", len(data)) + data)
     stream.flush()
 
 
-def _receive(stream: BinaryIO) -> Any:
+def _receive(stream: IO[bytes]) -> Any:
     header = stream.read(8)
     if len(header) < 8:
         raise EOFError

@@ -217,7 +217,8 @@ class Training:
     def runtime_errors(self) -> tuple[type[BaseException], ...]:
         """What the backend raises when an op fails while training."""
         if self.flavour.portable:
-            return self.flavour.runtime_errors()  # type: ignore[attr-defined, no-any-return]
+            errors: tuple[type[BaseException], ...] = self.flavour.runtime_errors()  # type: ignore[attr-defined]
+            return errors
         return (self.tf.errors.OpError,)
 
     def compile_loop(self) -> None:
@@ -250,7 +251,9 @@ class Training:
                 return execute_fit(
                     self.flavour, self.model, self.case, self.capture, self.pinned_loss_dtype, self.callbacks
                 )
-            except (ConvergenceError, *self.runtime_errors()):
+            except ConvergenceError:
+                raise
+            except self.runtime_errors():
                 raise
             except Exception as error:  # Keras's own checks in fit: as clear as the loop's messages
                 raise self.loop_error(error) from None

@@ -178,7 +178,7 @@ class JaxLoop(TrainingLoop):
         grads_seen = self.grads
         reset_values = self._reset_metrics
         trace_weights = self.trace_weights
-        wide = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        wide = jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
 
         def step(state: Any, batch: Any, reset: Any) -> tuple[Any, tuple[Any, ...]]:
             trainable, non_trainable, optimizer_vars, metrics = state

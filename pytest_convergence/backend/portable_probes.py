@@ -53,7 +53,7 @@ def wide_floats(flavour: Flavour) -> Any:
         return
     import jax
 
-    was = bool(jax.config.jax_enable_x64)
+    was = bool(jax.config.read("jax_enable_x64"))
     jax.config.update("jax_enable_x64", True)
     try:
         yield

@@ -164,8 +164,8 @@ def format_table(rows: Iterable[SummaryRow]) -> list[str]:
     legend = [LEGEND] + [BORDERLINE_LEGEND] * any(row.borderline for row in rows)
     if any(row.backend != "tensorflow" for row in rows):  # a backend column after dtype
         headers = (*HEADERS[:2], "backend", *HEADERS[2:])
-        body = [(*line[:2], row.backend, *line[2:]) for line, row in zip(body, rows)]
-        return [*tables.format_table(headers, body, right_aligned=(5, 7, 8, 9), rule=True), *legend]
+        with_backend = [(*line[:2], row.backend, *line[2:]) for line, row in zip(body, rows)]
+        return [*tables.format_table(headers, with_backend, right_aligned=(5, 7, 8, 9), rule=True), *legend]
     return [*tables.format_table(HEADERS, body, right_aligned=(4, 6, 7, 8), rule=True), *legend]
 
 
