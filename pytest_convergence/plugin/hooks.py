@@ -8,7 +8,7 @@ test actually trains. ``python -X importtime -m pytest --co`` shows it. The logi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +58,9 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(dtypes=[...], engine=None): a convergence test, run once per dtype "
-        "with --convergence; engine: loop, xla or fit.",
+        f"{MARKER}(dtypes=[...], engine=None, backends=None): a convergence test, run once per dtype "
+        "(and Keras backend) with --convergence; engine: loop, xla or fit; backends: the ones it can "
+        "train on (default: any).",
     )
     convergence = ConvergenceSession(
         settings=read_settings(config),
@@ -67,6 +68,10 @@ def pytest_configure(config: pytest.Config) -> None:
         baseline_path=config.getoption("--convergence-baseline"),
     )
     config.stash[SESSION_KEY] = convergence
+    if convergence.settings.backends != ("tensorflow",):  # another backend's snapshots are not ours
+        from ..snapshot.extension import ConvergenceSnapshotExtension
+
+        ConvergenceSnapshotExtension.backends = convergence.settings.backends
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         convergence.worker = True
@@ -164,25 +169,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from ..snapshot import syrupy_compat
 
     syrupy_compat.register_collected(config, [item for item in items if _is_spec_item(item)])
-    syrupy_compat.register_collected_as(config, _on_other_backends(config, items))
-
-
-def _on_other_backends(config: pytest.Config, items: list[pytest.Item]) -> Iterator[tuple[str, pytest.Item]]:
-    """The node id each convergence test would have on each backend this session does not train
-    on (``case[jax-float16]`` beside ``case[float16]``): their snapshots are not this session's."""
-    from ..backends import BACKENDS, label
-
-    others = [backend for backend in BACKENDS if backend not in session_of(config).settings.backends]
-    for item in items:
-        dtype = item_dtype(item)
-        if not others or dtype is None or item.get_closest_marker(MARKER) is None:
-            continue
-        own = f"{label(item_backend(item), dtype)}]"
-        if not item.nodeid.endswith(own):
-            continue
-        stem = item.nodeid[: -len(own)]
-        for backend in others:
-            yield f"{stem}{label(backend, dtype)}]", item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -9,6 +9,7 @@ removes, unused snapshots are reported, ``--snapshot-warn-unused`` works.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,20 @@ class ConvergenceSnapshotExtension(SingleFileSnapshotExtension):
 
     _write_mode = WriteMode.TEXT
     file_extension = "convergence.txt"
+    backends: tuple[str, ...] = ("tensorflow",)
+    """The Keras backends this session trains on (set by the plugin): another backend's snapshots
+    (``case[jax-float16]`` in a TensorFlow session) are not this session's to judge or delete."""
+
+    def discover_snapshots(self, **kwargs: Any) -> Any:
+        """syrupy's discovery, without the snapshots of backends this session does not train on:
+        they are neither reported unused nor deleted by ``--snapshot-update``, while this
+        session's own unused snapshots still are."""
+        discovered = super().discover_snapshots(**kwargs)
+        kept = type(discovered)()
+        for collection in discovered:
+            if snapshot_backend(Path(str(collection.location)).name) in self.backends:
+                kept.add(collection)
+        return kept
 
     def serialize(self, data: Any, **kwargs: Any) -> str:
         if isinstance(data, SnapshotText):
@@ -88,6 +103,16 @@ class ConvergenceSnapshotExtension(SingleFileSnapshotExtension):
         """Write to a temporary file beside the target, then rename: never a half-written snapshot."""
         data = next(iter(snapshot_collection)).data
         atomic_write_text(Path(snapshot_collection.location), str(data))
+
+
+_OTHER_BACKEND_LABEL = re.compile(r"\[(?:.*-)?(jax|torch)-(?:mixed_)?b?float\d+(?:-[^\]]*)?\]")
+
+
+def snapshot_backend(filename: str) -> str:
+    """The backend a snapshot file's test ran on, read from its id (``seed[jax-float16]``):
+    TensorFlow's ids carry none (:func:`..backends.label`)."""
+    found = _OTHER_BACKEND_LABEL.search(filename)
+    return found.group(1) if found else "tensorflow"
 
 
 def _write_problem(location: Path) -> str | None:

@@ -61,32 +61,6 @@ def register_collected(config: pytest.Config, items: Iterable[pytest.Item]) -> i
     return len(chosen)
 
 
-def register_collected_as(config: pytest.Config, named: Iterable[tuple[str, pytest.Item]]) -> int:
-    """Tell syrupy that tests of these node ids were collected (each standing for ``item``'s
-    location), though this session does not run them: the same test on another Keras backend.
-    Their snapshots then count as collected and not selected, so syrupy neither reports them
-    unused nor deletes them under ``--snapshot-update`` (as for a dtype deselected by ``-k``)."""
-    collected = getattr(snapshot_session(config), "_collected_items", None)
-    if not isinstance(collected, dict):
-        return 0
-    chosen = [(nodeid, _Elsewhere(item, nodeid)) for nodeid, item in named if nodeid not in collected]
-    collected.update(chosen)
-    return len(chosen)
-
-
-class _Elsewhere:
-    """``item`` under another node id and name (syrupy keys collected items by ``item.nodeid``
-    and names snapshots after ``item.name``); everything else is the item's own."""
-
-    def __init__(self, item: pytest.Item, nodeid: str) -> None:
-        self._item = item
-        self.nodeid = nodeid
-        self.name = nodeid.rpartition("::")[2]
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._item, attribute)
-
-
 def register_selected(config: pytest.Config, items: Iterable[pytest.Item]) -> int:
     """Tell syrupy that ``items`` were selected to run (after every deselection), as syrupy's own
     ``select_items`` does at ``pytest_collection_finish``: ``_selected_items: dict[nodeid,

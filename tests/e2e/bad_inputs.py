@@ -275,7 +275,7 @@ MARKERS = [
             'dtype=["float16"] (singular)',
             'dtype=["float16"]',
             "field 'test_it': unknown keyword(s) dtype in @pytest.mark.convergence; valid keywords are: "
-            "dtypes, engine, tolerance",
+            "dtypes, engine, tolerance, backends",
         ),
         (
             "marker-engine",
@@ -499,8 +499,8 @@ SPECS = [
             "spec-expect-alias",
             "[expect.half]",
             spec('dtypes = ["float16"]\nsteps = 20', footer="\n[expect.half]\nconverged = true\n"),
-            f"expect.half: 'half' is not one of: float16, bfloat16, float32, float64, {DTYPES} (did you "
-            "mean 'float16'?)",
+            f"expect.half: 'half' is not one of: float16, bfloat16, float32, float64, {DTYPES}, jax, torch "
+            "(did you mean 'float16'?)",
             "",
         ),
         (

@@ -103,21 +103,21 @@ SPEC = seed_spec(
 
 @on_jax
 def test_a_session_on_jax_names_its_backend_and_keeps_tensorflows_snapshots(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    user_suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """KERAS_BACKEND=jax, as Keras reads it: ids and summary say jax, the backend's own
     expectation replaces the dtype's ([expect.jax.float64]), --snapshot-update writes JAX's
     snapshots beside TensorFlow's and deletes none of them, and a second session matches."""
-    pytester.makefile(".convergence.toml", seed=SPEC)
+    user_suite.makefile(".convergence.toml", seed=SPEC)
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
-    pytester.runpytest_subprocess(
+    user_suite.runpytest_subprocess(
         "--convergence", "--snapshot-update", "-p", "no:cacheprovider"
     ).assert_outcomes(passed=2)
-    snapshots = pytester.path / "__snapshots__" / "seed.convergence"
+    snapshots = user_suite.path / "__snapshots__" / "seed.convergence"
     tensorflows = {p.name: p.read_bytes() for p in snapshots.iterdir()}
     assert set(tensorflows) == {"seed[float32].convergence.txt", "seed[float64].convergence.txt"}
     monkeypatch.setenv("KERAS_BACKEND", "jax")
-    jax = pytester.runpytest_subprocess(
+    jax = user_suite.runpytest_subprocess(
         "--convergence", "--snapshot-update", "-p", "no:cacheprovider", "--convergence-results=jax.json"
     )
     jax.assert_outcomes(passed=2)
@@ -131,13 +131,13 @@ def test_a_session_on_jax_names_its_backend_and_keeps_tensorflows_snapshots(
         "seed[jax-float32].convergence.txt",
         "seed[jax-float64].convergence.txt",
     }
-    records = json.loads((pytester.path / "jax.json").read_text(encoding="utf-8"))["runs"]
+    records = json.loads((user_suite.path / "jax.json").read_text(encoding="utf-8"))["runs"]
     assert {record["versions"]["keras_backend"] for record in records} == {"jax"}
-    again = pytester.runpytest_subprocess("--convergence", "-p", "no:cacheprovider", "-v")
+    again = user_suite.runpytest_subprocess("--convergence", "-p", "no:cacheprovider", "-v")
     again.assert_outcomes(passed=2)
     again.stdout.fnmatch_lines(["*seed[[]jax-float32[]] PASSED*", "*seed[[]jax-float64[]] PASSED*"])
     monkeypatch.setenv("KERAS_BACKEND", "torch")
-    pytester.runpytest_subprocess(
+    user_suite.runpytest_subprocess(
         "--convergence", "-p", "no:cacheprovider", "--collect-only", "-q"
     ).stdout.fnmatch_lines(["*seed[[]torch-float32[]]*"])
 
@@ -172,14 +172,14 @@ def test_tensorflow_only(convergence_train):
 
 @on_jax
 def test_one_session_trains_several_backends_the_others_in_their_own_process(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    user_suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--convergence-backends=tensorflow,jax: one instance per backend; TensorFlow's here, JAX's in
     a process of its own, both in the results file; a test the marker keeps to TensorFlow is
     skipped on JAX with the reason."""
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
-    pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest_subprocess(
+    user_suite.makepyfile(test_suite=SUITE)
+    result = user_suite.runpytest_subprocess(
         "--convergence",
         "--convergence-backends=tensorflow,jax",
         "--convergence-results=both.json",
@@ -197,13 +197,13 @@ def test_one_session_trains_several_backends_the_others_in_their_own_process(
             "*SKIPPED*trains on tensorflow only (its marker's backends)*",
         ]
     )
-    records = json.loads((pytester.path / "both.json").read_text(encoding="utf-8"))["runs"]
+    records = json.loads((user_suite.path / "both.json").read_text(encoding="utf-8"))["runs"]
     assert sorted(record["versions"]["keras_backend"] for record in records) == [
         "jax",
         "tensorflow",
         "tensorflow",
     ]
-    unknown = pytester.runpytest_subprocess("--convergence", "--convergence-backends=tensorflow,mxnet")
+    unknown = user_suite.runpytest_subprocess("--convergence", "--convergence-backends=tensorflow,mxnet")
     unknown.stderr.fnmatch_lines(
         ["*--convergence-backends: unknown backend 'mxnet'*", "*fix: --convergence-backends=*"]
     )
