@@ -30,7 +30,11 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     times = config.stash.get(PER_STEP_KEY, {})
     if not times:
         return
-    terminalreporter.write_sep("=", "engine speed on the seed case (median time per step)")
+    from pytest_convergence.backends import configured
+
+    terminalreporter.write_sep(
+        "=", f"engine speed on the seed case, {configured()} backend (median time per step)"
+    )
     reference = times.get("fit")
     for engine, seconds in sorted(times.items(), key=lambda item: -item[1]):
         ratio = f"{reference / seconds:10,.0f}x faster than fit" if reference else ""

@@ -1,6 +1,9 @@
-"""Steps per second of the three engines on the seed case, measured in one run.
+"""Steps per second of each engine on the seed case, measured in one run, on the Keras backend
+of the session (docs/backends.md):
 
     pytest benchmarks
+    KERAS_BACKEND=jax pytest benchmarks -k seed_case      # JAX: fit and its scanned loop
+    KERAS_BACKEND=torch pytest benchmarks -k seed_case    # PyTorch: fit and its Python loop
 
 Each engine is prepared and warmed up first (fit traces its train function, loop traces its
 loop, xla also compiles), then timed over several rounds of a budget sized so that a round takes
@@ -13,8 +16,14 @@ import pytest
 
 from pytest_convergence import Case
 from pytest_convergence.backend import Training, framework_versions
+from pytest_convergence.backends import configured
 
-STEPS = {"fit": 20, "loop": 20_000, "xla": 1_000_000}
+BACKEND = configured()
+STEPS = {
+    "tensorflow": {"fit": 20, "loop": 20_000, "xla": 1_000_000},
+    "jax": {"fit": 20, "loop": 20_000},  # xla is JAX's loop itself
+    "torch": {"fit": 20, "loop": 200},  # an eager step either way; xla is refused
+}[BACKEND]
 
 
 def seed_case(steps: int) -> Case:
@@ -37,7 +46,13 @@ def test_seed_case_training_speed(benchmark, engine: str, per_step_times: dict[s
     training.compile_loop()
     training.execute()  # warm-up: tracing, XLA compilation, fit's first-epoch setup
     benchmark.extra_info.update(
-        {"case": "seed-rmsprop-2.55", "dtype": "float32", "engine": engine, "steps": steps}
+        {
+            "case": "seed-rmsprop-2.55",
+            "dtype": "float32",
+            "engine": engine,
+            "steps": steps,
+            "backend": BACKEND,
+        }
     )
     benchmark.extra_info.update(framework_versions())
     record = benchmark.pedantic(training.execute, rounds=3, iterations=1)
