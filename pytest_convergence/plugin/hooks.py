@@ -187,6 +187,27 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         raise pytest.UsageError(str(error)) from None
 
 
+def _other_backends_snapshots_kept(session: pytest.Session) -> None:
+    """An xdist controller asserts nothing itself, so syrupy looks for unused snapshots there with
+    its default extension, which takes another backend's snapshots (``case[jax-float16]`` in a
+    TensorFlow session) for unknown, unused ones and would delete them under --snapshot-update.
+    Where such snapshots lie beside this session's, the controller leaves unused snapshots alone
+    (a session without -n still reports its own)."""
+    config = session.config
+    if getattr(config, "workerinput", None) is not None or not getattr(config.option, "numprocesses", None):
+        return
+    from ..snapshot.extension import snapshot_backend
+
+    backends = session_of(config).settings.backends
+    roots = [Path(arg.split("::")[0]) for arg in config.args] or [config.rootpath]
+    for root in roots:
+        folder = root if root.is_dir() else root.parent
+        for path in folder.glob("**/__snapshots__/**/*.convergence.txt"):
+            if snapshot_backend(path.name) not in backends:
+                config.option.disable_unused_snapshots = True
+                return
+
+
 def _is_spec_item(item: pytest.Item) -> bool:
     return getattr(item, "spec", None) is not None and item_dtype(item) is not None
 
@@ -443,6 +464,8 @@ class SessionEnd:
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
         convergence = session_of(self.config)
+        if convergence.settings.enabled:
+            _other_backends_snapshots_kept(session)
         if not convergence.ran_to_end or convergence.unfinished is not None:
             from ..snapshot import syrupy_compat
 
