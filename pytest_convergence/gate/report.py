@@ -282,12 +282,23 @@ def _number(value: float | None) -> str:
 
 def _provenance(results: Results) -> str:
     machine = results.machine or {}
-    if "merged" in machine:
-        where = f"{len(machine['merged'])} machines"
+    if "merged" in machine:  # shards on several machines: how many runs each trained
+        counts: dict[str, int] = {}
+        for run in results.runs:
+            name = _machine(results.machine_of(run))
+            counts[name] = counts.get(name, 0) + 1
+        each = "; ".join(f"{name}: {count} run{'s' * (count != 1)}" for name, count in counts.items())
+        where = f"{len(machine['merged'])} machines" + (f" ({each})" if each else "")
     else:
-        where = f"{machine.get('node', '?')}, {machine.get('cpus', '?')} cpus"
+        where = _machine(machine)
     created = results.created[:19].replace("T", " ") if results.created else "?"
     return f"{len(results.runs)} runs on {where}, {created}"
+
+
+def _machine(machine: dict[str, Any]) -> str:
+    if "merged" in machine:  # a run of a file merged before runs kept their own machine
+        return "one of the merged machines"
+    return f"{machine.get('node', '?')}, {machine.get('cpus', '?')} cpus"
 
 
 def _css_class(row: Row) -> str:

@@ -76,6 +76,10 @@ class RunRecord:
     loss_ran: str = ""
     fingerprint: str = ""
     """The id of the machine's fingerprint (:mod:`..fingerprint`)."""
+    machine: dict[str, Any] = field(default_factory=dict)
+    """The fingerprint of the machine that trained it where that is not the file's ``machine``
+    (a file merged from shards on several machines, :func:`merge`); empty: the file's. Written
+    only where set, so a one-machine file reads as before; older readers ignore it."""
     perturbation: str = ""
     dtype_mismatch: str = ""
     """Which layers did not train in ``dtype`` (a case with ``allow_dtype_mismatch``); empty if all did."""
@@ -197,6 +201,19 @@ class Results:
     def by_key(self) -> dict[tuple[str, str], RunRecord]:
         return {run.key: run for run in self.runs}
 
+    def machine_of(self, run: RunRecord) -> dict[str, Any]:
+        """The machine that trained ``run``: its own, else the file's. In a file merged before runs
+        kept their own (the file's ``machine`` is ``{"merged": [...]}``), the merged machine whose
+        id is the run's fingerprint id, where one is; else the file's, which is no one machine."""
+        if run.machine:
+            return run.machine
+        several = self.machine.get("merged")
+        if isinstance(several, list) and run.fingerprint:
+            for machine in several:
+                if isinstance(machine, dict) and machine.get("id") == run.fingerprint:
+                    return machine
+        return self.machine
+
     def to_json(self, texts: dict[int, str] | None = None) -> str:
         """The file's text. ``texts`` caches each run's JSON by ``id(run)``: the plugin rewrites the
         file after every test, and turning 60 runs into dicts and JSON again each time cost 2% of a
@@ -215,7 +232,7 @@ class Results:
         for run in sorted(self.runs, key=lambda r: (r.case, r.dtype)):
             text = texts.get(id(run))
             if text is None:
-                text = texts[id(run)] = json.dumps(asdict(run), indent=1, allow_nan=True)
+                text = texts[id(run)] = json.dumps(_run_document(run), indent=1, allow_nan=True)
             runs.append("  " + text.replace("\n", "\n  "))  # as json.dumps nests it two levels in
         listed = "[\n" + ",\n".join(runs) + "\n ]" if runs else "[]"
         text = json.dumps(document, indent=1, allow_nan=True)
@@ -224,6 +241,14 @@ class Results:
 
 RUNS_PLACEHOLDER = "\u0000runs\u0000"
 """Stands for the runs in the document while the rest is rendered (no key or value contains it)."""
+
+
+def _run_document(run: RunRecord) -> dict[str, Any]:
+    """A run as the file holds it: its own ``machine`` only where it has one (see the field)."""
+    document = asdict(run)
+    if not document["machine"]:
+        del document["machine"]
+    return document
 
 
 def machine_info() -> dict[str, Any]:
@@ -280,6 +305,8 @@ def load(path: Path) -> Results:
         if missing:
             raise ResultsError(f"{path}: runs[{index}] lacks {', '.join(missing)}; {fix}")
         _check_anatomy(path, index, raw.get("anatomy"), fix)
+        if not isinstance(raw.get("machine", {}), dict):
+            raise ResultsError(f"{path}: runs[{index}].machine is not an object; {fix}")
         runs.append(RunRecord(**{k: v for k, v in raw.items() if k in known}))
     session = None
     if "session" in document:
@@ -349,7 +376,10 @@ def merge(parts: list[Results], names: list[str] | None = None) -> Results:
     """One results file from several jobs of the same environment.
 
     Refuses files whose TensorFlow or Keras versions differ (they are two environments, for the
-    gate to compare, not to merge) and a case and dtype present in two files.
+    gate to compare, not to merge) and a case and dtype present in two files. Where the runs
+    trained on several machines (shards of a suite on CI runners), the file's ``machine`` lists
+    them (``{"merged": [...]}``, which an older reader takes for no one machine) and each run keeps
+    its own, so that the gate compares each run's speed where both sides ran on one machine.
     """
     names = names or [f"file {i + 1}" for i in range(len(parts))]
     runs: dict[tuple[str, str], tuple[str, RunRecord]] = {}
@@ -366,11 +396,28 @@ def merge(parts: list[Results], names: list[str] | None = None) -> Results:
             if run.key in runs:
                 raise ResultsError(f"{name}: {run.case} [{run.dtype}] is also in {runs[run.key][0]}")
             runs[run.key] = (name, run)
-    machines = {json.dumps(p.machine, sort_keys=True) for p in parts}
-    machine = parts[0].machine if len(machines) == 1 else {"merged": [p.machine for p in parts]}
-    return Results(
-        runs=[run for _, run in runs.values()], machine=machine, session=merged([p.session for p in parts])
-    )
+    trained = {id(run): part.machine_of(run) for part in parts for run in part.runs}
+    distinct = _distinct(list(trained.values()) or [part.machine for part in parts])
+    if len(distinct) == 1:  # one machine: the file's, and no run needs its own
+        machine = distinct[0]
+        kept = [replace(run, machine={}) if run.machine else run for _, run in runs.values()]
+    else:
+        machine = {"merged": distinct}
+        kept = [replace(run, machine=trained[id(run)]) for _, run in runs.values()]
+    return Results(runs=kept, machine=machine, session=merged([p.session for p in parts]))
+
+
+def _distinct(machines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each machine once, in the order first met; a ``{"merged": [...]}`` stands for its machines
+    (a file merged from several machines, merged again)."""
+    flat: list[dict[str, Any]] = []
+    for machine in machines:
+        several = machine.get("merged")
+        flat += [m for m in several if isinstance(m, dict)] if isinstance(several, list) else [machine]
+    unique: dict[str, dict[str, Any]] = {}
+    for machine in flat:
+        unique.setdefault(json.dumps(machine, sort_keys=True), machine)
+    return list(unique.values())
 
 
 def merge_repeats(parts: list[Results], names: list[str] | None = None) -> Results:

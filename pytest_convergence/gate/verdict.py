@@ -3,10 +3,11 @@
 Per case and dtype the new run fails the gate when an expectation that held now fails, the outcome
 changed, the loss history left its tolerance, the final loss or the steps to the target got worse
 by more than a threshold, or training got slower by more than a threshold (the fastest of repeated
-timings, compared as a ratio; only between runs on the same machine). Cases present on one side
-only are reported as added, removed or (same history, other name) renamed, never a crash; a run
-the new session did not finish (its process crashed, or the session ended first: the results file's
-``session`` record says which) fails, since the gate cannot judge it.
+timings, compared as a ratio; only between runs on the same machine: each run's own, in a file
+merged from shards on several machines). Cases present on one side only are reported as added,
+removed or (same history, other name) renamed, never a crash; a run the new session did not finish
+(its process crashed, or the session ended first: the results file's ``session`` record says
+which) fails, since the gate cannot judge it.
 """
 
 from __future__ import annotations
@@ -51,25 +52,23 @@ def compare_results(
     thresholds: Thresholds = Thresholds(),
     replays: ReplayEvidence | None = None,
 ) -> Verdict:
-    from ..fingerprint import differences
-
     warnings: list[str] = []
-    same_machine = _machine_key(old.machine) == _machine_key(new.machine)
-    machine_differences = differences(old.machine, new.machine) if not same_machine else []
-    if not same_machine:
-        warnings.append(
-            "the two results come from different machines "
-            f"({_machine_name(old.machine)} / {_machine_name(new.machine)}): speed is not compared, "
-            "numbers are compared within their tolerance"
-            + (f" ({'; '.join(machine_differences)})" if machine_differences else "")
-        )
     before, after = old.by_key(), new.by_key()
+    common = sorted(set(before) & set(after))
+    machines = {key: (old.machine_of(before[key]), new.machine_of(after[key])) for key in common}
+    several = _several_machines(old) or _several_machines(new)
+    if several:
+        machine_differences = _machines_per_run(list(machines.values()), warnings)
+    else:
+        machine_differences = _machines_of_files(old.machine, new.machine, warnings)
     rows: list[Row] = []
     tf32 = tf32_difference(tf32_state(old.machine), tf32_state(new.machine))
-    for key in sorted(set(before) & set(after)):
-        row = _compare_pair(before[key], after[key], thresholds, same_machine, warnings)
+    for key in common:
+        old_machine, new_machine = machines[key]
+        other = _other_machine(old_machine, new_machine, several)
+        row = _compare_pair(before[key], after[key], thresholds, other, warnings)
         row.mechanism = _mechanism(row, replays)
-        tf32 = _name_tf32(row, old.machine, new.machine) or tf32
+        tf32 = _name_tf32(row, old_machine, new_machine) or tf32
         rows.append(row)
     rows += _unmatched(before, after)
     warnings += _unfinished(old, new, rows)
@@ -106,8 +105,10 @@ def _outcomes(record: RunRecord) -> set[str]:
 
 
 def _compare_pair(
-    old: RunRecord, new: RunRecord, thresholds: Thresholds, same_machine: bool, warnings: list[str]
+    old: RunRecord, new: RunRecord, thresholds: Thresholds, other_machine: str, warnings: list[str]
 ) -> Row:
+    """One case and dtype judged; ``other_machine``: why its speed is not compared for the machines
+    its runs trained on (empty: one machine, :func:`_other_machine`)."""
     row = Row(old.case, old.dtype, PASS, old=old, new=new)
     if old.engine != new.engine:
         warnings.append(f"{old.case} [{old.dtype}]: engine {old.engine} -> {new.engine}")
@@ -150,7 +151,7 @@ def _compare_pair(
     ):
         reached = "never" if new.steps_to_target is None else str(new.steps_to_target)
         row.reasons.append(f"steps to target {old.steps_to_target} -> {reached}")
-    slower = _speed(old, new, thresholds, same_machine, row)
+    slower = _speed(old, new, thresholds, other_machine, row)
     if row.reasons:
         row.verdict = FAIL
     elif slower and thresholds.speed != "off":
@@ -186,13 +187,13 @@ def _mechanism(row: Row, replays: ReplayEvidence | None) -> Mechanism | None:
 
 
 def _speed(
-    old: RunRecord, new: RunRecord, thresholds: Thresholds, same_machine: bool, row: Row
+    old: RunRecord, new: RunRecord, thresholds: Thresholds, other_machine: str, row: Row
 ) -> str | None:
     """The speed judgement: the process's CPU time per step (which a busy neighbour inflates far
     less than wall time), judged only when the two medians differ by more than the spread of both
     sides' timings and by more than ``slowdown``; the reason when it got slower, else None."""
-    if not same_machine:
-        row.speed_note = "not compared: other machine"
+    if other_machine:
+        row.speed_note = f"not compared: {other_machine}"
         return None
     if not old.cpu_times or not new.cpu_times:
         row.speed_note = "not compared: no CPU times recorded"
@@ -397,6 +398,59 @@ def _unfinished(old: Results, new: Results, rows: list[Row]) -> list[str]:
     return warnings
 
 
+def _machines_of_files(old: dict[str, Any], new: dict[str, Any], warnings: list[str]) -> list[str]:
+    """Two files of one machine each: where they differ, the warning that says speed is not
+    compared, and how their fingerprints differ."""
+    from ..fingerprint import differences
+
+    if _machine_key(old) == _machine_key(new):
+        return []
+    machine_differences = differences(old, new)
+    warnings.append(
+        "the two results come from different machines "
+        f"({_machine_name(old)} / {_machine_name(new)}): speed is not compared, "
+        "numbers are compared within their tolerance"
+        + (f" ({'; '.join(machine_differences)})" if machine_differences else "")
+    )
+    return machine_differences
+
+
+def _machines_per_run(pairs: list[tuple[dict[str, Any], dict[str, Any]]], warnings: list[str]) -> list[str]:
+    """A side merged from shards on several machines: each run is judged on the machines its two
+    runs trained on. One warning per pair of machines that differ, with how many runs trained on
+    it, so that a shard that moved to another runner reads as such; the differences of them all."""
+    from ..fingerprint import differences
+
+    differing: dict[tuple[str, str], list[Any]] = {}
+    for old, new in pairs:
+        if _machine_key(old) != _machine_key(new):
+            key = (str(_machine_key(old)), str(_machine_key(new)))
+            differing.setdefault(key, [old, new, 0])[2] += 1
+    machine_differences: list[str] = []
+    for old, new, count in differing.values():
+        named = differences(old, new)
+        warnings.append(
+            f"the two results come from different machines for {count} of {len(pairs)} runs "
+            f"({_machine_name(old)} / {_machine_name(new)}): their speed is not compared, numbers "
+            "are compared within their tolerance" + (f" ({'; '.join(named)})" if named else "")
+        )
+        machine_differences += [line for line in named if line not in machine_differences]
+    return machine_differences
+
+
+def _several_machines(results: Results) -> bool:
+    """Whether a file's runs trained on several machines (:func:`.results.merge`)."""
+    return "merged" in results.machine or any(run.machine for run in results.runs)
+
+
+def _other_machine(old: dict[str, Any], new: dict[str, Any], several: bool) -> str:
+    """Why a run's speed is not compared for the machines its two runs trained on (empty: one
+    machine): ``other machine``, naming both where a side holds several machines."""
+    if _machine_key(old) == _machine_key(new):
+        return ""
+    return f"other machine ({_machine_name(old)} / {_machine_name(new)})" if several else "other machine"
+
+
 def _machine_key(machine: dict[str, object]) -> tuple[object, ...]:
     merged = machine.get("merged")
     if isinstance(merged, list):  # a merged file of several machines is no one machine
@@ -407,5 +461,8 @@ def _machine_key(machine: dict[str, object]) -> tuple[object, ...]:
 
 
 def _machine_name(machine: dict[str, object]) -> str:
+    merged = machine.get("merged")
+    if isinstance(merged, list):  # a run of a file merged before runs kept their own machine
+        return f"one of {len(merged)} merged machines"
     model = machine.get("cpu_model") or machine.get("node", "?")
     return f"{model}, {machine.get('cpus', '?')} cpus"

@@ -142,7 +142,8 @@ def test_to_json_is_the_documented_document() -> None:
     assert document["created"] == "now"
     assert document["machine"] == MACHINE
     assert document["versions"] == VERSIONS
-    assert document["runs"] == [asdict(record())]
+    # a run's own machine is written only where it is not the file's (a merge of several machines)
+    assert document["runs"] == [{k: v for k, v in asdict(record()).items() if k != "machine"}]
 
 
 def test_versions_are_those_every_run_shares() -> None:
