@@ -39,6 +39,31 @@ class Timing:
     """Every timing of this run when it was trained more than once; the gate uses the fastest."""
     cpu_times: list[float] = field(default_factory=list)
 
+    # ---- peak memory (issue 25): measured by backend/memory.py around the executions; judged by
+    # gate/memory.py as speed is. A block of its own: the fields above are the timings' ----
+    host_peak_bytes: float = math.nan
+    """This process's peak resident memory while training (bytes); NaN: not measured."""
+    host_growth_bytes: float = math.nan
+    """The peak above the memory resident when training began: what the training itself took
+    (the process's baseline, the framework imported, dominates a small model's peak)."""
+    memory_method: str = ""
+    """How the host peak was measured (``clear_refs``, ``sampled``, ``ru_maxrss``: :mod:`.backend.memory`)."""
+    device_peak_bytes: float | None = None
+    """The GPU's peak bytes allocated while training; None where no GPU trained it."""
+    device_memory_method: str = ""
+    host_peaks: list[float] = field(default_factory=list)
+    """Every training's host peak when it was trained more than once, as ``cpu_times``."""
+    host_growths: list[float] = field(default_factory=list)
+    device_peaks: list[float] = field(default_factory=list)
+
+    def collect_memory(self, repeats: list[Timing]) -> None:
+        """Keep the peaks of every repeated training (this one's first): the gate's spread."""
+        self.host_peaks = [t.host_peak_bytes for t in repeats if math.isfinite(t.host_peak_bytes)]
+        self.host_growths = [t.host_growth_bytes for t in repeats if math.isfinite(t.host_growth_bytes)]
+        self.device_peaks = [t.device_peak_bytes for t in repeats if t.device_peak_bytes is not None]
+
+    # ---- end of peak memory ----
+
 
 @dataclass
 class InProcess:

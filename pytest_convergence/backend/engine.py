@@ -42,6 +42,7 @@ from .fit import execute_fit
 from .frameworks import framework_versions, import_keras
 from .keras_adapter import Flavour
 from .loop import TrainingLoop
+from .memory import peak_memory
 from .portable_loop import plan_portable, portable_loop
 from .portable_probes import check_portable
 from .record import StepRecord
@@ -83,7 +84,8 @@ def _train(
         training.compile_loop()
         trace_time = time.perf_counter() - trace_start
         start, cpu_start = time.perf_counter(), time.process_time()
-        record = training.execute()
+        with peak_memory(training.flavour.backend()) as memory:  # its reading costs ~0.1 ms
+            record = training.execute()
         wall_time = time.perf_counter() - start
         # the process's CPU time: what a busy neighbour inflates far less than the wall clock
         cpu_time = time.process_time() - cpu_start
@@ -99,7 +101,9 @@ def _train(
             fix="check that the loss fits the labels (e.g. from_logits for unbounded outputs) "
             "and the model's output on x is finite",
         )
-    run = training.to_run(record, Timing(wall_time, trace_time, cpu_time))
+    timing = Timing(wall_time, trace_time, cpu_time)
+    memory.record_on(timing)
+    run = training.to_run(record, timing)
     run.in_process.batch_plan = training.plan
     return run
 
