@@ -37,6 +37,7 @@ def run_compare(arguments: argparse.Namespace) -> int:
         slowdown=arguments.slowdown_threshold,
         speed=arguments.speed,
         min_time=arguments.min_time,
+        memory=arguments.memory,
     )
     replays = None
     if arguments.replays is not None:

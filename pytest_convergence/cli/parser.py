@@ -164,6 +164,14 @@ def add_compare(commands: Commands) -> None:
         "(default: %(default)s)",
     )
     compare.add_argument(
+        "--memory",
+        choices=("warn", "fail", "off"),
+        default=defaults.memory,
+        help="what a run whose training took more memory does: warn (a 'heavier' warning that "
+        "passes), fail, or off; judged on 3 peaks a side beyond 5%%, their spread and 1 MiB "
+        "(default: %(default)s)",
+    )
+    compare.add_argument(
         "--min-time",
         type=_non_negative,
         default=defaults.min_time,

@@ -20,7 +20,7 @@ from ..errors import ConvergenceError
 from ..files import atomic_write_text
 from .plot import draw_pair
 from .results import Results
-from .verdict_data import ADDED, FAIL, PASS, REMOVED, RENAMED, SLOWER, Row, Verdict
+from .verdict_data import ADDED, FAIL, HEAVIER, PASS, REMOVED, RENAMED, SLOWER, Row, Verdict
 from .verdict_text import changed_count, count_line, mechanism_sentence, speed_cell
 
 if TYPE_CHECKING:
@@ -176,6 +176,8 @@ def _table(rows: list[Row]) -> list[str]:
     lines.append("".join(f"<th>{_e(header)}</th>" for header in TABLE_HEADERS) + "</tr></thead><tbody>")
     for index, row in enumerate(rows):
         reasons = "".join(f"<li>{_e(reason)}</li>" for reason in row.reasons)
+        if row.memory_warning:
+            reasons += f"<li>{_e(row.memory_warning)}</li>"
         if row.mechanism is not None:
             reasons += f'<li class="why">why: {_e(mechanism_sentence(row.mechanism))}</li>'
         reasons += "".join(f'<li class="note">{_e(note)}</li>' for note in row.notes)
@@ -303,11 +305,14 @@ def _machine(machine: dict[str, Any]) -> str:
 
 def _css_class(row: Row) -> str:
     classes = {FAIL: "fail", PASS: "pass", SLOWER: "slower", ADDED: "added", REMOVED: "removed"}
+    classes[HEAVIER] = "slower"  # a warning, coloured as speed's
     return classes.get(row.verdict, "renamed" if row.verdict == RENAMED else "other")
 
 
 def _verdict_word(row: Row) -> str:
     """A speed-only verdict reads as what it is, never like a numerical failure."""
+    if row.verdict == HEAVIER:
+        return "heavier (memory warning)"
     return "slower (speed warning)" if row.verdict == SLOWER else row.verdict
 
 

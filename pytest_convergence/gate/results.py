@@ -23,7 +23,7 @@ from ..files import atomic_write_text
 from .progress import SessionProgress, merged
 
 if TYPE_CHECKING:
-    from ..run import Run
+    from ..run import Run, Timing
 
 SCHEMA_VERSION = 1
 FRAMEWORK_KEYS = ("tensorflow", "keras")
@@ -90,6 +90,17 @@ class RunRecord:
     stages_unavailable: str = ""
     """Why its first steps were not taken apart although the session asked (a run trained in
     another backend's process): the gate says it where it cannot name a mechanism."""
+    # ---- peak memory (issue 25; :mod:`..backend.memory`), judged by :mod:`.memory` ----
+    host_peak_bytes: list[float] = field(default_factory=list)
+    """The process's peak resident memory of each timing (bytes); empty: unknown (older files)."""
+    host_growth_bytes: list[float] = field(default_factory=list)
+    """Each timing's peak above the memory resident when training began: the gate's memory measure."""
+    memory_method: str = ""
+    """How the host peaks were measured (``clear_refs``, ``sampled``, ``ru_maxrss``)."""
+    device_peak_bytes: list[float] = field(default_factory=list)
+    """The GPU's peak bytes allocated of each timing; empty where no GPU trained it."""
+    device_memory_method: str = ""
+    # ---- end of peak memory ----
 
     @property
     def key(self) -> tuple[str, str]:
@@ -155,6 +166,7 @@ class RunRecord:
             final_weights=stored_weights(run),
             snapshot_problems=list(snapshot_problems),
             cpu_times=[float(t) for t in (timing.cpu_times or [timing.cpu_time]) if math.isfinite(t)],
+            **_memory_fields(timing),
             optimizer_ran=run.optimizer_ran,
             loss_ran=run.loss_ran,
             fingerprint=run.versions.get("fingerprint", ""),
@@ -176,6 +188,39 @@ def stored_weights(run: Run) -> dict[str, list[float]]:
 
     weights = Trajectory.from_run(run, Tolerance(rtol=0.0)).weights
     return {f"{name} {kind}": [_plain(v) for v in values] for name, (kind, values) in weights.items()}
+
+
+def _memory_fields(timing: Timing) -> dict[str, Any]:
+    """The run's peak memories as the results file holds them: every repeat's, else its one."""
+    host = timing.host_peaks or [timing.host_peak_bytes]
+    growth = timing.host_growths or [timing.host_growth_bytes]
+    device = timing.device_peaks or ([] if timing.device_peak_bytes is None else [timing.device_peak_bytes])
+    return {
+        "host_peak_bytes": [float(v) for v in host if math.isfinite(v)],
+        "host_growth_bytes": [float(v) for v in growth if math.isfinite(v)],
+        "memory_method": timing.memory_method,
+        "device_peak_bytes": [float(v) for v in device if math.isfinite(v)],
+        "device_memory_method": timing.device_memory_method,
+    }
+
+
+MEMORY_LISTS = ("host_peak_bytes", "host_growth_bytes", "device_peak_bytes")
+
+
+def _check_memory(path: Path, index: int, raw: dict[str, Any], fix: str) -> None:
+    """Peak memories must be lists of byte counts, or the gate would judge garbage (absent: unknown)."""
+    for name in MEMORY_LISTS:
+        value = raw.get(name, [])
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            for v in value
+        ):
+            raise ResultsError(
+                f"{path}: runs[{index}].{name} is not a list of byte counts ({value!r:.60}); {fix}"
+            )
+    for name in ("memory_method", "device_memory_method"):
+        if not isinstance(raw.get(name, ""), str):
+            raise ResultsError(f"{path}: runs[{index}].{name} is not a string ({raw[name]!r:.60}); {fix}")
 
 
 @dataclass
@@ -305,6 +350,7 @@ def load(path: Path) -> Results:
         if missing:
             raise ResultsError(f"{path}: runs[{index}] lacks {', '.join(missing)}; {fix}")
         _check_anatomy(path, index, raw.get("anatomy"), fix)
+        _check_memory(path, index, raw, fix)
         if not isinstance(raw.get("machine", {}), dict):
             raise ResultsError(f"{path}: runs[{index}].machine is not an object; {fix}")
         runs.append(RunRecord(**{k: v for k, v in raw.items() if k in known}))
@@ -432,6 +478,7 @@ def merge_repeats(parts: list[Results], names: list[str] | None = None) -> Resul
     first = {run.key: run for run in parts[0].runs}
     pooled = {key: list(run.wall_times) for key, run in first.items()}
     pooled_cpu = {key: list(run.cpu_times) for key, run in first.items()}
+    pooled_memory = {key: {n: list(getattr(run, n)) for n in MEMORY_LISTS} for key, run in first.items()}
     for name, part in zip(names[1:], parts[1:]):
         for framework in FRAMEWORK_KEYS:
             if part.versions.get(framework) != parts[0].versions.get(framework):
@@ -457,8 +504,20 @@ def merge_repeats(parts: list[Results], names: list[str] | None = None) -> Resul
                 )
             pooled[key] += run.wall_times
             pooled_cpu[key] += run.cpu_times
+            for name in MEMORY_LISTS:  # peak memories too: the memory rule's spread
+                pooled_memory[key][name] += getattr(run, name)
     runs = [replace(run, wall_times=pooled[run.key], cpu_times=pooled_cpu[run.key]) for run in parts[0].runs]
+    runs = [_with_memory(run, pooled_memory[run.key]) for run in runs]
     return Results(runs=runs, machine=parts[0].machine, session=merged([p.session for p in parts]))
+
+
+def _with_memory(run: RunRecord, lists: dict[str, list[float]]) -> RunRecord:
+    return replace(
+        run,
+        host_peak_bytes=lists["host_peak_bytes"],
+        host_growth_bytes=lists["host_growth_bytes"],
+        device_peak_bytes=lists["device_peak_bytes"],
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -22,6 +22,7 @@ from ..diagnosis.margins import alternatives_in
 from ..fingerprint import TF32_DTYPES, run_tf32, tf32_difference, tf32_state
 from ..snapshot.compare import allowed_misses, relative_error, weight_errors, weight_floor
 from ..tolerance import DEFAULT_RTOL, Tolerance
+from . import memory
 from .mechanism import NOT_LOCALISED, Mechanism, difference_notes, explain
 from .results import Results, RunRecord
 from .verdict_data import ADDED, FAIL, PASS, REMOVED, RENAMED, SLOWER, Row, Verdict
@@ -44,6 +45,12 @@ class Thresholds:
     """Runs shorter than this (CPU seconds) are too short to time: speed is "not compared"."""
     speed: str = "warn"
     """What a slowdown beyond the spread does: ``warn`` (a ``slower`` verdict), ``fail`` or ``off``."""
+    memory_growth: float = memory.GROWTH
+    """A run is heavier when its peak memory grew by more than this share (and the spread, the floor)."""
+    memory_floor: float = memory.FLOOR
+    """Bytes of growth too small to judge: allocator and interpreter noise."""
+    memory: str = "warn"
+    """What a memory growth beyond the rule does: ``warn`` (a ``heavier`` warning), ``fail`` or ``off``."""
 
 
 def compare_results(
@@ -157,6 +164,10 @@ def _compare_pair(
     elif slower and thresholds.speed != "off":
         row.reasons.append(slower)
         row.verdict = FAIL if thresholds.speed == "fail" else SLOWER
+    memory.judge(  # a warning kind of its own (issue 25)
+        old, new, row, other_machine=other_machine, growth=thresholds.memory_growth,
+        floor=thresholds.memory_floor, mode=thresholds.memory,
+    )
     return row
 
 

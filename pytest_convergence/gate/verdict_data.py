@@ -12,6 +12,8 @@ from .mechanism import Mechanism, group
 from .results import RunRecord
 
 PASS, FAIL, SLOWER, ADDED, REMOVED, RENAMED = "pass", "FAIL", "slower", "added", "removed", "renamed"
+HEAVIER = "heavier"
+"""A run that passed but whose training took more memory (:mod:`.memory`): a warning, as ``slower``."""
 
 
 @dataclass
@@ -30,6 +32,11 @@ class Row:
     """What ran differently (optimizer or loss class and config): context, not a failure."""
     mechanism: Mechanism | None = None
     """Why it changed (:mod:`.mechanism`), for every case whose history or weights differ."""
+    memory_warning: str = ""
+    """Where its training took more memory than the old (:mod:`.memory`): a warning of its own
+    kind, shown whatever the verdict; empty where it did not (or ``--memory fail`` made it a reason)."""
+    memory_note: str = ""
+    """Why memory was not compared ("other machine", "no peak memory recorded"), or empty."""
 
     @property
     def label(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import tables
 from .mechanism import Mechanism
 from .results import RunRecord
-from .verdict_data import FAIL, PASS, SLOWER, Row, Verdict
+from .verdict_data import FAIL, HEAVIER, PASS, SLOWER, Row, Verdict
 
 HEADERS = ("case", "dtype", "outcome old -> new", "final loss old -> new", "parts at", "speed", "verdict")
 
@@ -37,6 +37,8 @@ def explanation_lines(row: Row) -> list[str]:
     if row.reasons:
         kind = "SLOWER (speed only, a warning)" if row.verdict == SLOWER else row.verdict
         lines.append(f"{kind}: {row.case} [{row.dtype}]: {'; '.join(row.reasons)}")
+    if row.memory_warning:
+        lines.append(f"HEAVIER (memory, a warning): {row.label}: {row.memory_warning}")
     if row.mechanism is not None:
         lines.append(f"why: {row.label}: {mechanism_sentence(row.mechanism)}")
     lines += [f"note: {row.case} [{row.dtype}]: {note}" for note in row.notes]
@@ -87,10 +89,12 @@ def count_line(verdict: Verdict) -> str:
     failed = len(verdict.failed_rows)
     slower = sum(r.verdict == SLOWER for r in verdict.rows)
     text = f"{failed} of {len(verdict.rows)} failed"
-    return text + (f", {slower} slower (speed warnings)" if slower else "")
+    text += f", {slower} slower (speed warnings)" if slower else ""
+    heavier = sum(bool(r.memory_warning) for r in verdict.rows)
+    return text + (f", {heavier} heavier (memory warnings)" if heavier else "")
 
 
-BADGES = {FAIL: "❌ FAIL", PASS: "✅ pass", SLOWER: "⚠️ slower (speed)"}
+BADGES = {FAIL: "❌ FAIL", PASS: "✅ pass", SLOWER: "⚠️ slower (speed)", HEAVIER: "⚠️ heavier (memory)"}
 
 
 def markdown(verdict: Verdict) -> str:
@@ -123,6 +127,10 @@ def markdown(verdict: Verdict) -> str:
     if slower:
         lines += ["", "### Speed (warnings, not failures)", ""]
         lines += [f"- **{r.case} [{r.dtype}]**: {'; '.join(r.reasons)}" for r in slower]
+    heavier = [r for r in verdict.rows if r.memory_warning]
+    if heavier:
+        lines += ["", "### Memory (warnings, not failures)", ""]
+        lines += [f"- **{r.label}**: {r.memory_warning}" for r in heavier]
     noted = [r for r in verdict.rows if r.notes]
     if noted:
         lines += ["", "### What ran differently", ""]
