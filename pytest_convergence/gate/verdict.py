@@ -456,10 +456,16 @@ def _several_machines(results: Results) -> bool:
 
 def _other_machine(old: dict[str, Any], new: dict[str, Any], several: bool) -> str:
     """Why a run's speed is not compared for the machines its two runs trained on (empty: one
-    machine): ``other machine``, naming both where a side holds several machines."""
+    machine): ``other machine``, naming both where a side holds several machines (by their
+    fingerprint ids where the CPU and its count do not tell them apart: other threads or flags)."""
     if _machine_key(old) == _machine_key(new):
         return ""
-    return f"other machine ({_machine_name(old)} / {_machine_name(new)})" if several else "other machine"
+    if not several:
+        return "other machine"
+    names = _machine_name(old), _machine_name(new)
+    if names[0] == names[1] and old.get("id") and new.get("id"):
+        names = f"fingerprint {old['id']}", f"fingerprint {new['id']}"
+    return f"other machine ({names[0]} / {names[1]})"
 
 
 def _machine_key(machine: dict[str, object]) -> tuple[object, ...]:
