@@ -22,9 +22,16 @@ import numpy as np
 
 from .files import atomic_write_bytes
 
-DEFAULT_STEPS = 3
-"""Steps recorded by default in results files: the first difference of most upgrades (a loss
-dtype, an optimizer's formula, another batch, other initial weights) shows in step 1 or 2."""
+DEFAULT_STEPS = 0
+"""Steps a results file records by default: none. Taking a run's steps apart builds and traces
+its model again (a second or more a run, measured on the catalogue), and only the cases a gate
+finds changed ever need it: the gate's replay round takes those apart on both sides
+(:mod:`.gate.replay_rounds`). ``--convergence-anatomy=N`` records every run's first N steps, for
+a plain ``compare`` that names mechanisms without replays."""
+SUGGESTED_STEPS = 3
+"""What to record where every run's first steps should travel in the results file: the first
+difference of most upgrades (a loss dtype, an optimizer's formula, another batch, other initial
+weights) shows in step 1 or 2."""
 
 SCALARS = ("loss", "batch", "batch_set", "output", "output_set", "output_sum")
 ROWS = ("weights_before", "gradients", "gradient_sums", "weights_after", "weight_sums")

@@ -68,7 +68,8 @@ class History:
     output_evidence: dict[str, Any] = field(default_factory=dict)
     """Facts about the final model's outputs, probed after training (:func:`probes.output_evidence`):
     whether the loss's own gradient is 0 there (saturation), whether it underflows when cast to the
-    outputs' dtype, the loss recomputed in float64 (an exact fit or a rounding)."""
+    outputs' dtype, the loss recomputed in float64 (an exact fit or a rounding). Probed only where
+    the diagnosis reads it (a loss ending at 0, final gradients all 0); empty elsewhere."""
 
     learning_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """The learning rate each epoch trained with, as the callbacks left it (read after every

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,18 @@ class Timing:
     wall_times: list[float] = field(default_factory=list)
     """Every timing of this run when it was trained more than once; the gate uses the fastest."""
     cpu_times: list[float] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds of each phase of the run, end to end (:data:`PHASES`): where a test's time goes
+    besides the training, so a slow probe or snapshot shows as its own number."""
+
+    def phase(self, name: str) -> PhaseTimer:
+        """``with timing.phase("probes"): ...`` adds the block's wall-clock seconds to that phase."""
+        return PhaseTimer(self.phases, name)
+
+    @property
+    def other_time(self) -> float:
+        """Seconds outside building, tracing and training: what the plugin adds to a run."""
+        return sum(seconds for name, seconds in self.phases.items() if name not in TRAINING_PHASES)
 
     # ---- peak memory (issue 25): measured by backend/memory.py around the executions; judged by
     # gate/memory.py as speed is. A block of its own: the fields above are the timings' ----
@@ -65,6 +78,29 @@ class Timing:
     # ---- end of peak memory ----
 
 
+PHASES = ("build", "trace", "train", "validation", "probes", "diagnosis", "snapshot", "anatomy", "results")
+"""A run's phases in the order they happen. ``validation`` is the validation data evaluated
+between epochs (in-graph validation is part of ``train``); ``probes`` the evidence read from the
+trained model; ``diagnosis`` the diagnosis and its fact check; ``results`` the run's record."""
+TRAINING_PHASES = ("build", "trace", "train")
+"""What any training costs, with or without this plugin; the rest is ``other``."""
+
+
+class PhaseTimer:
+    """Adds the wall-clock seconds of a ``with`` block to one phase (re-entered: summed)."""
+
+    def __init__(self, phases: dict[str, float], name: str) -> None:
+        self._phases, self._name, self._start = phases, name, 0.0
+
+    def __enter__(self) -> PhaseTimer:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self._start
+        self._phases[self._name] = self._phases.get(self._name, 0.0) + elapsed
+
+
 @dataclass
 class InProcess:
     """What a run holds in this process only: never stored in snapshots or results."""
@@ -76,6 +112,10 @@ class InProcess:
     again would cost Keras 2 as much as the training."""
     callbacks: Any = None
     """The run's own callback objects, made fresh for it from the case's (their state after training)."""
+    training: Any = None
+    """What trained it (:class:`.backend.engine.Training`): a rerun reuses its traced loop."""
+    perturbation: Any = None
+    """The perturbation it trained under, if any."""
 
 
 @dataclass(eq=False)

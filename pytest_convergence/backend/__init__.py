@@ -40,11 +40,23 @@ def train(
     return train_elsewhere(backend, request)
 
 
+def rerun(run: Run, case: Case, perturbation: Perturbation | None = None) -> Run:
+    """``run``'s case trained once more (under ``perturbation``): on the same traced loop, rewound,
+    where this process can (:func:`.engine.train_again`), else built and traced anew."""
+    from .engine import train_again
+
+    again = train_again(run, perturbation)
+    if again is not None:
+        return again
+    return train(case, run.dtype, run.engine, perturbation=perturbation, backend=run.backend)
+
+
 __all__ = [
     "Training",
     "enable_op_determinism",
     "framework_versions",
     "import_keras",
     "import_tensorflow",
+    "rerun",
     "train",
 ]

@@ -76,19 +76,58 @@ def _train(
     trace_weights: int,
     perturbation: Perturbation | None,
 ) -> Run:
-    training = Training.prepare(
-        case, dtype, engine or case.engine or "loop", trace_weights=trace_weights, perturbation=perturbation
-    )
-    with training.reporting_runtime_errors():
-        trace_start = time.perf_counter()
+    timing = Timing(wall_time=0.0)
+    with timing.phase("build"):
+        training = Training.prepare(
+            case, dtype, engine or case.engine or "loop", trace_weights=trace_weights, perturbation=perturbation
+        )
+    with training.reporting_runtime_errors(), timing.phase("trace"):
         training.compile_loop()
-        trace_time = time.perf_counter() - trace_start
+    training.keep_start()
+    return _execute(training, timing)
+
+
+def train_again(run: Run, perturbation: Perturbation | None = None) -> Run | None:
+    """Train ``run``'s case once more on the model and traced loop that trained it, rewound to
+    where its training began (every variable of the model, its optimizer and metrics), under
+    ``perturbation``: a rerun of the same graph costs its training alone, not another build and
+    trace (``--convergence-repeat``, ``--convergence-calibrate``). The first run's model is left
+    as its training left it. None where this process cannot rewind it (another backend's run,
+    the ``fit`` engine, Keras 2, whose random ops keep their state outside variables): then the
+    caller trains it anew."""
+    training = run.in_process.training
+    if not isinstance(training, Training) or not training.rewindable:
+        return None
+    trained = training.state()
+    training.rewind()
+    training.perturbation = perturbation
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword")
+            again = _execute(training, Timing(wall_time=0.0))
+    finally:
+        training.restore(trained)
+        training.perturbation = run.in_process.perturbation
+    again.in_process.model = None  # the model is the first run's: it holds that run's weights
+    return again
+
+
+def _execute(training: Training, timing: Timing) -> Run:
+    """Execute a compiled training, timed, and turn it into its run with the probes' evidence."""
+    case, dtype = training.case, training.dtype
+    with training.reporting_runtime_errors():
         start, cpu_start = time.perf_counter(), time.process_time()
         with peak_memory(training.flavour.backend()) as memory:  # its reading costs ~0.1 ms
             record = training.execute()
-        wall_time = time.perf_counter() - start
+        timing.wall_time = time.perf_counter() - start
         # the process's CPU time: what a busy neighbour inflates far less than the wall clock
-        cpu_time = time.process_time() - cpu_start
+        timing.cpu_time = time.process_time() - cpu_start
+    memory.record_on(timing)
+    timing.trace_time = timing.phases.get("trace", 0.0)
+    validation = training.loop.validation_time if training.loop is not None else 0.0
+    timing.phases["train"] = timing.wall_time - validation
+    if validation:
+        timing.phases["validation"] = validation
     if not training.capture.tensors:  # a user's own step that bypassed the loss tracker (fit)
         raise loss_not_tracked(case, dtype, training.flavour, training.model)
     if not np.isfinite(record.loss[0]):
@@ -101,10 +140,11 @@ def _train(
             fix="check that the loss fits the labels (e.g. from_logits for unbounded outputs) "
             "and the model's output on x is finite",
         )
-    timing = Timing(wall_time, trace_time, cpu_time)
-    memory.record_on(timing)
-    run = training.to_run(record, timing)
+    with timing.phase("probes"):
+        run = training.to_run(record, timing)
     run.in_process.batch_plan = training.plan
+    run.in_process.training = training
+    run.in_process.perturbation = training.perturbation
     return run
 
 
@@ -155,6 +195,8 @@ class Training:
         self.trained = check_dtypes(case, dtype, flavour, self.model)
         self.info = DtypeInfo(dtype, self.trained.variable_dtype, self.trained.compute_dtype)
         self.initial_weights = self._weights()
+        self._start: list[tuple[Any, np.ndarray]] = []
+        self._start_weights: dict[str, np.ndarray] = {}
         self.plan: Any = None
         """The batches every step trains on (:func:`.batches.plan_batches`), once drawn."""
         self.loop: TrainingLoop | None
@@ -224,6 +266,48 @@ class Training:
             errors: tuple[type[BaseException], ...] = self.flavour.runtime_errors()  # type: ignore[attr-defined]
             return errors
         return (self.tf.errors.OpError,)
+
+    @property
+    def rewindable(self) -> bool:
+        """Whether :meth:`rewind` gives a fresh model's training: the ``loop`` and ``xla`` engines
+        on Keras 3 with TensorFlow, whose every state (weights, optimizer slots, metrics, the
+        seed generators of Dropout and other random layers) lives in variables. Keras 2's random
+        ops keep a hidden state, and ``fit`` builds its own iterator and function."""
+        return self.loop is not None and not self.flavour.portable and self.flavour.major >= 3 and bool(self._start)
+
+    def _state_variables(self) -> list[Any]:
+        """Every variable a training changes: the model's (trainable, non-trainable, seed
+        generators'), its optimizer's (the inner one's too, under loss scaling) and metrics'."""
+        model = self.model
+        found: list[Any] = [*model.variables, *getattr(model, "metrics_variables", [])]
+        for optimizer in {id(o): o for o in (model.optimizer, self.flavour.base_optimizer(model.optimizer))}.values():
+            found += list(getattr(optimizer, "variables", []))
+        for layer in self.flavour.all_layers(model):
+            found += [generator.state for generator in getattr(layer, "_seed_generators", None) or []]
+        unique: dict[int, Any] = {}
+        for variable in found:
+            unique.setdefault(id(variable), variable)
+        return list(unique.values())
+
+    def state(self) -> list[tuple[Any, np.ndarray]]:
+        """The value of every state variable now (:meth:`_state_variables`)."""
+        return [(variable, np.array(variable.numpy())) for variable in self._state_variables()]
+
+    def keep_start(self) -> None:
+        """Remember the state the first execution starts from (after tracing, before any step)."""
+        if self.loop is not None and not self.flavour.portable and self.flavour.major >= 3:
+            self._start = self.state()
+            self._start_weights = dict(self.initial_weights)
+
+    def rewind(self) -> None:
+        """Back to the state the first execution started from."""
+        self.restore(self._start)
+        self.initial_weights = dict(self._start_weights)
+
+    @staticmethod
+    def restore(state: list[tuple[Any, np.ndarray]]) -> None:
+        for variable, value in state:
+            variable.assign(value)
 
     def compile_loop(self) -> None:
         """Trace (and for ``xla`` compile) the training loop, so execution can be timed alone."""
@@ -301,6 +385,19 @@ class Training:
         with portable_probes.wide_floats(self.flavour) if self.flavour.portable else contextlib.nullcontext():
             return probes.intended_update(self.flavour, self.model, gradients)
 
+    def _output_evidence(
+        self, record: StepRecord, gradients: dict[str, np.ndarray], first_batch: Any
+    ) -> dict[str, Any]:
+        """The probe of the final outputs (:func:`.probes.output_evidence`), where the diagnosis
+        reads it: a loss that ends at exactly 0 (was it an exact fit?) or final gradients that are
+        all exactly 0 (saturated outputs, or a cast that underflowed?). Elsewhere no rule asks,
+        and tracing the model's forward and backward pass again cost up to a second a run."""
+        if not probes.needs_output_evidence(record.loss, gradients):
+            return {}
+        if self.flavour.portable:
+            return portable_probes.output_evidence(self.flavour, self.model, first_batch)
+        return probes.output_evidence(self.flavour, self.model, first_batch)
+
     def _build_from_data(self) -> None:
         """Build a model whose variables do not exist yet from the first batch, as ``fit`` does.
 
@@ -352,7 +449,11 @@ class Training:
             self.trained = check_dtypes(self.case, self.dtype, self.flavour, self.model)
             self.info = DtypeInfo(self.dtype, self.trained.variable_dtype, self.trained.compute_dtype)
         final_weights = self._weights()
-        first_batch = self._first_batch()
+        # the batch fit starts on: the loop's plan holds it (drawing an epoch again cost 0.2 s)
+        first_batch = self.plan.first if self.plan is not None else self._first_batch()
+        # the optimizer's intended update explains weights that stopped moving; a clone of the
+        # optimizer applies it, twice (0.1-0.2 s each), so only where a weight did not move last
+        needs_update = probes.needs_intended_update(record.weights_changed, record.tensor_update)
         if self.flavour.portable:
             gradients = portable_probes.final_gradients(self.flavour, self.model, first_batch)
         else:
@@ -385,15 +486,13 @@ class Training:
             tensor_update=record.tensor_update,
             tensor_checksum=record.tensor_checksum,
             gradient_zero=record.gradient_zero,
-            intended_update=self._intended_update(gradients),
-            update_in_variable_dtype=probes.intended_update(
-                self.flavour, self.model, gradients, self.info.variable_dtype
+            intended_update=self._intended_update(gradients) if needs_update else None,
+            update_in_variable_dtype=(
+                probes.intended_update(self.flavour, self.model, gradients, self.info.variable_dtype)
+                if needs_update
+                else None
             ),
-            output_evidence=(
-                portable_probes.output_evidence(self.flavour, self.model, first_batch)
-                if self.flavour.portable
-                else probes.output_evidence(self.flavour, self.model, first_batch)
-            ),
+            output_evidence=self._output_evidence(record, gradients, first_batch),
         )
         return Run(
             case=self.case.name,

@@ -151,6 +151,12 @@ class Flavour:
         metrics are already built before training; None where only tracing a step builds them."""
         return None
 
+    def build_state_symbolically(self, model: Any, batch: Any) -> bool:
+        """Build the optimizer's and the compiled metrics' state from ``batch``'s shapes alone, as
+        fit's symbolic build does, instead of tracing ``train_step`` for it; whether it did.
+        None of it computes: the variables it makes are the zeros a trace would make."""
+        return False
+
     @staticmethod
     def base_optimizer(optimizer: Any) -> Any:
         """The optimizer doing the arithmetic: the inner one of a ``LossScaleOptimizer``."""
@@ -358,6 +364,19 @@ class Keras3(Flavour):
 
     def loss_tracker(self, model: Any) -> Any:
         return getattr(model, "_loss_tracker", None)
+
+    def build_state_symbolically(self, model: Any, batch: Any) -> bool:
+        # Keras 3.4-3.x's fit ran this before training on every backend; later ones defer it on
+        # TensorFlow without a distribution strategy to the first trace of train_step, which
+        # costs a second or more on a real model. The zeros it makes are the trace's.
+        symbolic_build = getattr(model, "_symbolic_build", None)
+        if symbolic_build is None:
+            return False
+        try:
+            symbolic_build(data_batch=batch)
+        except Exception:  # the trace that follows reports the user's mistake as such
+            return False
+        return True
 
     def metric_names_if_built(self, model: Any) -> list[str] | None:
         # Keras 3.4+ builds optimizer and metrics symbolically from the data (``_maybe_symbolic_build``);

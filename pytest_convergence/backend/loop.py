@@ -10,6 +10,7 @@ XLA fuses and reorders arithmetic, so its numbers are near, not equal).
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -62,6 +63,8 @@ class TrainingLoop:
         self.gradients = GradientCapture(flavour, model) if gradients else None
         self.log_names: list[str] = []
         self.validates_in_graph = False
+        self.validation_time = 0.0
+        """Seconds of Keras's ``evaluate`` between epochs in the last execution (the run's phase)."""
         self.call_steps = case.total_steps
         """The most steps one call of the loop can run."""
         self._loop: Callable[..., Any] | None = None
@@ -111,6 +114,8 @@ class TrainingLoop:
         # a user's own train_step may return other logs than the model's metrics: traced, always
         own_step = overrides(self.flavour, self.model, "train_step")
         names = None if own_step else self.flavour.metric_names_if_built(self.model)
+        if names is None and not own_step and self.flavour.build_state_symbolically(self.model, batch):
+            names = self.flavour.metric_names_if_built(self.model)
         if names is not None:
             return names
         try:
@@ -439,6 +444,7 @@ class TrainingLoop:
         steps = case.total_steps
         self.model.reset_metrics()
         self._collected = _Collected()
+        self.validation_time = 0.0
         self._pending = sorted(p for p in pauses if 0 < p < steps)
         self._on_pause = on_pause
         self._pace = Pace(self.call_steps)
@@ -565,7 +571,11 @@ class TrainingLoop:
 
     def _evaluate(self, validation: tuple[Any, Any]) -> dict[str, float]:
         """The validation logs of the model as it stands, exactly as ``fit`` computes them."""
-        return evaluate(self.flavour, self.model, self.case)
+        start = time.perf_counter()
+        try:
+            return evaluate(self.flavour, self.model, self.case)
+        finally:
+            self.validation_time += time.perf_counter() - start
 
 
 class _Collected:

@@ -89,6 +89,27 @@ def loss_compute_dtype(flavour: Flavour, model: Any, tracked_dtype: str) -> str:
     return _narrowest(known)
 
 
+def needs_output_evidence(loss: np.ndarray, gradients: dict[str, np.ndarray]) -> bool:
+    """Whether the diagnosis will read :func:`output_evidence`: only its rules for a loss that
+    ends at exactly 0 and for final gradients that are all exactly 0 do (``diagnosis.rules``)."""
+    if np.size(loss) and float(np.asarray(loss)[-1]) == 0.0:
+        return True
+    return bool(gradients) and all(not np.any(np.asarray(g, np.float64)) for g in gradients.values())
+
+
+def needs_intended_update(weights_changed: np.ndarray, tensor_update: np.ndarray) -> bool:
+    """Whether the diagnosis will read :func:`intended_update`: only to say why a weight stopped
+    moving (a frozen weight's cause, a stalled run's), so where some weight did not move in the
+    last step. Without per-weight updates (``fit``), always."""
+    changed = np.asarray(weights_changed, bool)
+    if changed.size and not changed[-1]:
+        return True
+    updates = np.asarray(tensor_update)
+    if updates.ndim != 2 or not updates.shape[0] or not updates.shape[1]:
+        return True
+    return bool(np.any(updates[-1] == 0))
+
+
 def output_evidence(flavour: Flavour, model: Any, batch: Any) -> dict[str, Any]:
     """Facts about the model's outputs at its final weights on ``batch``, for the diagnosis to
     check a cause before it names it. Every key of :data:`OUTPUT_EVIDENCE_KEYS` is present, as a

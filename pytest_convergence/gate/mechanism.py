@@ -108,9 +108,9 @@ def explain(
         return Mechanism(
             NOT_LOCALISED,
             "Not localised",
-            f"not localised: no anatomy recorded on {side} (a results file written with "
-            "--convergence-anatomy=0, by the fit engine's older versions, or before pytest-convergence "
-            "recorded them)",
+            f"not localised: no step anatomy recorded on {side} (results files record none unless "
+            "written with --convergence-anatomy=N); the gate's replay takes changed cases apart "
+            "(pytest-convergence gate, or replay-plan and replay)",
         )
     found = localise(old_anatomy, new_anatomy)
     changed = configuration_differences(old, new)

@@ -90,6 +90,9 @@ class RunRecord:
     stages_unavailable: str = ""
     """Why its first steps were not taken apart although the session asked (a run trained in
     another backend's process): the gate says it where it cannot name a mechanism."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds of each phase of the run (build, trace, train, probes, snapshot...,
+    :data:`..run.PHASES`): where its test's time went; empty in older files."""
     # ---- peak memory (issue 25; :mod:`..backend.memory`), judged by :mod:`.memory` ----
     host_peak_bytes: list[float] = field(default_factory=list)
     """The process's peak resident memory of each timing (bytes); empty: unknown (older files)."""

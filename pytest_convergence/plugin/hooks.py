@@ -531,6 +531,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(line)
         for line in engine_notes(convergence.rows):
             terminalreporter.write_line(line)
+        if convergence.settings.timing:
+            from .summary import format_timing
+
+            terminalreporter.write_sep("=", "convergence timing (seconds per phase)")
+            for line in format_timing(convergence.rows):
+                terminalreporter.write_line(line)
         stories = format_stories(convergence.rows) if convergence.settings.explain else []
         if stories:
             terminalreporter.write_sep("=", "convergence explanations")

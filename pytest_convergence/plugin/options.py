@@ -45,7 +45,9 @@ class Settings:
     platform_snapshots: bool = False
     explain: bool = False
     """After the summary, print every trained run's story (``--convergence-explain``)."""
-    anatomy_steps: int = 3
+    timing: bool = False
+    """After the summary, print every run's phases in seconds (``--convergence-timing``)."""
+    anatomy_steps: int = 0
     """First steps taken apart for the results file (``--convergence-anatomy``); 0: none."""
     replay: str | None = None
     """A gate's replay plan (``--convergence-replay``): only its runs train, taken apart."""
@@ -185,9 +187,9 @@ def add_options(parser: pytest.Parser) -> None:
         type=int,
         default=None,
         help="take the first N steps of every run apart for the results file (batch, weights, "
-        "output, loss, gradients, update, as digests), so the gate can name the first stage of a "
-        "step that changed; costs about a second a run, only with --convergence-results "
-        "(default: 3; 0: none).",
+        "output, loss, gradients, update, as digests), so that comparing two files names the first "
+        "stage of a step that changed without replays; costs a second or more a run, only with "
+        "--convergence-results (default: 0, none: the gate's replay takes changed cases apart).",
     )
     group.addoption(
         "--convergence-replay",
@@ -218,6 +220,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="after the convergence summary, print the story of every run the session trained: "
         "what the loss and each weight did, which dtype rule caused it and what would change it "
         "(default: off, the summary table only).",
+    )
+    group.addoption(
+        "--convergence-timing",
+        action="store_true",
+        default=False,
+        help="after the convergence summary, print where each run's time went: build, trace, "
+        "train, validation, probes, diagnosis, snapshot, anatomy and results, in seconds "
+        "(default: off; the summary's 'other s' column sums all but build, trace and train).",
     )
     # --convergence-isolate and its ini key, read by plugin/isolate.py at pytest_cmdline_main
     group.addoption(
@@ -395,6 +405,7 @@ def read_settings(config: pytest.Config) -> Settings:
             or config.getini("convergence_platform_snapshots")
         ),
         explain=config.getoption("--convergence-explain"),
+        timing=config.getoption("--convergence-timing"),
         anatomy_steps=anatomy_steps,
         replay=config.getoption("--convergence-replay"),
         kernels=kernels,

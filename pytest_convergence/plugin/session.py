@@ -346,24 +346,25 @@ class ConvergenceSession:
         from .summary import SummaryRow
 
         explain = self.settings.explain
-        self.rows.extend(SummaryRow.from_run(run, status, explain=explain) for run in runs)
         if self.wants_results:
             from ..gate.results import RunRecord
             from ..tolerance import Tolerance
 
             for run in runs:
-                tolerance = self.tolerance_for(run, marker)
-                if run.calibrated_tolerance:
-                    tolerance = tolerance.widened(Tolerance.from_text(run.calibrated_tolerance))
-                self.records.append(
-                    RunRecord.from_run(
+                with run.timing.phase("results"):
+                    tolerance = self.tolerance_for(run, marker)
+                    if run.calibrated_tolerance:
+                        tolerance = tolerance.widened(Tolerance.from_text(run.calibrated_tolerance))
+                    record = RunRecord.from_run(
                         run,
                         test=nodeid,
                         status=status,
                         tolerance=tolerance.to_text(),
                         snapshot_problems=snapshot_problems or [],
                     )
-                )
+                record.phases = dict(run.timing.phases)  # with its own cost
+                self.records.append(record)
+        self.rows.extend(SummaryRow.from_run(run, status, explain=explain) for run in runs)
 
     def keep_files(self, reason: str, *, snapshots_kept: bool) -> None:
         """The session stopped early (``reason``): :meth:`finish` runs no gate (the gate would

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import tables
 
@@ -34,6 +34,11 @@ class SummaryRow:
     end in them: :mod:`pytest_convergence.diagnosis.margins`); empty when the outcome is clear."""
     backend: str = "tensorflow"
     """The Keras backend that trained it; the table shows the column once any run is not TensorFlow's."""
+    other_seconds: float = math.nan
+    """Time the plugin spent on the run outside building, tracing and training (probes,
+    diagnosis, snapshot, anatomy, results record): what it adds to a plain training."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds of each phase (:data:`pytest_convergence.run.PHASES`), for ``--convergence-timing``."""
 
     @property
     def outcome_shown(self) -> str:
@@ -68,6 +73,8 @@ class SummaryRow:
             trace_seconds=run.timing.trace_time,
             story=story,
             backend=run.backend,
+            other_seconds=run.timing.other_time if run.timing.phases else math.nan,
+            phases=dict(run.timing.phases),
         )
 
     @classmethod
@@ -107,12 +114,15 @@ HEADERS = (
     "steps",
     "steps/s",
     "trace s",
+    "other s",
     "target",
     "test",
 )
 LEGEND = (
     "final loss: History's mean of the last epoch where an epoch has several batches (of: epoch), else "
-    "the last step's loss (of: step); steps/s: training alone; trace s: tracing and compiling before it"
+    "the last step's loss (of: step); steps/s: training alone; trace s: tracing and compiling before it; "
+    "other s: the plugin's own time (probes, diagnosis, snapshot, results; --convergence-timing "
+    "shows each phase)"
 )
 BORDERLINE_LEGEND = (
     "borderline: the outcome's deciding quantity is within another machine's move of its threshold, "
@@ -154,6 +164,7 @@ def format_table(rows: Iterable[SummaryRow]) -> list[str]:
             f"{row.steps:,}",
             _rate(row.steps_per_second),
             _seconds(row.trace_seconds),
+            _seconds(row.other_seconds),
             {None: "-", True: "met", False: "missed"}[row.converged],
             row.status,
         )
@@ -165,8 +176,36 @@ def format_table(rows: Iterable[SummaryRow]) -> list[str]:
     if any(row.backend != "tensorflow" for row in rows):  # a backend column after dtype
         headers = (*HEADERS[:2], "backend", *HEADERS[2:])
         with_backend = [(*line[:2], row.backend, *line[2:]) for line, row in zip(body, rows)]
-        return [*tables.format_table(headers, with_backend, right_aligned=(5, 7, 8, 9), rule=True), *legend]
-    return [*tables.format_table(HEADERS, body, right_aligned=(4, 6, 7, 8), rule=True), *legend]
+        return [*tables.format_table(headers, with_backend, right_aligned=(5, 7, 8, 9, 10), rule=True), *legend]
+    return [*tables.format_table(HEADERS, body, right_aligned=(4, 6, 7, 8, 9), rule=True), *legend]
+
+
+def format_timing(rows: Iterable[SummaryRow]) -> list[str]:
+    """Each run's phases in seconds (``--convergence-timing``), and their totals: where a session's
+    time went, the plugin's own (``other``) apart from building, tracing and training."""
+    from ..run import PHASES, TRAINING_PHASES
+
+    timed = [row for row in rows if row.phases]
+    if not timed:
+        return []
+    names = [name for name in PHASES if any(name in row.phases for row in timed)]
+    totals = dict.fromkeys(names, 0.0)
+    body = []
+    for row in timed:
+        for name in names:
+            totals[name] += row.phases.get(name, 0.0)
+        other = sum(v for k, v in row.phases.items() if k not in TRAINING_PHASES)
+        body.append(
+            (row.case, row.dtype, *(_seconds(row.phases.get(n, math.nan)) for n in names), _seconds(other))
+        )
+    other_total = sum(v for k, v in totals.items() if k not in TRAINING_PHASES)
+    body.append(("total", "", *(f"{totals[n]:.2f}" for n in names), f"{other_total:.2f}"))
+    headers = ("case", "dtype", *names, "other")
+    right = tuple(range(2, len(headers)))
+    return [
+        *tables.format_table(headers, body, right_aligned=right, rule=True),
+        "seconds per phase of each run; other: every phase but build, trace and train (docs/speed.md)",
+    ]
 
 
 def format_stories(rows: Iterable[SummaryRow]) -> list[str]:

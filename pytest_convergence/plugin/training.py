@@ -87,7 +87,7 @@ def train_with_checks(
 
     A replay that sets nothing back trains no run: its steps are taken apart and saved, and what
     was saved is returned (:class:`AnatomyOnly`) instead of the run and its calibration."""
-    from ..backend import enable_op_determinism, train
+    from ..backend import enable_op_determinism, rerun, train
 
     if request.replay is not None:
         if not request.replay.set_back:
@@ -101,7 +101,7 @@ def train_with_checks(
     wall_times, cpu_times = [run.timing.wall_time], [run.timing.cpu_time]
     repeats = [run.timing]  # their peak memories too (issue 25)
     for attempt in range(2, request.repeat + 1):
-        again = train(case, dtype, engine, perturbation=perturbation, backend=backend)
+        again = rerun(run, case, perturbation)  # the same traced loop, rewound
         wall_times.append(again.timing.wall_time)
         cpu_times.append(again.timing.cpu_time)
         repeats.append(again.timing)
@@ -116,7 +116,8 @@ def train_with_checks(
     # the gate judges speed on their spread
     run.timing.wall_times, run.timing.cpu_times = wall_times, cpu_times
     run.timing.collect_memory(repeats)
-    problems = check_facts(run.history, run.diagnosis, dtype=run.dtype)
+    with run.timing.phase("diagnosis"):
+        problems = check_facts(run.history, run.diagnosis, dtype=run.dtype)
     if problems:
         warnings.warn(
             DiagnosisFactWarning(
@@ -128,13 +129,11 @@ def train_with_checks(
     if perturbation is not None:
         run.perturbation = perturbation.describe()
     else:
-        _take_apart(run, case, dtype, engine, request)
+        with run.timing.phase("anatomy"):
+            _take_apart(run, case, dtype, engine, request)
     calibration = None
     if request.calibrate >= 2 or request.foreign:
-        others = [
-            train(case, dtype, engine, perturbation=p, backend=backend)
-            for p in calibration_perturbations(max(request.calibrate - 1, 0))
-        ]
+        others = [rerun(run, case, p) for p in calibration_perturbations(max(request.calibrate - 1, 0))]
         rtol, miss_fraction = current_rtol(run)
         calibration = calibrate(
             run,
@@ -146,6 +145,7 @@ def train_with_checks(
         )
         run.calibrated_tolerance = calibration.tolerance().to_text()
         run.calibration_adds = not others
+    run.in_process.training = None  # no rerun after this: its traced loop need not live on
     return run, calibration
 
 

@@ -181,6 +181,11 @@ class ConvergenceSnapshot:
 
     def _matches(self, run: Run) -> bool:
         __tracebackhide__ = True
+        with run.timing.phase("snapshot"):
+            return self._compare(run)
+
+    def _compare(self, run: Run) -> bool:
+        __tracebackhide__ = True
         location = self._location()  # before the assertion, which moves syrupy's index on
         stored, problem = self._read_stored()
         if self._updating:

@@ -54,16 +54,21 @@ def suite(name: str, preamble: str = "", **settings: str | None) -> str:
     )
 
 
+ANATOMY = "--convergence-anatomy=3"
+"""Results files record no step anatomy by default (the gate's replay takes changed cases apart):
+these sessions record the first three steps, as a team that compares files without replays does."""
+
+
 def old_session(pytester: pytest.Pytester, old: str) -> None:
     pytester.makepyfile(test_user=old)
-    pytester.runpytest("--convergence", "--convergence-results=old.json").assert_outcomes(passed=1)
+    pytester.runpytest("--convergence", "--convergence-results=old.json", ANATOMY).assert_outcomes(passed=1)
 
 
 def new_session(pytester: pytest.Pytester, new: str, *, gate_fails: bool = True) -> pytest.RunResult:
     """The new side, gated in session against old.json (and written to new.json)."""
     pytester.makepyfile(test_user=new)
     result = pytester.runpytest(
-        "--convergence", "--convergence-baseline=old.json", "--convergence-results=new.json"
+        "--convergence", "--convergence-baseline=old.json", "--convergence-results=new.json", ANATOMY
     )
     result.assert_outcomes(passed=1)  # every test passes; the gate alone may fail the session
     assert result.ret == (pytest.ExitCode.TESTS_FAILED if gate_fails else pytest.ExitCode.OK)
@@ -301,3 +306,33 @@ def test_a_late_difference_is_localised_by_the_replays(user_suite: pytest.Pytest
         ]
     )
     assert "not localised" not in compared.stdout
+
+
+def test_results_files_record_no_anatomy_by_default_and_the_replay_localises(
+    user_suite: pytest.Pytester,
+) -> None:
+    """A results file costs no second training per run: no steps are taken apart unless asked.
+    The gate's replay round then takes the changed case apart on both sides and names it."""
+    old = suite("init", layers='[{"class_name": "Dense", "config": {"units": 1}}]')
+    new = suite("init", layers='[{"class_name": "Dense", "config": {"units": 1, "kernel_initializer": "he_normal"}}]')
+    user_suite.makepyfile(test_user=old)
+    user_suite.runpytest("--convergence", "--convergence-results=old.json").assert_outcomes(passed=1)
+    user_suite.makepyfile(test_user=new)
+    result = user_suite.runpytest("--convergence", "--convergence-baseline=old.json", "--convergence-results=new.json")
+    result.stdout.fnmatch_lines(["why: init [[]float32[]]: not localised: no step anatomy recorded on either side *"])
+    for side in ("old", "new"):
+        assert json.loads((user_suite.path / f"{side}.json").read_text())["runs"][0]["anatomy"] == {}
+
+    planned = cli(user_suite, "replay-plan", "old.json", "new.json", "--dir", "replays", "--round", "localise")
+    assert planned.returncode == 0, planned.stderr
+    user_suite.makepyfile(test_user=old)
+    replay(user_suite, "replays/localise-old.json", "--log", "replays/old.log")
+    user_suite.makepyfile(test_user=new)
+    replay(user_suite, "replays/localise-new.json", "--log", "replays/new.log")
+    compared = cli(user_suite, "compare", "old.json", "new.json", "--replays", "replays")
+    matcher(compared.stdout).fnmatch_lines(
+        [
+            "why: init [[]float32[]]: first difference: the initial weights of dense/kernel, before any "
+            "step: the same seed draws other initial values now",
+        ]
+    )

@@ -542,7 +542,7 @@ def test_without_an_anatomy_a_case_is_not_localised_and_says_on_which_side() -> 
     assert "on either side" in explain(record(anatomy={}), record(anatomy={}), 1).sentence
     old_missing = explain(record(anatomy={}), record(), 1)
     assert old_missing.key == NOT_LOCALISED
-    assert old_missing.sentence.startswith("not localised: no anatomy recorded on the old side (")
+    assert old_missing.sentence.startswith("not localised: no step anatomy recorded on the old side (")
     assert "on the new side" in explain(record(), record(anatomy={"weights": []}), 1).sentence
 
 

@@ -138,6 +138,8 @@ def test_the_summary_shows_what_the_final_loss_is_and_a_row_for_a_run_that_error
         "steps/s",
         "trace",
         "s",
+        "other",
+        "s",
         "target",
         "test",
     ]
