@@ -79,7 +79,11 @@ def _train(
     timing = Timing(wall_time=0.0)
     with timing.phase("build"):
         training = Training.prepare(
-            case, dtype, engine or case.engine or "loop", trace_weights=trace_weights, perturbation=perturbation
+            case,
+            dtype,
+            engine or case.engine or "loop",
+            trace_weights=trace_weights,
+            perturbation=perturbation,
         )
     with training.reporting_runtime_errors(), timing.phase("trace"):
         training.compile_loop()
@@ -103,7 +107,9 @@ def train_again(run: Run, perturbation: Perturbation | None = None) -> Run | Non
     training.perturbation = perturbation
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword")
+            warnings.filterwarnings(
+                "ignore", message="__array__ implementation doesn't accept a copy keyword"
+            )
             again = _execute(training, Timing(wall_time=0.0))
     finally:
         training.restore(trained)
@@ -273,14 +279,21 @@ class Training:
         on Keras 3 with TensorFlow, whose every state (weights, optimizer slots, metrics, the
         seed generators of Dropout and other random layers) lives in variables. Keras 2's random
         ops keep a hidden state, and ``fit`` builds its own iterator and function."""
-        return self.loop is not None and not self.flavour.portable and self.flavour.major >= 3 and bool(self._start)
+        return (
+            self.loop is not None
+            and not self.flavour.portable
+            and self.flavour.major >= 3
+            and bool(self._start)
+        )
 
     def _state_variables(self) -> list[Any]:
         """Every variable a training changes: the model's (trainable, non-trainable, seed
         generators'), its optimizer's (the inner one's too, under loss scaling) and metrics'."""
         model = self.model
         found: list[Any] = [*model.variables, *getattr(model, "metrics_variables", [])]
-        for optimizer in {id(o): o for o in (model.optimizer, self.flavour.base_optimizer(model.optimizer))}.values():
+        for optimizer in {
+            id(o): o for o in (model.optimizer, self.flavour.base_optimizer(model.optimizer))
+        }.values():
             found += list(getattr(optimizer, "variables", []))
         for layer in self.flavour.all_layers(model):
             found += [generator.state for generator in getattr(layer, "_seed_generators", None) or []]

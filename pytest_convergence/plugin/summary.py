@@ -176,7 +176,10 @@ def format_table(rows: Iterable[SummaryRow]) -> list[str]:
     if any(row.backend != "tensorflow" for row in rows):  # a backend column after dtype
         headers = (*HEADERS[:2], "backend", *HEADERS[2:])
         with_backend = [(*line[:2], row.backend, *line[2:]) for line, row in zip(body, rows)]
-        return [*tables.format_table(headers, with_backend, right_aligned=(5, 7, 8, 9, 10), rule=True), *legend]
+        return [
+            *tables.format_table(headers, with_backend, right_aligned=(5, 7, 8, 9, 10), rule=True),
+            *legend,
+        ]
     return [*tables.format_table(HEADERS, body, right_aligned=(4, 6, 7, 8, 9), rule=True), *legend]
 
 

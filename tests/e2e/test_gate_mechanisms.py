@@ -314,16 +314,24 @@ def test_results_files_record_no_anatomy_by_default_and_the_replay_localises(
     """A results file costs no second training per run: no steps are taken apart unless asked.
     The gate's replay round then takes the changed case apart on both sides and names it."""
     old = suite("init", layers='[{"class_name": "Dense", "config": {"units": 1}}]')
-    new = suite("init", layers='[{"class_name": "Dense", "config": {"units": 1, "kernel_initializer": "he_normal"}}]')
+    new = suite(
+        "init", layers='[{"class_name": "Dense", "config": {"units": 1, "kernel_initializer": "he_normal"}}]'
+    )
     user_suite.makepyfile(test_user=old)
     user_suite.runpytest("--convergence", "--convergence-results=old.json").assert_outcomes(passed=1)
     user_suite.makepyfile(test_user=new)
-    result = user_suite.runpytest("--convergence", "--convergence-baseline=old.json", "--convergence-results=new.json")
-    result.stdout.fnmatch_lines(["why: init [[]float32[]]: not localised: no step anatomy recorded on either side *"])
+    result = user_suite.runpytest(
+        "--convergence", "--convergence-baseline=old.json", "--convergence-results=new.json"
+    )
+    result.stdout.fnmatch_lines(
+        ["why: init [[]float32[]]: not localised: no step anatomy recorded on either side *"]
+    )
     for side in ("old", "new"):
         assert json.loads((user_suite.path / f"{side}.json").read_text())["runs"][0]["anatomy"] == {}
 
-    planned = cli(user_suite, "replay-plan", "old.json", "new.json", "--dir", "replays", "--round", "localise")
+    planned = cli(
+        user_suite, "replay-plan", "old.json", "new.json", "--dir", "replays", "--round", "localise"
+    )
     assert planned.returncode == 0, planned.stderr
     user_suite.makepyfile(test_user=old)
     replay(user_suite, "replays/localise-old.json", "--log", "replays/old.log")

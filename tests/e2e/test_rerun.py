@@ -61,7 +61,8 @@ def assert_same_training(again: Run, fresh: Run) -> None:
 
 
 needs_rewind = pytest.mark.skipif(
-    FLAVOUR.major < 3, reason="Keras 2's random ops keep their state outside variables: reruns are trained anew"
+    FLAVOUR.major < 3,
+    reason="Keras 2's random ops keep their state outside variables: reruns are trained anew",
 )
 
 

@@ -35,7 +35,17 @@ def test_the_summary_shows_other_seconds_and_the_timing_table_each_phase_with_to
     assert table[0].split()[11:13] == ["other", "s"]
     assert table[2].split()[9] == "0.15" and table[3].split()[9] == "0.20"
     timing = format_timing(rows)
-    assert timing[0].split() == ["case", "dtype", "build", "trace", "train", "probes", "diagnosis", "snapshot", "other"]
+    assert timing[0].split() == [
+        "case",
+        "dtype",
+        "build",
+        "trace",
+        "train",
+        "probes",
+        "diagnosis",
+        "snapshot",
+        "other",
+    ]
     assert timing[-2].split() == ["total", "0.75", "1.50", "3.00", "0.10", "0.20", "0.05", "0.35"]
     assert format_timing([SummaryRow.failed_to_train("broken", "float16", "fit", 3)]) == []
 
