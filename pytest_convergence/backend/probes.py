@@ -91,8 +91,12 @@ def loss_compute_dtype(flavour: Flavour, model: Any, tracked_dtype: str) -> str:
 
 def needs_output_evidence(loss: np.ndarray, gradients: dict[str, np.ndarray]) -> bool:
     """Whether the diagnosis will read :func:`output_evidence`: only its rules for a loss that
-    ends at exactly 0 and for final gradients that are all exactly 0 do (``diagnosis.rules``)."""
-    if np.size(loss) and float(np.asarray(loss)[-1]) == 0.0:
+    ends at exactly 0 and for final gradients that are all exactly 0 do (``diagnosis.rules``),
+    and neither where any loss is not finite: the run is diagnosed as diverged before them."""
+    values = np.asarray(loss, np.float64)
+    if not np.all(np.isfinite(values)):
+        return False
+    if values.size and float(values[-1]) == 0.0:
         return True
     return bool(gradients) and all(not np.any(np.asarray(g, np.float64)) for g in gradients.values())
 
