@@ -17,6 +17,7 @@ END_TO_END_KEY = pytest.StashKey[dict[tuple[str, int, str], tuple[float, dict[st
 """(case label, epochs, engine) -> (median seconds end to end, phases of the median round)."""
 CALLBACKS_KEY = pytest.StashKey[dict[tuple[str, str], float]]()
 CATALOGUE_KEY = pytest.StashKey[dict[str, dict]]()
+RERUN_KEY = pytest.StashKey[dict[tuple[str, str], float]]()
 """session ("plain" or "results") -> its wall seconds, return code, phase totals and run count."""
 
 END_TO_END_TARGETS = {("digits convnet", 20): 3.0, ("nlp-sentiment", 3): 1.5}
@@ -67,6 +68,11 @@ def per_step_times(request: pytest.FixtureRequest) -> dict[str, float]:
 
 
 @pytest.fixture
+def rerun_times(request: pytest.FixtureRequest) -> dict[tuple[str, str], float]:
+    return request.config.stash.setdefault(RERUN_KEY, {})
+
+
+@pytest.fixture
 def catalogue_sessions(request: pytest.FixtureRequest) -> dict[str, dict]:
     return request.config.stash.setdefault(CATALOGUE_KEY, {})
 
@@ -78,6 +84,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     _catalogue_summary(terminalreporter, catalogue)
     _targets_summary(terminalreporter, end_to_end, catalogue)
     _callbacks_summary(terminalreporter, config.stash.get(CALLBACKS_KEY, {}))
+    _rerun_summary(terminalreporter, config.stash.get(RERUN_KEY, {}))
     times = config.stash.get(PER_STEP_KEY, {})
     if not times:
         return
@@ -205,4 +212,19 @@ def _callbacks_summary(terminalreporter, times: dict[tuple[str, str], float]) ->
         name = "no callback" if callbacks == "none" else f"{callbacks} callback"
         terminalreporter.write_line(
             f"{engine:5} {name:15} {seconds * 1e3:9.3f} ms/epoch  {against_fit}  {against_bare}"
+        )
+
+
+def _rerun_summary(terminalreporter, times: dict[tuple[str, str], float]) -> None:
+    """A rerun (a calibration's perturbed run, a repeat) against the first run of its case."""
+    if not times:
+        return
+    terminalreporter.write_sep("=", "reruns: a calibration's extra run against a first run (median seconds)")
+    for case in sorted({case for case, _ in times}):
+        first, again = times.get((case, "first")), times.get((case, "rerun"))
+        if first is None or again is None:
+            continue
+        terminalreporter.write_line(
+            f"{case:14} first run {first:6.2f} s (build, trace, train, probes)   each rerun "
+            f"{again:6.2f} s ({again / first:.0%} of a first run, {first / again:.1f}x less)"
         )

@@ -95,7 +95,8 @@ def train_again(run: Run, perturbation: Perturbation | None = None) -> Run | Non
     """Train ``run``'s case once more on the model and traced loop that trained it, rewound to
     where its training began (every variable of the model, its optimizer and metrics), under
     ``perturbation``: a rerun of the same graph costs its training alone, not another build and
-    trace (``--convergence-repeat``, ``--convergence-calibrate``). The first run's model is left
+    trace (``--convergence-calibrate``'s perturbed reruns; ``--convergence-repeat`` builds anew,
+    as it checks the build too). The first run's model is left
     as its training left it. None where this process cannot rewind it (another backend's run,
     the ``fit`` engine, Keras 2, whose random ops keep their state outside variables): then the
     caller trains it anew."""

@@ -87,9 +87,13 @@ def test_a_gate_between_tensorflow_and_jax_names_the_first_stage_that_differs(
     pytester.makefile(".convergence.toml", seed=seed_spec(SEED_HEADER), pinned=seed_spec(PINNED_HEADER))
     np.savez(pytester.path / "start.npz", np.array([[0.5]], np.float32), np.array([0.0], np.float32))
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    tf_session = pytester.runpytest_subprocess("--convergence", "--convergence-results=tf.json")
+    tf_session = pytester.runpytest_subprocess(
+        "--convergence", "--convergence-results=tf.json", "--convergence-anatomy=3"
+    )
     monkeypatch.setenv("KERAS_BACKEND", "jax")
-    jax_session = pytester.runpytest_subprocess("--convergence", "--convergence-results=jax.json")
+    jax_session = pytester.runpytest_subprocess(
+        "--convergence", "--convergence-results=jax.json", "--convergence-anatomy=3"
+    )
     for session in (tf_session, jax_session):  # no snapshot yet: the tests fail, the results are written
         session.assert_outcomes(failed=2)
     for name, backend in (("tf.json", "tensorflow"), ("jax.json", "jax")):

@@ -1,4 +1,4 @@
-"""A rerun of a case (``--convergence-repeat``, ``--convergence-calibrate``) trains on the model and
+"""A rerun of a case (``--convergence-calibrate``'s perturbed runs) trains on the model and
 traced loop of its first run, rewound to where that training began: its history must be bit for
 bit a freshly built run's, for models whose state lies beyond their weights (Dropout's seed
 generator, BatchNormalization's statistics, Adam's moments, metrics, a callback that moves the

@@ -337,3 +337,29 @@ def test_the_same_snapshots_with_and_without_xdist(snapshotted: pytest.Pytester)
     for dtype, text in written.items():
         assert snapshot_file(user_suite, dtype).read_text() == text
     assert not [p for p in (user_suite.path / SNAPSHOTS).iterdir() if re.search(r"\.tmp$", p.name)]
+
+
+def test_another_backends_snapshot_beside_a_spec_is_not_unused_with_a_python_test(
+    snapshotted: pytest.Pytester,
+) -> None:
+    """A session with a Python test and a spec file, one process: the spec's JAX snapshot is not
+    this TensorFlow session's to report unused (it once made the catalogue's `./dev demo` exit 1),
+    while a stale snapshot of its own still is."""
+    from factories import seed_spec
+
+    snapshotted.path.joinpath("seed.convergence.toml").write_text(
+        seed_spec('name = "seed"\ndtypes = ["float32"]\nsteps = 20\n')
+    )
+    snapshotted.runpytest("--convergence", "--snapshot-update", "seed.convergence.toml").assert_outcomes(
+        passed=1
+    )
+    stored = snapshotted.path / "__snapshots__" / "seed.convergence"
+    own = (stored / "seed[float32].convergence.txt").read_text()
+    (stored / "seed[jax-float32].convergence.txt").write_text(own)
+    result = snapshotted.runpytest("--convergence", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    assert result.ret == 0 and " unused" not in result.stdout.str().replace(str(snapshotted.path), "")
+
+    (stored / "seed[float64].convergence.txt").write_text(own)
+    result = snapshotted.runpytest("--convergence")
+    result.stdout.fnmatch_lines(["*1 snapshot unused*"])
