@@ -21,8 +21,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ConvergenceError
+from .bisect import run_bisect
 from .compare import run_compare, run_merge
 from .explain import run_explain
+from .history import run_history
 from .kernels import run_kernels
 from .parser import build_parser
 from .upgrade import run_gate, run_replay, run_replay_plan
@@ -37,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compare": run_compare,
         "merge": run_merge,
         "gate": run_gate,
+        "bisect": run_bisect,
+        "history": run_history,
         "replay-plan": run_replay_plan,
         "replay": run_replay,
         "kernels": run_kernels,

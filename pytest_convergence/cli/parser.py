@@ -28,7 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
-    for add in (add_explain, add_compare, add_replay_plan, add_replay, add_merge, add_gate, add_kernels):
+    from .bisect import add_bisect
+    from .history import add_history
+
+    for add in (
+        add_explain,
+        add_compare,
+        add_replay_plan,
+        add_replay,
+        add_merge,
+        add_gate,
+        add_bisect,
+        add_history,
+        add_kernels,
+    ):
         add(commands)
     return parser
 
