@@ -1,0 +1,265 @@
+"""A bisection's findings, per mechanism: the release that brought it, in words, markdown and HTML.
+
+Each mechanism of the gate's verdict lists its cases; each case's search (:class:`.bisect.Search`)
+says where it changed. The cases of a mechanism that changed at the same configurations form one
+finding ("appeared in TensorFlow 2.16.1 (Keras 3.0.5)"); a mechanism whose cases changed at other
+configurations shows each group; a case that changed twice shows both steps; a borderline or
+unstable case is said to be so, with the configuration where that was seen.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .bisect import Key, Search
+from .bisect_run import Bisection
+
+Step = tuple[int, int]
+
+
+@dataclass
+class Finding:
+    """One mechanism: its cases grouped by where they changed."""
+
+    key: str
+    title: str
+    cases: list[Key]
+    by_steps: dict[tuple[Step, ...], list[Key]] = field(default_factory=dict)
+    borderline: dict[Key, int] = field(default_factory=dict)
+    unstable: dict[Key, tuple[int, int]] = field(default_factory=dict)
+
+
+def findings(bisection: Bisection) -> list[Finding]:
+    rows = {f"{row.case} [{row.dtype}]": (row.case, row.dtype) for row in bisection.verdict.rows}
+    found = []
+    for key, title, labels in bisection.verdict.mechanisms:
+        cases = [rows[label] for label in labels if label in rows and rows[label] in bisection.plan.searches]
+        finding = Finding(key, title, cases)
+        for case in cases:
+            search: Search = bisection.plan.searches[case]
+            if search.borderline is not None:
+                finding.borderline[case] = search.borderline
+            elif search.contradiction is not None:
+                finding.unstable[case] = search.contradiction
+            else:
+                finding.by_steps.setdefault(tuple(search.steps()), []).append(case)
+        found.append(finding)
+    return found
+
+
+class Words:
+    """How configurations and their results files are named in a report."""
+
+    def __init__(
+        self, bisection: Bisection, links: Mapping[int, Path] | None = None, base: Path | None = None
+    ):
+        self.bisection = bisection
+        self.links = dict(links or {})
+        self.base = base
+
+    def configuration(self, index: int) -> str:
+        configuration = self.bisection.path[index]
+        results = {0: self.bisection.old, len(self.bisection.path) - 1: self.bisection.new}.get(index)
+        results = results or self.bisection.probed.get(index)
+        keras = results.versions.get("keras") if results is not None else None
+        return configuration.describe(keras)
+
+    def link(self, index: int) -> str | None:
+        path = self.links.get(index)
+        if path is None:
+            return None
+        if self.base is not None:
+            try:
+                return str(path.resolve().relative_to(self.base.resolve()))
+            except ValueError:
+                return str(path)
+        return str(path)
+
+    def step(self, step: Step) -> str:
+        before, after = step
+        if after - before == 1:
+            return f"appeared in {self.configuration(after)} (after {self.configuration(before)})"
+        unprobed = [
+            f"{self.bisection.path[i].name}: {self.bisection.plan.skipped.get(i, 'not probed')}"
+            for i in range(before + 1, after)
+        ]
+        return (
+            f"appeared after {self.configuration(before)}, by {self.configuration(after)}; "
+            f"{after - before - 1} configurations between could not decide it ({'; '.join(unprobed[:3])}"
+            f"{'...' if len(unprobed) > 3 else ''})"
+        )
+
+    def steps(self, steps: tuple[Step, ...]) -> str:
+        if len(steps) == 1:
+            return self.step(steps[0])
+        first, second = steps
+        return (
+            f"changed in two steps: {self.step(first)}, to a run like neither side's; then "
+            f"{self.step(second)}, to the new side's"
+        )
+
+
+def _labels(cases: list[Key]) -> str:
+    return ", ".join(f"{case} [{dtype}]" for case, dtype in cases)
+
+
+def headline(finding: Finding, words: Words) -> str:
+    """The one line a team reads: where the mechanism appeared, or why that is not one release."""
+    if len(finding.by_steps) == 1 and not finding.borderline and not finding.unstable:
+        (steps,) = finding.by_steps
+        return words.steps(steps)
+    parts = [f"{len(cases)} cases {words.steps(steps)}" for steps, cases in finding.by_steps.items()]
+    if finding.borderline:
+        parts.append(f"{len(finding.borderline)} borderline")
+    if finding.unstable:
+        parts.append(f"{len(finding.unstable)} unstable")
+    return "; ".join(parts)
+
+
+def text(bisection: Bisection, links: Mapping[int, Path] | None = None) -> str:
+    """The terminal's report."""
+    words = Words(bisection, links)
+    lines = [
+        f"bisect {words.configuration(0)} -> {words.configuration(len(bisection.path) - 1)}: "
+        f"{len(bisection.plan.probes)} probes along {len(bisection.path)} configurations, "
+        f"{len(bisection.plan.searches)} changed runs",
+    ]
+    for finding in findings(bisection):
+        lines += ["", f"{finding.title} ({len(finding.cases)} runs)", f"  {headline(finding, words)}"]
+        for steps, cases in finding.by_steps.items():
+            if len(finding.by_steps) > 1 or len(steps) > 1:
+                lines.append(f"  - {words.steps(steps)}: {_labels(cases)}")
+            else:
+                lines.append(f"  cases: {_labels(cases)}")
+            for before, after in steps:
+                for index in (before, after):
+                    link = words.link(index)
+                    if link:
+                        lines.append(f"    {words.configuration(index)}: {link}")
+        lines += _doubtful_lines(finding, words, "  ")
+    skipped = bisection.plan.skipped
+    if skipped:
+        lines += ["", "configurations that could not be used:"]
+        lines += [f"  {bisection.path[i].name}: {why}" for i, why in sorted(skipped.items())]
+    return "\n".join(_unique_lines(lines)) + "\n"
+
+
+def _doubtful_lines(finding: Finding, words: Words, indent: str) -> list[str]:
+    lines = []
+    for case, index in finding.borderline.items():
+        lines.append(
+            f"{indent}borderline: {_labels([case])} at {words.configuration(index)} ran within the gate's "
+            "tolerance of both sides, so no release can be named for it"
+        )
+    for case, (first, second) in finding.unstable.items():
+        lines.append(
+            f"{indent}unstable: {_labels([case])} ran like the new side at {words.configuration(first)} "
+            f"but like an earlier one at {words.configuration(second)}: not one step in release order"
+        )
+    return lines
+
+
+def _unique_lines(lines: list[str]) -> list[str]:
+    kept: list[str] = []
+    for line in lines:
+        if line.startswith("    ") and line in kept[-4:]:
+            continue
+        kept.append(line)
+    return kept
+
+
+def markdown(bisection: Bisection, links: Mapping[int, Path] | None = None, base: Path | None = None) -> str:
+    """The report for a CI job summary: one table row per mechanism, then each one's cases."""
+    words = Words(bisection, links, base)
+    last = len(bisection.path) - 1
+    lines = [
+        f"# Which release did it: {words.configuration(0)} -> {words.configuration(last)}",
+        "",
+        f"{len(bisection.plan.probes)} probes along {len(bisection.path)} configurations "
+        f"({', '.join(c.name for c in bisection.path[1:-1]) or 'none between'}), "
+        f"{len(bisection.plan.searches)} changed runs.",
+        "",
+        "| mechanism | runs | where it appeared |",
+        "| --- | --- | --- |",
+    ]
+    found = findings(bisection)
+    for finding in found:
+        lines.append(f"| {_cell(finding.title)} | {len(finding.cases)} | {_cell(headline(finding, words))} |")
+    for finding in found:
+        lines += ["", f"## {finding.title}", "", headline(finding, words) + ".", ""]
+        for steps, cases in finding.by_steps.items():
+            neighbours = []
+            for before, after in steps:
+                for index in (before, after):
+                    link = words.link(index)
+                    neighbours.append(
+                        f"[{words.configuration(index)}]({link})" if link else words.configuration(index)
+                    )
+            lines.append(
+                f"- {words.steps(steps)}: {_labels(cases)} (results: {', '.join(dict.fromkeys(neighbours))})"
+            )
+        lines += _doubtful_lines(finding, words, "- ")
+    if bisection.plan.skipped:
+        lines += ["", "## Configurations that could not be used", ""]
+        lines += [f"- {bisection.path[i].name}: {why}" for i, why in sorted(bisection.plan.skipped.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+def page(bisection: Bisection, links: Mapping[int, Path] | None = None, base: Path | None = None) -> str:
+    """A self-contained HTML page: a table of mechanisms, then a section per mechanism."""
+    words = Words(bisection, links, base)
+    last = len(bisection.path) - 1
+    title = f"Which release did it: {words.configuration(0)} -> {words.configuration(last)}"
+    found = findings(bisection)
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:70em;margin:1em auto;line-height:1.4}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}"
+        "section{margin-top:1.5em}.doubt{color:#a15c00}.line li.step{font-weight:bold}</style>",
+        "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{len(bisection.plan.probes)} probes along {len(bisection.path)} configurations, "
+        f"{len(bisection.plan.searches)} changed runs.</p>",
+        '<table id="mechanisms"><tr><th>mechanism</th><th>runs</th><th>where it appeared</th></tr>',
+    ]
+    for n, finding in enumerate(found):
+        out.append(
+            f'<tr><td><a href="#m{n}">{html.escape(finding.title)}</a></td><td>{len(finding.cases)}</td>'
+            f"<td>{html.escape(headline(finding, words))}</td></tr>"
+        )
+    out.append("</table>")
+    for n, finding in enumerate(found):
+        out += [f'<section id="m{n}" class="mechanism">', f"<h2>{html.escape(finding.title)}</h2>"]
+        out.append(f"<p>{html.escape(headline(finding, words))}.</p><ul>")
+        for steps, cases in finding.by_steps.items():
+            anchors = []
+            for before, after in steps:
+                for index in (before, after):
+                    link = words.link(index)
+                    name = html.escape(words.configuration(index))
+                    anchors.append(f'<a href="{html.escape(link)}">{name}</a>' if link else name)
+            out.append(
+                f"<li>{html.escape(words.steps(steps))}: {html.escape(_labels(cases))} "
+                f"(results: {', '.join(dict.fromkeys(anchors))})</li>"
+            )
+        out += [f'<li class="doubt">{html.escape(line)}</li>' for line in _doubtful_lines(finding, words, "")]
+        out += ["</ul>", "</section>"]
+    out.append('<section><h2>The line of configurations</h2><ol start="0" class="line">')
+    for index, configuration in enumerate(bisection.path):
+        state = "the old side" if index == 0 else "the new side" if index == last else ""
+        if index in bisection.plan.skipped:
+            state = f"could not be used: {bisection.plan.skipped[index]}"
+        elif index in bisection.plan.probes:
+            state = "probed"
+        out.append(f"<li>{html.escape(configuration.name)} <small>{html.escape(state)}</small></li>")
+    out += ["</ol></section>", "</body></html>"]
+    return "\n".join(out) + "\n"
