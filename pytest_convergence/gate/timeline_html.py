@@ -157,7 +157,7 @@ def _cell(timeline: Timeline, cell: Cell, note: int | None) -> str:
     link = f'<sup><a href="#change-{note}">[{note}]</a></sup>' if note is not None else ""
     shown = f'<span class="mark">{_e(mark)}</span>' if mark else ""
     return (
-        f'<td class="run {cell.mark}" data-mark="{cell.mark}" title="{_e(hover)}">{shown}'
+        f'<td class="run {cell.mark.lower()}" data-mark="{cell.mark}" title="{_e(hover)}">{shown}'
         f"{_e(cell_text(cell))}{link}</td>"
     )
 
@@ -177,7 +177,8 @@ def _changes(timeline: Timeline, notes: dict[int, int]) -> list[str]:
     for line, index, cell in changes:
         before = timeline.columns[cell.against].short if cell.against is not None else "?"
         parts.append(
-            f'<li id="change-{notes[id(cell)]}" class="{cell.mark}"><strong>{_e(line.label)}</strong>, '
+            f'<li id="change-{notes[id(cell)]}" class="{cell.mark.lower()}">'
+            f"<strong>{_e(line.label)}</strong>, "
             f'{_e(before)} → {_e(timeline.columns[index].short)}: <span class="kind">{_e(cell.mark)}</span>: '
             f"{_e('; '.join(cell.reasons))}</li>"
         )
@@ -324,7 +325,8 @@ def _series(timeline: Timeline, line: Line, colour: str, scale: Scale) -> list[s
         ring = RINGS.get(cell.mark)
         if ring is not None:
             parts.append(
-                f'<circle class="judged {cell.mark}" cx="{cx:.1f}" cy="{cy:.1f}" r="{ring[1]}" fill="none" '
+                f'<circle class="judged {cell.mark.lower()}" cx="{cx:.1f}" cy="{cy:.1f}" r="{ring[1]}" '
+                'fill="none" '
                 f'stroke="{ring[0]}" stroke-width="2"><title>{tip}</title></circle>'
             )
         hollow = cell.mark == ADDED or not math.isfinite(value)

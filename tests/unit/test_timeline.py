@@ -232,7 +232,8 @@ def test_the_page_is_self_contained_and_marks_the_changes(timeline: Timeline) ->
     assert "<script" not in page and "<link" not in page and "<img" not in page
     assert 'href="#' in page and "src=" not in page
     assert page.count('data-mark="FAIL"') == 2 and page.count('data-mark="parted"') == 1
-    assert page.count('class="judged FAIL"') == 2  # a red ring per failed change, on its plot
+    assert page.count('<td class="run fail"') == 2 and "td.fail {" in page  # what the CSS colours
+    assert page.count('class="judged fail"') == 2  # a red ring per failed change, on its plot
     assert "a|b&lt;net&gt;" in page and PIPE_CASE not in page
     assert 'title="the gate fails the change (against 2.17.0): history outside rtol' in page
     assert "steps to target 328 -&gt; never" in page
