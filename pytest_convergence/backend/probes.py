@@ -436,9 +436,14 @@ def describe_optimizer(flavour: Flavour, optimizer: Any) -> str:
 def what_ran(value: Any) -> str:
     """The class that ran, module path included, and its config: ``keras.src.optimizers.adam.Adam
     {...}``. A name like ``Adam(learning_rate=2.55)`` reads the same for Keras 2.15's legacy
-    optimizer (which a dict spec can become) and the new one; the module path tells them apart."""
+    optimizer (which a dict spec can become) and the new one; the module path tells them apart.
+
+    A loss pinned to a dtype (:meth:`.keras_adapter.Flavour.pin_loss_dtype`, a case's
+    ``loss_dtype`` or a replay's set-back) reads as the user's loss it wraps: the pinned dtype is
+    recorded as the loss dtype, and the wrapper is the plugin's own machinery, never a change."""
     if isinstance(value, Mapping):
         return "; ".join(f"{name}: {what_ran(one)}" for name, one in value.items())
+    value = getattr(value, "unpinned", value)
     if isinstance(value, str) or value is None:
         return str(value)
     if callable(value) and not hasattr(value, "get_config"):  # a plain loss function

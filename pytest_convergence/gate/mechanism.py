@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..anatomy import Anatomy
-from ..config_diff import setting_differences, shared_config_changes
+from ..config_diff import setting_differences, shared_config_changes, split_ran
 from .localise import BATCH, GRADIENTS, INITIALISATION, LOSS, OUTPUT, UPDATE, WEIGHTS, Localisation, localise
 
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ class Mechanism:
     """Further mechanisms of the same case, each shown by its own evidence: batches that differ
     whatever the weights did (the data pipeline does not depend on them), or the difference a
     replay found once the first mechanism was set back."""
+    fact_problems: list[str] = field(default_factory=list)
+    """What the mechanism fact check (:mod:`.mechanism_check`) found its words state and its
+    records do not show; empty when every claim holds."""
 
     @property
     def all(self) -> list[Mechanism]:
@@ -57,12 +60,29 @@ class Mechanism:
         return list(seen.values())
 
 
+MACHINERY = ("PinnedDtypeLoss", "pytest_convergence", "<locals>")
+"""What names the plugin's own machinery (the wrapper that pins a loss's dtype, the plugin's
+modules): never a user's class or an upgrade's change, so never a mechanism's words."""
+
+
+def plugin_machinery(text: str) -> bool:
+    """Whether ``text`` names the plugin's own machinery (:data:`MACHINERY`)."""
+    return any(name in text for name in MACHINERY)
+
+
 def configuration(record: RunRecord) -> dict[str, str]:
-    """What ran for one record: its anatomy's settings, with the loss dtype and classes."""
+    """What ran for one record: its anatomy's settings, with the loss dtype and classes.
+
+    A class the plugin's own machinery ran in the user's stead (a loss pinned to its dtype, in a
+    results file written before the recorder named the user's loss it wraps) is not known: left
+    empty, never compared as the user's class."""
     settings = dict(record.anatomy.get("configuration", {})) if record.anatomy else {}
     settings["loss dtype"] = record.loss_dtype
     settings.setdefault("optimizer", _class_of(record.optimizer_ran))
     settings.setdefault("loss", _class_of(record.loss_ran))
+    for name in ("optimizer", "loss"):
+        if plugin_machinery(settings.get(name, "")):
+            settings[name] = ""
     return settings
 
 
@@ -337,8 +357,7 @@ def _loss_mechanism(
         if PRECISION.get(after, 0) < PRECISION.get(before, 0):
             return Mechanism(
                 f"loss-dtype-narrower:{before}->{after}",
-                f"The loss is computed in {after} now, in {before} before: a {before} model loses "
-                "precision in its loss",
+                f"The loss is computed in {after} now, in {before} before: the loss loses precision",
                 f"first difference: {where}: a {old.dtype} model's loss is computed in {after} now "
                 f"({before} before)",
                 localisation=found,
@@ -354,13 +373,23 @@ def _loss_mechanism(
             localisation=found,
             set_back={"loss_dtype": before},
         )
-    if "loss" in changed:
-        before, after = changed["loss"]
+    before, after = (_short_class(name) for name in changed.get("loss", ("", "")))
+    if before and after and before != after:  # one class moved to another module is no other class
         return Mechanism(
             "loss-class",
             "Another loss class computes the loss",
-            f"first difference: {where}: {_short_class(after)} computes it now "
-            f"({_short_class(before)} before)",
+            f"first difference: {where}: {after} computes it now ({before} before)",
+            localisation=found,
+        )
+    changed_config = ""
+    if not plugin_machinery(old.loss_ran + new.loss_ran):  # the loss dtype is a setting of its own
+        changed_config = shared_config_changes(_without_dtype(old.loss_ran), _without_dtype(new.loss_ran))
+    if changed_config:
+        loss = after or "the loss"
+        return Mechanism(
+            f"loss-config:{loss}",
+            f"{loss}'s settings changed",
+            f"first difference: {where}: {loss}'s settings changed ({changed_config})",
             localisation=found,
         )
     return Mechanism(
@@ -369,6 +398,16 @@ def _loss_mechanism(
         f"first difference: {where}: the loss's arithmetic changed (still {new.loss_dtype})",
         localisation=found,
     )
+
+
+def _without_dtype(ran: str) -> str:
+    """A ``loss_ran`` text without its config's ``dtype`` (the loss dtype, a setting of its own)."""
+    import json
+
+    path, config = split_ran(ran)
+    if config is None or "dtype" not in config:
+        return ran
+    return f"{path} {json.dumps({k: v for k, v in config.items() if k != 'dtype'}, sort_keys=True)}"
 
 
 def _class_of(ran: str) -> str:

@@ -9,14 +9,16 @@ The files (written by the rounds of :mod:`.replay_rounds`)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..anatomy import Anatomy
 from . import results as results_file
-from .mechanism import NOT_LOCALISED, Mechanism, explain
+from .localise import LOSS
+from .mechanism import NOT_LOCALISED, Mechanism, _pair, explain, plugin_machinery
+from .mechanism_check import check_mechanism
 from .results import RunRecord
 from .verdict_data import Row
 
@@ -65,6 +67,9 @@ class ReplayEvidence:
         replayed = self.confirmations.get(key)
         if replayed is None or not replayed.set_back:
             return
+        assert row.new is not None
+        if plugin_machinery(replayed.loss_ran):  # written before the recorder named the user's loss:
+            replayed = replace(replayed, loss_ran=row.new.loss_ran)  # the case's own, its dtype set back
         what = _set_back_words(replayed.set_back)
         parting = _first_difference(row.old, replayed)
         if parting is None:
@@ -75,13 +80,14 @@ class ReplayEvidence:
             )
             return
         mechanism.confirmed = False
-        rest = explain(
-            row.old,
-            replayed,
-            parting,
-            old_anatomy=self.old_anatomies.get(key),
-            new_anatomy=self.confirm_anatomies.get(key),
-        )
+        old_anatomy, new_anatomy = self.old_anatomies.get(key), self.confirm_anatomies.get(key)
+        rest = explain(row.old, replayed, parting, old_anatomy=old_anatomy, new_anatomy=new_anatomy)
+        mechanism.fact_problems += [
+            f"the replay's next difference: {problem}"
+            for problem in check_mechanism(
+                rest, row.old, replayed, old_anatomy=old_anatomy, new_anatomy=new_anatomy
+            )
+        ]
         earlier = f", step {row.parting_step} before" if row.parting_step is not None else ""
         if row.parting_step == parting:
             earlier = ", as before"
@@ -93,11 +99,42 @@ class ReplayEvidence:
                 "(another dtype or layout), so this replay cannot confirm more"
             )
             return
+        inexact = _not_set_back_exactly(rest, row.old, replayed)
+        if inexact:
+            mechanism.confirmation = (
+                f"Replay: {what}, the histories still part (from step {parting}{earlier}): {inexact}"
+            )
+            return
         mechanism.confirmation = (
             f"Replay: {what}, the histories still part (from step {parting}{earlier}); next {rest.sentence}"
         )
-        if rest.key != NOT_LOCALISED:
-            mechanism.also += rest.all  # masked by the first one, found once it was set back
+        if rest.key != NOT_LOCALISED:  # masked by the first one, found once it was set back
+            known = {one.key for one in mechanism.all}
+            mechanism.also += [one for one in rest.all if one.key not in known]
+
+
+def _not_set_back_exactly(rest: Mechanism, old: RunRecord, replayed: RunRecord) -> str:
+    """Where a replay that pinned the loss dtype back still parts at the loss itself, the words
+    that say it could not set the loss back exactly; empty otherwise.
+
+    The replay pins the dtype by wrapping the new version's own loss: a loss value that still
+    differs with equal weights, batch and output may be the loss's own arithmetic, or its pinning,
+    and the replay cannot tell which. It never names what it added (the wrapper) as the upgrade's
+    change. (A gradient that differs under an equal loss is the backward pass's, as without a
+    replay: the next mechanism.)"""
+    found = rest.localisation
+    if "loss_dtype" not in replayed.set_back or found is None or found.stage != LOSS:
+        return ""
+    dtypes = (
+        f"computed in {old.loss_dtype} on both sides"
+        if old.loss_dtype == replayed.loss_dtype
+        else f"computed in {replayed.loss_dtype} in the replay, {old.loss_dtype} before"
+    )
+    return (
+        f"the loss at step {found.step} still differs, with equal weights, batch and output "
+        f"({_pair(found.old_value, found.new_value)}), {dtypes}: the replay pins the dtype around the new "
+        "version's own loss, which need not compute as the old version's did, so it cannot confirm more"
+    )
 
 
 def _key(path: Path) -> Key | None:

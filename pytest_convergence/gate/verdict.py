@@ -23,7 +23,8 @@ from ..fingerprint import TF32_DTYPES, run_tf32, tf32_difference, tf32_state
 from ..snapshot.compare import allowed_misses, relative_error, weight_errors, weight_floor
 from ..tolerance import DEFAULT_RTOL, Tolerance
 from . import memory
-from .mechanism import NOT_LOCALISED, Mechanism, difference_notes, explain
+from .mechanism import NOT_LOCALISED, Mechanism, anatomy_of, difference_notes, explain
+from .mechanism_check import MechanismFactWarning, check_mechanism, check_mechanism_words
 from .results import Results, RunRecord
 from .verdict_data import ADDED, FAIL, PASS, REMOVED, RENAMED, SLOWER, Row, Verdict
 
@@ -74,7 +75,7 @@ def compare_results(
         old_machine, new_machine = machines[key]
         other = _other_machine(old_machine, new_machine, several)
         row = _compare_pair(before[key], after[key], thresholds, other, warnings)
-        row.mechanism = _mechanism(row, replays)
+        row.mechanism = _mechanism(row, replays, warnings)
         tf32 = _name_tf32(row, old_machine, new_machine) or tf32
         rows.append(row)
     rows += _unmatched(before, after)
@@ -171,8 +172,10 @@ def _compare_pair(
     return row
 
 
-def _mechanism(row: Row, replays: ReplayEvidence | None) -> Mechanism | None:
-    """Why a case whose checkpointed losses or final weights differ changed; None if they do not."""
+def _mechanism(row: Row, replays: ReplayEvidence | None, warnings: list[str]) -> Mechanism | None:
+    """Why a case whose checkpointed losses or final weights differ changed; None if they do not.
+    Its words are fact-checked against the records (:mod:`.mechanism_check`): a claim that does
+    not hold is said beside the sentence, in the verdict's warnings and as a Python warning."""
     old, new = row.old, row.new
     assert old is not None and new is not None
     weights_differ = old.final_weights != new.final_weights
@@ -185,6 +188,13 @@ def _mechanism(row: Row, replays: ReplayEvidence | None) -> Mechanism | None:
         if anatomy is not None:  # a replay's first steps must be the results file's run
             anatomy.check_checkpoints(record.checkpoint_steps, [float(v) for v in record.checkpoint_losses])
     mechanism = explain(old, new, row.parting_step, old_anatomy=old_anatomy, new_anatomy=new_anatomy)
+    mechanism.fact_problems += check_mechanism(
+        mechanism,
+        old,
+        new,
+        old_anatomy=old_anatomy or anatomy_of(old),
+        new_anatomy=new_anatomy or anatomy_of(new),
+    )
     unavailable = [
         f"the {side} side's {record.stages_unavailable}"
         for side, record, anatomy in (("old", old, old_anatomy), ("new", new, new_anatomy))
@@ -194,6 +204,18 @@ def _mechanism(row: Row, replays: ReplayEvidence | None) -> Mechanism | None:
         mechanism.sentence = f"not localised: {'; '.join(unavailable)}"
     if replays is not None:
         replays.confirm(mechanism, row)
+        mechanism.fact_problems += [f"the replay: {problem}" for problem in check_mechanism_words(mechanism)]
+    if mechanism.fact_problems:
+        problems = "; ".join(dict.fromkeys(mechanism.fact_problems))
+        text = (
+            f"{row.label}: the mechanism states what its records do not show (a pytest-convergence bug, "
+            f"please report it): {problems}"
+        )
+        mechanism.sentence += " [fact check: not all of this holds, see the warnings]"
+        warnings.append(text)
+        import warnings as python_warnings
+
+        python_warnings.warn(MechanismFactWarning(text), stacklevel=2)
     return mechanism
 
 
