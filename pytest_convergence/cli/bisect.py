@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .parser import Commands
+if TYPE_CHECKING:  # not .parser's alias: parser imports this module, and a cycle is one in the design
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 INTERRUPTED = 130
 """The shell's status for a command ended by Ctrl-C."""
@@ -28,8 +28,9 @@ def add_bisect(commands: Commands) -> None:
         "TensorFlow pinned, each installed in its own environment as the gate installs its sides "
         "(reused once built). Probes bisect the line (log2 of its length per mechanism) and train only "
         "the cases still undecided. Ctrl-C keeps every finished run: the same command resumes. "
-        "Writes OUT/bisect.txt, OUT/bisect.md, OUT/bisect.html and the probed releases' results "
-        "under OUT/results/. Exit code: 0 every mechanism's release found, 1 some case borderline, "
+        "Writes OUT/bisect.txt, OUT/bisect.md, OUT/bisect.html, the probed releases' results "
+        "under OUT/results/ and the gate's verdict across each step under OUT/steps/. Exit code: 0 "
+        "every mechanism's release found, 1 some case borderline, "
         "unstable or between releases that could not be used, 2 no bisection (an argument, a file, "
         "the gate), 130 interrupted.",
         epilog="example: pytest-convergence bisect 2.15.1 2.21.0 --gate gate-2.15.1-to-2.21.0",
@@ -135,10 +136,11 @@ def run_bisect(arguments: argparse.Namespace) -> int:
         return INTERRUPTED
     out = options.output
     links = keep_results(found, out / "results")
-    atomic_write_text(out / "bisect.txt", bisect_report.text(found, links))
-    atomic_write_text(out / "bisect.md", bisect_report.markdown(found, links, base=out))
-    atomic_write_text(out / "bisect.html", bisect_report.page(found, links, base=out))
-    print(bisect_report.text(found, links), end="")
+    verdicts = bisect_report.step_verdicts(found, out / "steps")
+    atomic_write_text(out / "bisect.txt", bisect_report.text(found, links, verdicts))
+    atomic_write_text(out / "bisect.md", bisect_report.markdown(found, links, base=out, verdicts=verdicts))
+    atomic_write_text(out / "bisect.html", bisect_report.page(found, links, base=out, verdicts=verdicts))
+    print(bisect_report.text(found, links, verdicts), end="")
     print(f"report: {out / 'bisect.md'}, {out / 'bisect.html'}")
     doubtful = any(
         finding.borderline

@@ -50,15 +50,56 @@ def findings(bisection: Bisection) -> list[Finding]:
     return found
 
 
+def step_verdicts(bisection: Bisection, directory: Path) -> dict[Step, Path]:
+    """The gate's verdict between each step's two neighbours, on that step's cases, as markdown:
+    what the release did to them, in the gate's own words. Step -> the file."""
+    from ..files import atomic_write_text
+    from .results import Results
+    from .verdict import compare_results
+    from .verdict_text import markdown as verdict_markdown
+
+    results = {0: bisection.old, len(bisection.path) - 1: bisection.new, **bisection.probed}
+    cases: dict[Step, set[Key]] = {}
+    for finding in findings(bisection):
+        for steps, keys in finding.by_steps.items():
+            for step in steps:
+                cases.setdefault(step, set()).update(keys)
+    written: dict[Step, Path] = {}
+    for (before, after), step_cases in sorted(cases.items()):
+        if before not in results or after not in results:
+            continue
+        old, new = (
+            Results([run for run in results[i].runs if run.key in step_cases], machine=results[i].machine)
+            for i in (before, after)
+        )
+        path = directory / f"verdict-{bisection.path[before].name}-to-{bisection.path[after].name}.md"
+        atomic_write_text(path, verdict_markdown(compare_results(old, new)))
+        written[(before, after)] = path
+    return written
+
+
 class Words:
-    """How configurations and their results files are named in a report."""
+    """How configurations, their results files and each step's verdict are named in a report."""
 
     def __init__(
-        self, bisection: Bisection, links: Mapping[int, Path] | None = None, base: Path | None = None
+        self,
+        bisection: Bisection,
+        links: Mapping[int, Path] | None = None,
+        base: Path | None = None,
+        verdicts: Mapping[Step, Path] | None = None,
     ):
         self.bisection = bisection
         self.links = dict(links or {})
         self.base = base
+        self.verdicts = dict(verdicts or {})
+
+    def relative(self, path: Path) -> str:
+        if self.base is not None:
+            try:
+                return str(path.resolve().relative_to(self.base.resolve()))
+            except ValueError:
+                return str(path)
+        return str(path)
 
     def configuration(self, index: int) -> str:
         configuration = self.bisection.path[index]
@@ -69,14 +110,11 @@ class Words:
 
     def link(self, index: int) -> str | None:
         path = self.links.get(index)
-        if path is None:
-            return None
-        if self.base is not None:
-            try:
-                return str(path.resolve().relative_to(self.base.resolve()))
-            except ValueError:
-                return str(path)
-        return str(path)
+        return None if path is None else self.relative(path)
+
+    def verdict(self, step: Step) -> str | None:
+        path = self.verdicts.get(step)
+        return None if path is None else self.relative(path)
 
     def step(self, step: Step) -> str:
         before, after = step
@@ -119,9 +157,11 @@ def headline(finding: Finding, words: Words) -> str:
     return "; ".join(parts)
 
 
-def text(bisection: Bisection, links: Mapping[int, Path] | None = None) -> str:
+def text(
+    bisection: Bisection, links: Mapping[int, Path] | None = None, verdicts: Mapping[Step, Path] | None = None
+) -> str:
     """The terminal's report."""
-    words = Words(bisection, links)
+    words = Words(bisection, links, verdicts=verdicts)
     lines = [
         f"bisect {words.configuration(0)} -> {words.configuration(len(bisection.path) - 1)}: "
         f"{len(bisection.plan.probes)} probes along {len(bisection.path)} configurations, "
@@ -139,6 +179,9 @@ def text(bisection: Bisection, links: Mapping[int, Path] | None = None) -> str:
                     link = words.link(index)
                     if link:
                         lines.append(f"    {words.configuration(index)}: {link}")
+                verdict = words.verdict((before, after))
+                if verdict:
+                    lines.append(f"    the gate between them: {verdict}")
         lines += _doubtful_lines(finding, words, "  ")
     skipped = bisection.plan.skipped
     if skipped:
@@ -171,9 +214,14 @@ def _unique_lines(lines: list[str]) -> list[str]:
     return kept
 
 
-def markdown(bisection: Bisection, links: Mapping[int, Path] | None = None, base: Path | None = None) -> str:
+def markdown(
+    bisection: Bisection,
+    links: Mapping[int, Path] | None = None,
+    base: Path | None = None,
+    verdicts: Mapping[Step, Path] | None = None,
+) -> str:
     """The report for a CI job summary: one table row per mechanism, then each one's cases."""
-    words = Words(bisection, links, base)
+    words = Words(bisection, links, base, verdicts)
     last = len(bisection.path) - 1
     lines = [
         f"# Which release did it: {words.configuration(0)} -> {words.configuration(last)}",
@@ -198,8 +246,10 @@ def markdown(bisection: Bisection, links: Mapping[int, Path] | None = None, base
                     neighbours.append(
                         f"[{words.configuration(index)}]({link})" if link else words.configuration(index)
                     )
+            judged = [f"[the gate between them]({v})" for v in map(words.verdict, steps) if v]
             lines.append(
-                f"- {words.steps(steps)}: {_labels(cases)} (results: {', '.join(dict.fromkeys(neighbours))})"
+                f"- {words.steps(steps)}: {_labels(cases)} (results: {', '.join(dict.fromkeys(neighbours))}"
+                f"{'; ' + ', '.join(judged) if judged else ''})"
             )
         lines += _doubtful_lines(finding, words, "- ")
     if bisection.plan.skipped:
@@ -212,9 +262,14 @@ def _cell(value: str) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
 
-def page(bisection: Bisection, links: Mapping[int, Path] | None = None, base: Path | None = None) -> str:
+def page(
+    bisection: Bisection,
+    links: Mapping[int, Path] | None = None,
+    base: Path | None = None,
+    verdicts: Mapping[Step, Path] | None = None,
+) -> str:
     """A self-contained HTML page: a table of mechanisms, then a section per mechanism."""
-    words = Words(bisection, links, base)
+    words = Words(bisection, links, base, verdicts)
     last = len(bisection.path) - 1
     title = f"Which release did it: {words.configuration(0)} -> {words.configuration(last)}"
     found = findings(bisection)
@@ -247,6 +302,9 @@ def page(bisection: Bisection, links: Mapping[int, Path] | None = None, base: Pa
                     link = words.link(index)
                     name = html.escape(words.configuration(index))
                     anchors.append(f'<a href="{html.escape(link)}">{name}</a>' if link else name)
+                verdict = words.verdict((before, after))
+                if verdict:
+                    anchors.append(f'<a href="{html.escape(verdict)}">the gate between them</a>')
             out.append(
                 f"<li>{html.escape(words.steps(steps))}: {html.escape(_labels(cases))} "
                 f"(results: {', '.join(dict.fromkeys(anchors))})</li>"

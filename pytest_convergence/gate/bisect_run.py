@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -285,18 +286,25 @@ def _environment(options: Options, configuration: Configuration, python: str) ->
         print(f"   installing {configuration.describe()} into {venv}", file=sys.stderr)
     log = options.state / f"install-{configuration.name}.log"
     for step in steps:
-        if isinstance(step, upgrade.Command):
-            step = upgrade.Command(step.argv, log=log, stamp=step.stamp)
-        upgrade.execute([step], sys.stderr)
+        if not isinstance(step, upgrade.Command):
+            upgrade.execute([step], sys.stderr)
+            continue
+        code = _session(list(step.argv), log)
+        if code != 0:
+            raise GateError(f"{shlex.join(step.argv[:6])}... failed: {_last_line(log)} (see {log})")
+        if step.stamp is not None:
+            step.stamp[0].write_text(step.stamp[1], encoding="utf-8")
     return venv
 
 
 def _last_line(log: Path) -> str:
+    """The log's last line that says something (pip's warnings about an index location do not)."""
     try:
         lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     except OSError:
         return "no log"
-    return lines[-1] if lines else "empty log"
+    said = [line for line in lines if line.strip() and not line.startswith("WARNING: Location")]
+    return said[-1] if said else "empty log"
 
 
 def _write_json(path: Path, data: object) -> None:

@@ -177,6 +177,9 @@ def test_each_mechanism_is_found_at_its_release_in_log2_probes_and_a_ctrl_c_lose
     assert "| mechanism | runs | where it appeared |" in markdown
     assert "[r2](results/results-r2.json)" in markdown and "[r3](results/results-r3.json)" in markdown
     assert (releases / "report" / "results" / "results-r3.json").is_file()
+    assert "[the gate between them](steps/verdict-r2-to-r3.md)" in markdown
+    step = (releases / "report" / "steps" / "verdict-r2-to-r3.md").read_text()
+    assert "init [float32]" in step and "optimizer [float32]" not in step  # that step's cases only
     page = (releases / "report" / "bisect.html").read_text()
     assert page.count('<section id="m') >= 2 and 'href="results/results-r5.json"' in page
 
