@@ -54,6 +54,17 @@ def test_every_stage_the_gate_names_holds_on_its_anatomies(stage: str, step: int
     assert problems == []
 
 
+def test_an_output_stated_without_numbers_is_checked_without_them() -> None:
+    """Dropout draws other random numbers: its sentence states no output sum (a real gate's
+    replay said so of tfkeras-vector, and the check took the missing numbers for wrong ones)."""
+    base, new = anatomy(), from_stage(anatomy(), OUTPUT, 1)
+    mechanism = explain(record(base), record(new), 1)
+    words = dataclasses.replace(
+        mechanism, sentence=mechanism.sentence.split(" (output sum")[0].split(" (sum")[0]
+    )
+    assert check_mechanism(words, record(base), record(new), old_anatomy=base, new_anatomy=new) == []
+
+
 def test_a_stated_step_weight_or_number_the_anatomies_do_not_show_is_found() -> None:
     base, new = anatomy(), from_stage(anatomy(), GRADIENTS, 2, column=1)
     old_record, new_record = record(base), record(new)
