@@ -36,6 +36,8 @@ OLD, NEW, NEITHER, BOTH, MISSING = "old", "new", "neither", "both", "missing"
 (within tolerance of each: undecidable), or missing (the probe did not train it)."""
 MATCHING = Thresholds(speed="off", memory="off")
 """The gate's thresholds without speed and memory: a bisection follows training dynamics."""
+BORDERLINE_PROBES = 2
+"""Runs within tolerance of both sides, where the step could be, after which a case stops."""
 IGNORED_REASONS = ("snapshot:",)
 """Reasons that say nothing of the dynamics: a probe's run never matches the old side's snapshot
 file the way the old side's own run did."""
@@ -110,9 +112,25 @@ class Search:
     # -- verdicts on the search so far --
     @property
     def borderline(self) -> int | None:
-        """The first index whose probe was within tolerance of both sides."""
-        both = [i for i, s in self.states.items() if s == BOTH]
-        return min(both) if both else None
+        """The first index within tolerance of both sides that lies where the step could be: once
+        two do, no release is named for the case (a run like both sides says nothing of the order,
+        and probing every configuration around it would cost a probe each). One that lies outside
+        the step, once the step is found, changes nothing."""
+        lows, highs = zip(self.interval("left"), self.interval("right"))
+        low, high = min(lows), max(highs)
+        inside = sorted(i for i, s in self.states.items() if s == BOTH and low < i < high)
+        if len(inside) >= BORDERLINE_PROBES or (inside and self._nothing_else_around()):
+            return inside[0]
+        return None
+
+    def _nothing_else_around(self) -> bool:
+        """Whether nothing but runs like both sides (or configurations that could not decide)
+        remain where the step could be."""
+        for predicate in ("left", "right"):
+            low, high = self.interval(predicate)
+            if any(self.states.get(i) not in (BOTH, MISSING) for i in range(low + 1, high)):
+                return False
+        return True
 
     @property
     def contradiction(self) -> tuple[int, int] | None:
@@ -141,12 +159,25 @@ class Search:
         for predicate in ("left", "right"):
             low, high = self.interval(predicate)
             candidates = [
-                i for i in range(low + 1, high) if i not in skipped and self.states.get(i) != MISSING
+                i
+                for i in range(low + 1, high)
+                if i not in skipped and self.states.get(i) not in (MISSING, BOTH)
             ]
             if candidates:
                 middle = (low + high) / 2
                 return min(candidates, key=lambda i: (abs(i - middle), i))
         return None
+
+    def undecided_because(self, index: int, skipped: dict[int, str]) -> str:
+        """Why a configuration inside a step could not decide it, in a few words."""
+        if index in skipped:
+            return skipped[index]
+        state = self.states.get(index)
+        if state == MISSING:
+            return "its session recorded no run of this case"
+        if state == BOTH:
+            return "its run was within the gate's tolerance of both sides"
+        return "not probed"
 
     def steps(self) -> list[tuple[int, int]]:
         """Where the case changed: (last index before, first index after) for each step, one when

@@ -10,7 +10,7 @@ unstable case is said to be so, with the configuration where that was seen.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,12 +116,15 @@ class Words:
         path = self.verdicts.get(step)
         return None if path is None else self.relative(path)
 
-    def step(self, step: Step) -> str:
+    def step(self, step: Step, cases: Sequence[Key] = ()) -> str:
         before, after = step
         if after - before == 1:
             return f"appeared in {self.configuration(after)} (after {self.configuration(before)})"
+        plan = self.bisection.plan
+        search = plan.searches.get(cases[0]) if cases else None
         unprobed = [
-            f"{self.bisection.path[i].name}: {self.bisection.plan.skipped.get(i, 'not probed')}"
+            f"{self.bisection.path[i].name}: "
+            + (search.undecided_because(i, plan.skipped) if search else plan.skipped.get(i, "not probed"))
             for i in range(before + 1, after)
         ]
         return (
@@ -130,13 +133,13 @@ class Words:
             f"{'...' if len(unprobed) > 3 else ''})"
         )
 
-    def steps(self, steps: tuple[Step, ...]) -> str:
+    def steps(self, steps: tuple[Step, ...], cases: Sequence[Key] = ()) -> str:
         if len(steps) == 1:
-            return self.step(steps[0])
+            return self.step(steps[0], cases)
         first, second = steps
         return (
-            f"changed in two steps: {self.step(first)}, to a run like neither side's; then "
-            f"{self.step(second)}, to the new side's"
+            f"changed in two steps: {self.step(first, cases)}, to a run like neither side's; then "
+            f"{self.step(second, cases)}, to the new side's"
         )
 
 
@@ -147,9 +150,9 @@ def _labels(cases: list[Key]) -> str:
 def headline(finding: Finding, words: Words) -> str:
     """The one line a team reads: where the mechanism appeared, or why that is not one release."""
     if len(finding.by_steps) == 1 and not finding.borderline and not finding.unstable:
-        (steps,) = finding.by_steps
-        return words.steps(steps)
-    parts = [f"{len(cases)} cases {words.steps(steps)}" for steps, cases in finding.by_steps.items()]
+        ((steps, cases),) = finding.by_steps.items()
+        return words.steps(steps, cases)
+    parts = [f"{len(cases)} cases {words.steps(steps, cases)}" for steps, cases in finding.by_steps.items()]
     if finding.borderline:
         parts.append(f"{len(finding.borderline)} borderline")
     if finding.unstable:
@@ -171,7 +174,7 @@ def text(
         lines += ["", f"{finding.title} ({len(finding.cases)} runs)", f"  {headline(finding, words)}"]
         for steps, cases in finding.by_steps.items():
             if len(finding.by_steps) > 1 or len(steps) > 1:
-                lines.append(f"  - {words.steps(steps)}: {_labels(cases)}")
+                lines.append(f"  - {words.steps(steps, cases)}: {_labels(cases)}")
             else:
                 lines.append(f"  cases: {_labels(cases)}")
             for before, after in steps:
@@ -187,7 +190,7 @@ def text(
     if skipped:
         lines += ["", "configurations that could not be used:"]
         lines += [f"  {bisection.path[i].name}: {why}" for i, why in sorted(skipped.items())]
-    return "\n".join(_unique_lines(lines)) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def _doubtful_lines(finding: Finding, words: Words, indent: str) -> list[str]:
@@ -198,20 +201,17 @@ def _doubtful_lines(finding: Finding, words: Words, indent: str) -> list[str]:
             "tolerance of both sides, so no release can be named for it"
         )
     for case, (first, second) in finding.unstable.items():
+        states = words.bisection.plan.searches[case].states
         lines.append(
-            f"{indent}unstable: {_labels([case])} ran like the new side at {words.configuration(first)} "
-            f"but like an earlier one at {words.configuration(second)}: not one step in release order"
+            f"{indent}unstable: {_labels([case])} ran like {_side(states[first])} at "
+            f"{words.configuration(first)} but like {_side(states[second])} at a later "
+            f"{words.configuration(second)}: not one step in release order"
         )
     return lines
 
 
-def _unique_lines(lines: list[str]) -> list[str]:
-    kept: list[str] = []
-    for line in lines:
-        if line.startswith("    ") and line in kept[-4:]:
-            continue
-        kept.append(line)
-    return kept
+def _side(state: str) -> str:
+    return {"old": "the old side", "new": "the new side", "neither": "neither side"}.get(state, state)
 
 
 def markdown(
@@ -247,10 +247,8 @@ def markdown(
                         f"[{words.configuration(index)}]({link})" if link else words.configuration(index)
                     )
             judged = [f"[the gate between them]({v})" for v in map(words.verdict, steps) if v]
-            lines.append(
-                f"- {words.steps(steps)}: {_labels(cases)} (results: {', '.join(dict.fromkeys(neighbours))}"
-                f"{'; ' + ', '.join(judged) if judged else ''})"
-            )
+            results = ", ".join(dict.fromkeys(neighbours)) + ("; " + ", ".join(judged) if judged else "")
+            lines.append(f"- {words.steps(steps, cases)}: {_labels(cases)} (results: {results})")
         lines += _doubtful_lines(finding, words, "- ")
     if bisection.plan.skipped:
         lines += ["", "## Configurations that could not be used", ""]
@@ -306,7 +304,7 @@ def page(
                 if verdict:
                     anchors.append(f'<a href="{html.escape(verdict)}">the gate between them</a>')
             out.append(
-                f"<li>{html.escape(words.steps(steps))}: {html.escape(_labels(cases))} "
+                f"<li>{html.escape(words.steps(steps, cases))}: {html.escape(_labels(cases))} "
                 f"(results: {', '.join(dict.fromkeys(anchors))})</li>"
             )
         out += [f'<li class="doubt">{html.escape(line)}</li>' for line in _doubtful_lines(finding, words, "")]

@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..errors import ConvergenceError, GateError
 from . import releases, upgrade
 from . import results as results_file
-from .bisect import MISSING, Key, Plan, classify
+from .bisect import Key, Plan, classify
 from .releases import Configuration
 from .replay_evidence import ReplayEvidence
 from .results import Results, RunRecord
@@ -36,7 +37,11 @@ from .verdict import compare_results
 from .verdict_data import Verdict
 
 SKIPPED = "skipped.json"
-"""The configurations a bisection could not use, and why: not tried again on resume."""
+"""The configurations a bisection could not use (by name), and why: not tried again on resume;
+delete the file to try them again (after a network failure, say)."""
+MISSING_RUNS = "missing.json"
+"""Per configuration (by name), the runs its sessions were asked for and did not record: a run
+that fails there is not asked for again on resume."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class Options:
 
     @property
     def state(self) -> Path:
-        return self.work_dir / "bisect" / f"{self.old}-to-{self.new}"
+        return self.work_dir / "bisect" / f"{self.package}-{self.old}-to-{self.new}"
 
 
 @dataclass
@@ -100,18 +105,36 @@ def bisect(options: Options, *, stdout: TextIO | None = None, python: str | None
     before, after = old.by_key(), new.by_key()
     options.state.mkdir(parents=True, exist_ok=True)
     _write_json(options.state / "line.json", [c.name for c in path])
-    plan.skipped.update({int(k): v for k, v in _read_json(options.state / SKIPPED, {}).items()})
+    index_of = {configuration.name: index for index, configuration in enumerate(path)}
+    skipped: dict[str, str] = _read_json(options.state / SKIPPED, {})
+    plan.skipped.update({index_of[name]: why for name, why in skipped.items() if name in index_of})
+    missing: dict[str, list[str]] = _read_json(options.state / MISSING_RUNS, {})
     probed: dict[int, Results] = {}
 
-    def observe(index: int, results: Results, keys: list[Key]) -> None:
+    def observe(index: int, results: Results, asked: list[Key]) -> list[str]:
+        """Record every changed run the probe holds (asked for or not) and, as missing, the asked
+        ones it lacks; the states of the asked ones."""
         records = results.by_key()
-        plan.record(index, {key: classify(before[key], after[key], records.get(key)) for key in keys})
+        name = path[index].name
+        lacking = {_key(label) for label in missing.get(name, [])} | set(asked)
+        lacking -= set(records)
+        found = {
+            key: classify(before[key], after[key], records.get(key))
+            for key in plan.searches
+            if key in records
+        }
+        found |= {key: classify(before[key], after[key], None) for key in lacking if key in plan.searches}
+        plan.record(index, found)
+        if lacking:
+            missing[name] = sorted("|".join(key) for key in lacking)
+            _write_json(options.state / MISSING_RUNS, missing)
+        return [found[key][0] for key in asked if key in found]
 
     for index, configuration in enumerate(path[1:-1], start=1):  # what earlier probes left
-        found = _probe_results(options.state, configuration)
-        if found is not None:
-            probed[index] = found
-            observe(index, found, [key for key in plan.searches if key in found.by_key()])
+        earlier = _probe_results(options.state, configuration)
+        if earlier is not None:
+            probed[index] = earlier
+            observe(index, earlier, [])
     mechanisms = {key: len(labels) for key, _, labels in verdict.mechanisms}
     print(
         f"bisect: {len(changed)} changed runs of {len(mechanisms)} mechanisms along {len(path)} "
@@ -130,18 +153,17 @@ def bisect(options: Options, *, stdout: TextIO | None = None, python: str | None
             file=sys.stderr,
         )
         try:
+            if not tests:
+                raise GateError("the new side's results name no test for these runs")
             results = _train(options, configuration, tests, python)
         except GateError as error:
             plan.skipped[index] = str(error)
-            _write_json(options.state / SKIPPED, {str(k): v for k, v in plan.skipped.items()})
+            skipped[configuration.name] = str(error)
+            _write_json(options.state / SKIPPED, skipped)
             print(f"   cannot use {configuration.name}: {error}", file=sys.stderr)
             continue
         probed[index] = results
-        observe(index, results, keys)
-        states = [classify(before[key], after[key], results.by_key().get(key))[0] for key in keys]
-        if all(state == MISSING for state in states):
-            plan.skipped[index] = "its session trained none of the runs asked for"
-            _write_json(options.state / SKIPPED, {str(k): v for k, v in plan.skipped.items()})
+        states = observe(index, results, keys)
         counts = {state: states.count(state) for state in sorted(set(states))}
         print("   " + ", ".join(f"{n} like {state}" for state, n in counts.items()), file=sys.stderr)
     stdout.flush()
@@ -196,7 +218,7 @@ def _path(options: Options, old: Results, new: Results, python: str) -> list[Con
 
 def _probe_results(state: Path, configuration: Configuration) -> Results | None:
     """Every run the configuration's sessions left (an interrupted one's finished runs included)."""
-    parts = sorted(state.glob(f"probe-{configuration.name}-*.json"), key=lambda p: _part_number(p))
+    parts = sorted(_parts(state, configuration), key=_part_number)
     loaded: list[Results] = []
     for part in parts:
         try:
@@ -211,6 +233,17 @@ def _probe_results(state: Path, configuration: Configuration) -> Results | None:
         for key, record in results.by_key().items():
             records.setdefault(key, record)
     return Results(list(records.values()), machine=first.machine, created=first.created)
+
+
+def _key(label: str) -> Key:
+    case, _, dtype = label.partition("|")
+    return case, dtype
+
+
+def _parts(state: Path, configuration: Configuration) -> list[Path]:
+    """The configuration's own probe files: ``probe-NAME-K.json``, NAME exactly (not a longer one)."""
+    pattern = re.compile(rf"probe-{re.escape(configuration.name)}-(\d+)\.json")
+    return [path for path in state.glob("probe-*.json") if pattern.fullmatch(path.name)]
 
 
 def _part_number(path: Path) -> int:
@@ -258,13 +291,15 @@ def _session(
         except KeyboardInterrupt:
             try:
                 process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            finally:  # a second Ctrl-C, or a session that will not end: no session outlives the command
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
             raise
 
 
 def _next_part(state: Path, configuration: Configuration) -> int:
-    numbers = [_part_number(p) for p in state.glob(f"probe-{configuration.name}-*.json")]
+    numbers = [_part_number(p) for p in _parts(state, configuration)]
     return max(numbers, default=0) + 1
 
 
@@ -313,12 +348,12 @@ def _write_json(path: Path, data: object) -> None:
     os.replace(temporary, path)
 
 
-def _read_json(path: Path, default: object) -> dict[str, str]:
+def _read_json(path: Path, default: dict[str, Any]) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return default  # type: ignore[return-value]
-    return data if isinstance(data, dict) else default  # type: ignore[return-value]
+        return default
+    return data if isinstance(data, dict) else default
 
 
 def keep_results(bisection: Bisection, directory: Path) -> dict[int, Path]:

@@ -109,7 +109,7 @@ def command(directory: Path) -> list[str]:
 
 
 def probe_files(directory: Path) -> list[Path]:
-    return sorted((directory / "work" / "bisect" / "r1-to-r8").glob("probe-*.json"))
+    return sorted((directory / "work" / "bisect" / "tensorflow-cpu-r1-to-r8").glob("probe-*.json"))
 
 
 def runs_in(path: Path) -> list[tuple[str, str]]:

@@ -67,6 +67,17 @@ def test_a_probe_within_tolerance_of_both_sides_makes_the_case_borderline_not_fo
     search = plan.searches[("c", "float32")]
     assert search.borderline in (3, 4, 5)
     assert search.wanted(set()) is None  # nothing more is probed for it
+    assert sum(state == BOTH for state in search.states.values()) == 2  # two such runs, then it stops
+
+
+def test_a_run_within_tolerance_of_both_sides_outside_the_step_changes_nothing() -> None:
+    size = 9
+    states = [OLD, OLD, OLD, OLD, OLD, NEW, BOTH, NEW, NEW]  # the step is at 5, whatever 6 says
+    plan = Plan.start(size, [("c", "float32")])
+    plan.record(6, {("c", "float32"): (BOTH, "")})
+    run(plan, {("c", "float32"): states})
+    search = plan.searches[("c", "float32")]
+    assert search.borderline is None and search.steps() == [(4, 5)]
 
 
 def test_probes_out_of_order_make_the_case_unstable() -> None:
