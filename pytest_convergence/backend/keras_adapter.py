@@ -357,10 +357,16 @@ class Keras3(Flavour):
         return str(self.keras.config.backend())
 
     def _get_policy(self) -> Any:
-        return self.keras.config.dtype_policy()
+        # keras.config has the dtype policy from Keras 3.0.5; 3.0.0-3.0.4 keep it in mixed_precision
+        if hasattr(self.keras.config, "dtype_policy"):
+            return self.keras.config.dtype_policy()
+        return self.keras.mixed_precision.dtype_policy()
 
     def _set_policy(self, policy: Any) -> None:
-        self.keras.config.set_dtype_policy(policy)
+        if hasattr(self.keras.config, "set_dtype_policy"):
+            self.keras.config.set_dtype_policy(policy)
+        else:
+            self.keras.mixed_precision.set_dtype_policy(policy)
 
     def loss_tracker(self, model: Any) -> Any:
         return getattr(model, "_loss_tracker", None)

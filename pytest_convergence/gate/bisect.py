@@ -38,6 +38,10 @@ MATCHING = Thresholds(speed="off", memory="off")
 """The gate's thresholds without speed and memory: a bisection follows training dynamics."""
 BORDERLINE_PROBES = 2
 """Runs within tolerance of both sides, where the step could be, after which a case stops."""
+FAILING_PROBES = 2
+"""Configurations, where the step could be, whose sessions recorded no run of a case (its run
+failed there: a setting that release refuses, say), after which the case stops: its runs fail
+across a stretch of releases, and stepping around each would cost a probe apiece."""
 IGNORED_REASONS = ("snapshot:",)
 """Reasons that say nothing of the dynamics: a probe's run never matches the old side's snapshot
 file the way the old side's own run did."""
@@ -152,9 +156,18 @@ class Search:
         high = min((i for i, t in known.items() if t and i > low), default=self.size - 1)
         return low, high
 
+    @property
+    def failing(self) -> list[int]:
+        """Where the step could be, the indexes whose sessions recorded no run of the case."""
+        lows, highs = zip(self.interval("left"), self.interval("right"))
+        low, high = min(lows), max(highs)
+        return sorted(i for i, s in self.states.items() if s == MISSING and low < i < high)
+
     def wanted(self, skipped: set[int]) -> int | None:
         """The index this case wants probed next; None when it is decided (or cannot go on)."""
         if self.borderline is not None or self.contradiction is not None:
+            return None
+        if len(self.failing) >= FAILING_PROBES:
             return None
         for predicate in ("left", "right"):
             low, high = self.interval(predicate)
@@ -174,7 +187,9 @@ class Search:
             return skipped[index]
         state = self.states.get(index)
         if state == MISSING:
-            return "its session recorded no run of this case"
+            return "its session recorded no run of this case (it failed there)"
+        if len(self.failing) >= FAILING_PROBES:
+            return f"not probed: the case stopped after its runs failed in {len(self.failing)} configurations"
         if state == BOTH:
             return "its run was within the gate's tolerance of both sides"
         return "not probed"

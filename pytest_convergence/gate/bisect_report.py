@@ -143,6 +143,10 @@ class Words:
         )
 
 
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
+
+
 def _labels(cases: list[Key]) -> str:
     return ", ".join(f"{case} [{dtype}]" for case, dtype in cases)
 
@@ -152,7 +156,7 @@ def headline(finding: Finding, words: Words) -> str:
     if len(finding.by_steps) == 1 and not finding.borderline and not finding.unstable:
         ((steps, cases),) = finding.by_steps.items()
         return words.steps(steps, cases)
-    parts = [f"{len(cases)} cases {words.steps(steps, cases)}" for steps, cases in finding.by_steps.items()]
+    parts = [f"{_runs(len(cases))} {words.steps(steps, cases)}" for steps, cases in finding.by_steps.items()]
     if finding.borderline:
         parts.append(f"{len(finding.borderline)} borderline")
     if finding.unstable:
@@ -171,7 +175,7 @@ def text(
         f"{len(bisection.plan.searches)} changed runs",
     ]
     for finding in findings(bisection):
-        lines += ["", f"{finding.title} ({len(finding.cases)} runs)", f"  {headline(finding, words)}"]
+        lines += ["", f"{finding.title} ({_runs(len(finding.cases))})", f"  {headline(finding, words)}"]
         for steps, cases in finding.by_steps.items():
             if len(finding.by_steps) > 1 or len(steps) > 1:
                 lines.append(f"  - {words.steps(steps, cases)}: {_labels(cases)}")

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from pytest_convergence.errors import GateError
-from pytest_convergence.gate.bisect import BOTH, NEITHER, NEW, OLD, Plan
+from pytest_convergence.gate.bisect import BOTH, MISSING, NEITHER, NEW, OLD, Plan
 from pytest_convergence.gate.releases import Configuration, explicit_path, release_path
 
 
@@ -94,6 +94,18 @@ def test_a_configuration_that_cannot_be_used_is_stepped_around_and_the_step_says
     run(plan, {("c", "float32"): one_step(size, 4)}, unusable={4})
     assert plan.searches[("c", "float32")].steps() == [(3, 5)]  # 4 could not decide it
     assert 4 in plan.skipped
+
+
+def test_a_case_whose_runs_fail_in_two_configurations_stops_and_its_step_names_them() -> None:
+    size = 12
+    states = [OLD, OLD, OLD, MISSING, MISSING, MISSING, MISSING, MISSING, NEW, NEW, NEW, NEW]
+    plan = Plan.start(size, [("c", "float32")])
+    probes = run(plan, {("c", "float32"): states})
+    search = plan.searches[("c", "float32")]
+    assert len(search.failing) == 2 and probes <= 4
+    low, high = search.steps()[0]
+    assert low <= 2 and high >= 8
+    assert "failed there" in search.undecided_because(search.failing[0], {})
 
 
 def test_the_line_from_keras_2_moves_keras_3_on_the_first_tensorflow_without_keras_2_then_tensorflow() -> (
