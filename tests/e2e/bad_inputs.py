@@ -1017,7 +1017,7 @@ CLI = [
             SEED_SPEC,
             ["explian", "seed.convergence.toml"],
             "pytest-convergence: error: argument COMMAND: invalid choice: 'explian' (choose from 'explain', "
-            "'compare', 'replay-plan', 'replay', 'merge', 'gate', 'kernels')",
+            "'compare', 'replay-plan', 'replay', 'merge', 'gate', 'bisect', 'history', 'kernels')",
         ),
         (
             "cli-explain-missing",
