@@ -39,6 +39,9 @@ from .verdict_data import Verdict
 SKIPPED = "skipped.json"
 """The configurations a bisection could not use (by name), and why: not tried again on resume;
 delete the file to try them again (after a network failure, say)."""
+LEGACY_SWITCH = "TF_USE_LEGACY_KERAS"
+"""What makes TensorFlow 2.16 and later load Keras 2 (tf-keras): the sessions of a tf-keras
+configuration run with it set (the gate imports nothing of the backend, so it is named here)."""
 MISSING_RUNS = "missing.json"
 """Per configuration (by name), the runs its sessions were asked for and did not record: a run
 that fails there is not asked for again on resume."""
@@ -207,7 +210,9 @@ def _path(options: Options, old: Results, new: Results, python: str) -> list[Con
     tensorflow = releases.available(options.package, python)
     keras_differs = old.versions.get("keras") != new.versions.get("keras")
     keras = releases.available("keras", python) if keras_differs else []
-    path = releases.release_path(old.versions, new.versions, tensorflow, keras)
+    from_keras_2 = not releases.keras_is_separate(old.versions.get("tensorflow", "0"))
+    tf_keras = releases.available("tf-keras", python) if keras_differs and from_keras_2 else []
+    path = releases.release_path(old.versions, new.versions, tensorflow, keras, tf_keras)
     # the two ends are the gate's own sides, named as the gate names them
     return [
         Configuration(path[0].tensorflow, path[0].keras, options.old),
@@ -268,7 +273,8 @@ def _train(options: Options, configuration: Configuration, tests: list[str], pyt
         "--snapshot-warn-unused",
         f"--convergence-results={part}",
     ]
-    code = _session(argv, log)
+    environment = {**os.environ, LEGACY_SWITCH: "1"} if configuration.legacy_keras else None
+    code = _session(argv, log, environment)
     if code in upgrade.NOTHING_RAN or not part.is_file():
         last = _last_line(log)
         raise GateError(f"its session ran nothing (pytest exit {code}: {last}; see {log})")
@@ -279,13 +285,16 @@ def _train(options: Options, configuration: Configuration, tests: list[str], pyt
 
 
 def _session(
-    argv: list[str], log: Path, run: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen
+    argv: list[str],
+    log: Path,
+    environment: dict[str, str] | None = None,
+    run: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
 ) -> int:
     """Run one pytest session into ``log``. On Ctrl-C the session (which got it too) is given time
     to end its test and write its results file before the interrupt goes on."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        process = run(argv, stdout=out, stderr=subprocess.STDOUT)
+        process = run(argv, stdout=out, stderr=subprocess.STDOUT, env=environment)
         try:
             return process.wait()
         except KeyboardInterrupt:
@@ -306,10 +315,11 @@ def _next_part(state: Path, configuration: Configuration) -> int:
 def _environment(options: Options, configuration: Configuration, python: str) -> Path:
     """Make (or reuse) the configuration's environment as the gate makes its sides'."""
     suffix = f"-keras-{configuration.keras}" if configuration.keras else ""
+    if configuration.legacy_keras:
+        suffix = f"-tf-keras-{configuration.keras}"
     venv = options.work_dir / f"venv-{options.package}-{configuration.tensorflow}{suffix}"
-    side = upgrade.Side(
-        "probe", configuration.tensorflow, configuration.keras, venv, False, None, configuration.name
-    )
+    keras_pin = None if configuration.legacy_keras else configuration.keras
+    side = upgrade.Side("probe", configuration.tensorflow, keras_pin, venv, False, None, configuration.name)
     constraints = None
     if options.constraints is not None:
         constraints = upgrade.filtered_constraints(options.constraints, options.package, options.work_dir)
@@ -329,7 +339,29 @@ def _environment(options: Options, configuration: Configuration, python: str) ->
             raise GateError(f"{shlex.join(step.argv[:6])}... failed: {_last_line(log)} (see {log})")
         if step.stamp is not None:
             step.stamp[0].write_text(step.stamp[1], encoding="utf-8")
+    if configuration.legacy_keras:
+        _install_tf_keras(venv, str(configuration.keras), log)
     return venv
+
+
+def _install_tf_keras(venv: Path, version: str, log: Path) -> None:
+    """tf-keras without its dependency on the full ``tensorflow`` wheel, which pip would install
+    beside ``tensorflow-cpu`` (as ./dev does for the Keras 2 environment); once per environment."""
+    marker = venv / ".pytest-convergence-tf-keras"
+    if marker.is_file() and marker.read_text(encoding="utf-8") == version:
+        return
+    argv = [
+        str(upgrade.tool(venv, "python")),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        f"tf-keras=={version}",
+    ]
+    if _session(argv, log) != 0:
+        raise GateError(f"pip could not install tf-keras {version}: {_last_line(log)} (see {log})")
+    marker.write_text(version, encoding="utf-8")
 
 
 def _last_line(log: Path) -> str:

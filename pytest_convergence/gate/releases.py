@@ -42,17 +42,24 @@ class Configuration:
     the gate names its sides."""
     by_hand: bool = False
     """Given by hand (``--releases``): its label is all that is known of it."""
+    legacy_keras: bool = False
+    """Keras 2 on a TensorFlow whose own Keras is 3: ``keras`` is then the tf-keras release, and
+    the sessions run with ``TF_USE_LEGACY_KERAS=1``."""
 
     @property
     def name(self) -> str:
         if self.label:
             return self.label
+        if self.legacy_keras:
+            return f"{self.tensorflow}-tf-keras-{self.keras}"
         return f"{self.tensorflow}-keras-{self.keras}" if self.keras else self.tensorflow
 
     def describe(self, keras_ran: str | None = None) -> str:
         """``TensorFlow 2.16.1 (Keras 3.0.5)``: the Keras that ran where it is known."""
         if self.by_hand:
             return self.name
+        if self.legacy_keras:
+            return f"TensorFlow {self.tensorflow} (Keras 2: tf-keras {self.keras})"
         keras = keras_ran or self.keras
         return f"TensorFlow {self.tensorflow}" + (f" (Keras {keras})" if keras else "")
 
@@ -94,11 +101,15 @@ def release_path(
     new: dict[str, str],
     tensorflow_releases: list[str],
     keras_releases: list[str],
+    tf_keras_releases: list[str] = (),  # type: ignore[assignment]
 ) -> list[Configuration]:
     """The configurations from the old side (first) to the new side (last), one change at a time.
 
     ``old`` and ``new`` are the two results files' versions (``tensorflow``, ``keras``). The last
-    configuration is the new side's own; the first is the old side's.
+    configuration is the new side's own; the first is the old side's. From Keras 2 inside
+    TensorFlow, the first TensorFlow without it is tried first with Keras 2 as tf-keras (its
+    release for that TensorFlow, from ``tf_keras_releases``), so the TensorFlow release and the
+    move to Keras 3 are told apart.
     """
     old_tf, new_tf = old.get("tensorflow"), new.get("tensorflow")
     if not old_tf or not new_tf:
@@ -120,6 +131,10 @@ def release_path(
         bundled = [t for t in tf_after if not keras_is_separate(t)]
         separate = [t for t in tf_after if keras_is_separate(t)]
         path += [Configuration(t) for t in bundled]
+        if separate:
+            tf_keras = legacy_keras_for(separate[0], list(tf_keras_releases))
+            if tf_keras is not None:
+                path.append(Configuration(separate[0], tf_keras, legacy_keras=True))
         if separate and new_pin:
             keras3 = [k for k in keras_releases if version_key(k)[:1] >= (3,)]
             path += [Configuration(separate[0], k) for k in between(keras3, "2.99", new_pin)[:-1]]
@@ -128,6 +143,13 @@ def release_path(
     if path[-1] != last:
         path.append(last)
     return _unique(path)
+
+
+def legacy_keras_for(tensorflow: str, tf_keras_releases: list[str]) -> str | None:
+    """The latest tf-keras release made for ``tensorflow``'s minor version, if any."""
+    minor = version_key(tensorflow)[:2]
+    matching = [v for v in tf_keras_releases if version_key(v)[:2] == minor]
+    return max(matching, key=version_key) if matching else None
 
 
 def explicit_path(old: str, new: str, releases: list[str]) -> list[Configuration]:

@@ -166,8 +166,13 @@ def _compare_pair(
         row.reasons.append(slower)
         row.verdict = FAIL if thresholds.speed == "fail" else SLOWER
     memory.judge(  # a warning kind of its own (issue 25)
-        old, new, row, other_machine=other_machine, growth=thresholds.memory_growth,
-        floor=thresholds.memory_floor, mode=thresholds.memory,
+        old,
+        new,
+        row,
+        other_machine=other_machine,
+        growth=thresholds.memory_growth,
+        floor=thresholds.memory_floor,
+        mode=thresholds.memory,
     )
     return row
 

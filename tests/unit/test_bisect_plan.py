@@ -118,20 +118,26 @@ def test_the_line_from_keras_2_moves_keras_3_on_the_first_tensorflow_without_ker
         {"tensorflow": "2.21.0", "keras": "3.15.1"},
         tensorflow,
         keras,
+        ["2.15.1", "2.16.0", "2.17.0"],
     )
-    assert [c.name for c in path] == [
-        "2.15.0",
-        "2.15.1",
-        "2.16.1-keras-3.0.0",
-        "2.16.1-keras-3.0.5",
-        "2.16.1-keras-3.1.0",
-        "2.16.1-keras-3.15.0",
-        "2.16.1-keras-3.15.1",
-        "2.16.2-keras-3.15.1",
-        "2.17.0-keras-3.15.1",
-        "2.21.0-keras-3.15.1",
-    ]
-    assert path[2].describe() == "TensorFlow 2.16.1 (Keras 3.0.0)"
+    assert (
+        [c.name for c in path]
+        == [
+            "2.15.0",
+            "2.15.1",
+            "2.16.1-tf-keras-2.16.0",  # Keras 2 first: TensorFlow 2.16.1 apart from Keras 3
+            "2.16.1-keras-3.0.0",
+            "2.16.1-keras-3.0.5",
+            "2.16.1-keras-3.1.0",
+            "2.16.1-keras-3.15.0",
+            "2.16.1-keras-3.15.1",
+            "2.16.2-keras-3.15.1",
+            "2.17.0-keras-3.15.1",
+            "2.21.0-keras-3.15.1",
+        ]
+    )
+    assert path[2].describe() == "TensorFlow 2.16.1 (Keras 2: tf-keras 2.16.0)"
+    assert path[3].describe() == "TensorFlow 2.16.1 (Keras 3.0.0)"
 
 
 def test_the_line_between_two_keras_3_sides_moves_tensorflow_with_the_old_keras_then_keras() -> None:
