@@ -108,6 +108,30 @@ class Words:
         keras = results.versions.get("keras") if results is not None else None
         return configuration.describe(keras)
 
+    def short(self, index: int) -> str:
+        """``2.16.1 + Keras 3.0.0``, ``2.16.1 + tf-keras 2.16.0``, ``2.15.1 (Keras 2.15.0)``."""
+        configuration = self.bisection.path[index]
+        if configuration.by_hand:
+            return configuration.name
+        if configuration.legacy_keras:
+            return f"TF {configuration.tensorflow} + tf-keras {configuration.keras}"
+        if configuration.keras:
+            return f"TF {configuration.tensorflow} + Keras {configuration.keras}"
+        return self.configuration(index).replace("TensorFlow", "TF")
+
+    def short_steps(self, steps: tuple[Step, ...]) -> str:
+        """Where a group of runs changed, in a table cell: each step's release, "then" between two."""
+        words = []
+        for before, after in steps:
+            if after - before == 1:
+                words.append(self.short(after))
+            else:
+                between = after - before - 1
+                words.append(
+                    f"after {self.short(before)}, by {self.short(after)} ({between} between undecided)"
+                )
+        return ", then ".join(words)
+
     def link(self, index: int) -> str | None:
         path = self.links.get(index)
         return None if path is None else self.relative(path)
@@ -129,7 +153,7 @@ class Words:
         ]
         return (
             f"appeared after {self.configuration(before)}, by {self.configuration(after)}; "
-            f"{after - before - 1} configurations between could not decide it ({'; '.join(unprobed[:3])}"
+            f"{_configurations(after - before - 1)} between could not decide it ({'; '.join(unprobed[:3])}"
             f"{'...' if len(unprobed) > 3 else ''})"
         )
 
@@ -143,6 +167,10 @@ class Words:
         )
 
 
+def _configurations(count: int) -> str:
+    return f"{count} configuration" if count == 1 else f"{count} configurations"
+
+
 def _runs(count: int) -> str:
     return f"{count} run" if count == 1 else f"{count} runs"
 
@@ -152,11 +180,12 @@ def _labels(cases: list[Key]) -> str:
 
 
 def headline(finding: Finding, words: Words) -> str:
-    """The one line a team reads: where the mechanism appeared, or why that is not one release."""
-    if len(finding.by_steps) == 1 and not finding.borderline and not finding.unstable:
-        ((steps, cases),) = finding.by_steps.items()
-        return words.steps(steps, cases)
-    parts = [f"{_runs(len(cases))} {words.steps(steps, cases)}" for steps, cases in finding.by_steps.items()]
+    """The one line a team reads: the release (or releases) where the mechanism's runs changed,
+    the most runs first; "then" joins the two steps of runs that changed twice."""
+    groups = sorted(finding.by_steps.items(), key=lambda item: (-len(item[1]), item[0]))
+    if len(groups) == 1 and not finding.borderline and not finding.unstable:
+        return f"appeared in {words.short_steps(groups[0][0])}"
+    parts = [f"{_runs(len(cases))}: {words.short_steps(steps)}" for steps, cases in groups]
     if finding.borderline:
         parts.append(f"{len(finding.borderline)} borderline")
     if finding.unstable:
@@ -177,10 +206,7 @@ def text(
     for finding in findings(bisection):
         lines += ["", f"{finding.title} ({_runs(len(finding.cases))})", f"  {headline(finding, words)}"]
         for steps, cases in finding.by_steps.items():
-            if len(finding.by_steps) > 1 or len(steps) > 1:
-                lines.append(f"  - {words.steps(steps, cases)}: {_labels(cases)}")
-            else:
-                lines.append(f"  cases: {_labels(cases)}")
+            lines.append(f"  - {words.steps(steps, cases)}: {_labels(cases)}")
             for before, after in steps:
                 for index in (before, after):
                     link = words.link(index)
