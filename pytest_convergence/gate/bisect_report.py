@@ -167,6 +167,16 @@ class Words:
         )
 
 
+def _between(bisection: Bisection) -> str:
+    """The configurations between the two sides: all of them where few, else the first and last."""
+    names = [c.name for c in bisection.path[1:-1]]
+    if not names:
+        return "none between"
+    if len(names) <= 8:
+        return ", ".join(names)
+    return f"{names[0]} to {names[-1]}, {len(names)} between the two sides"
+
+
 def _configurations(count: int) -> str:
     return f"{count} configuration" if count == 1 else f"{count} configurations"
 
@@ -184,7 +194,8 @@ def headline(finding: Finding, words: Words) -> str:
     the most runs first; "then" joins the two steps of runs that changed twice."""
     groups = sorted(finding.by_steps.items(), key=lambda item: (-len(item[1]), item[0]))
     if len(groups) == 1 and not finding.borderline and not finding.unstable:
-        return f"appeared in {words.short_steps(groups[0][0])}"
+        where = words.short_steps(groups[0][0])
+        return where if where.startswith("after ") else f"appeared in {where}"
     parts = [f"{_runs(len(cases))}: {words.short_steps(steps)}" for steps, cases in groups]
     if finding.borderline:
         parts.append(f"{len(finding.borderline)} borderline")
@@ -257,7 +268,7 @@ def markdown(
         f"# Which release did it: {words.configuration(0)} -> {words.configuration(last)}",
         "",
         f"{len(bisection.plan.probes)} probes along {len(bisection.path)} configurations "
-        f"({', '.join(c.name for c in bisection.path[1:-1]) or 'none between'}), "
+        f"({_between(bisection)}), "
         f"{len(bisection.plan.searches)} changed runs.",
         "",
         "| mechanism | runs | where it appeared |",
