@@ -32,7 +32,8 @@ from pytest_convergence.gate.mechanism_check import (
 from pytest_convergence.gate.verdict import compare_results
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-VERDICTS = sorted(DOCS.glob("gate-*/verdict.md"))
+VERDICTS = sorted([*DOCS.glob("gate-*/verdict.md"), *DOCS.glob("bisect-*/**/verdict*.md")])
+"""Every committed gate's verdict: the gates' own, and a bisection's (its gate, each step's)."""
 PINNED = (
     "pytest_convergence.backend.keras_adapter.Flavour.pin_loss_dtype.<locals>.PinnedDtypeLoss "
     '{"name": "binary_crossentropy", "reduction": "sum_over_batch_size"}'
