@@ -48,6 +48,8 @@ class Column:
     results: Results
     machine: str = ""
     """A short name of the machine (``A``, ``B``...): equal names, comparable speed."""
+    with_keras: bool = False
+    """Name the Keras release too: the files run several (a bisection's probes on one TensorFlow)."""
 
     @property
     def versions(self) -> dict[str, str]:
@@ -65,7 +67,8 @@ class Column:
         versions = self.versions
         backend = versions.get("keras_backend", "tensorflow")
         if backend in versions:
-            return versions[backend]
+            keras = versions.get("keras")
+            return f"{versions[backend]} + Keras {keras}" if self.with_keras and keras else versions[backend]
         return versions.get("keras") or self.path.stem
 
     def run(self, key: tuple[str, str]) -> RunRecord | None:
@@ -155,6 +158,9 @@ def build(
     warnings: list[str] = []
     order = list(range(len(files))) if keep_order else ordered(files, warnings)
     columns = [Column(files[i][0], files[i][1]) for i in order]
+    if len({c.versions.get("keras") for c in columns}) > 1:
+        for column in columns:
+            column.with_keras = True
     warnings += _name_machines(columns)
     verdicts = [
         compare_results(columns[i - 1].results, columns[i].results, thresholds)
