@@ -134,6 +134,9 @@ def run_bisect(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return INTERRUPTED
+    if not found.plan.searches:
+        print(f"bisect: no run changed between {options.old} and {options.new}: nothing to bisect")
+        return 0
     out = options.output
     links = keep_results(found, out / "results")
     verdicts = bisect_report.step_verdicts(found, out / "steps")

@@ -180,6 +180,9 @@ def _gate_results(options: Options) -> tuple[Results, Results, ReplayEvidence | 
         "old": options.results_old or gate / f"results-{options.old}.json",
         "new": options.results_new or gate / f"results-{options.new}.json",
     }
+    for role, given in (("old", options.results_old), ("new", options.results_new)):
+        if given is not None and not given.is_file():
+            raise GateError(f"--results-{role} {given}: no such file; give the {role} side's results file")
     if not all(path.is_file() for path in paths.values()):
         print(f"bisect: no gate results in {gate}: running the gate first", file=sys.stderr)
         code = upgrade.gate(
