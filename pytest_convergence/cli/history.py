@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .arguments import non_negative
+
 if TYPE_CHECKING:  # not .parser's alias: parser imports this module, and a cycle is one in the design
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -58,7 +60,7 @@ def add_history(commands: Commands) -> None:
     )
     history.add_argument(
         "--final-loss-threshold",
-        type=_threshold,
+        type=non_negative,
         default=defaults.final_loss,
         metavar="R",
         help="the gate's rule between neighbours: a change fails when the final loss grew by more than "
@@ -66,7 +68,7 @@ def add_history(commands: Commands) -> None:
     )
     history.add_argument(
         "--steps-threshold",
-        type=_threshold,
+        type=non_negative,
         default=defaults.steps_to_target,
         metavar="R",
         help="a change fails when it needs more than (1 + R) times the earlier number of steps to reach "
@@ -74,7 +76,7 @@ def add_history(commands: Commands) -> None:
     )
     history.add_argument(
         "--slowdown-threshold",
-        type=_threshold,
+        type=non_negative,
         default=defaults.slowdown,
         metavar="R",
         help="a change is slower when its CPU time per step grew by more than R and beyond both "
@@ -118,14 +120,3 @@ def _warn_repeated(paths: list[Path]) -> None:
         if resolved in seen:
             print(f"warning: {path} is given more than once; each is shown as a version", file=sys.stderr)
         seen.add(resolved)
-
-
-def _threshold(text: str) -> float:
-    """A relative threshold: a negative one would fail every change, or none, without a word."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value

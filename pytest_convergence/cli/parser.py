@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..outcome import DEFAULT_ENGINE, ENGINES
+from .arguments import non_negative
 
 if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -147,7 +148,7 @@ def add_compare(commands: Commands) -> None:
     )
     compare.add_argument(
         "--final-loss-threshold",
-        type=_non_negative,
+        type=non_negative,
         default=defaults.final_loss,
         metavar="R",
         help="a run fails when its final loss grew by more than R relative to the old one "
@@ -155,7 +156,7 @@ def add_compare(commands: Commands) -> None:
     )
     compare.add_argument(
         "--steps-threshold",
-        type=_non_negative,
+        type=non_negative,
         default=defaults.steps_to_target,
         metavar="R",
         help="a run fails when it needs more than (1 + R) times the old number of steps to reach its "
@@ -163,7 +164,7 @@ def add_compare(commands: Commands) -> None:
     )
     compare.add_argument(
         "--slowdown-threshold",
-        type=_non_negative,
+        type=non_negative,
         default=defaults.slowdown,
         metavar="R",
         help="a run is slower when its CPU time per step grew by more than R (0.25: by 25%%) and beyond "
@@ -186,7 +187,7 @@ def add_compare(commands: Commands) -> None:
     )
     compare.add_argument(
         "--min-time",
-        type=_non_negative,
+        type=non_negative,
         default=defaults.min_time,
         metavar="S",
         help="runs under S CPU seconds are too short to time: their speed is not compared "
@@ -361,17 +362,6 @@ def add_gate(commands: Commands) -> None:
         action="store_true",
         help="print every command it would run, one per line; run none (default: off)",
     )
-
-
-def _non_negative(text: str) -> float:
-    """A threshold or a time: a negative one would fail every run, or none, without a word."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
 
 
 def add_kernels(commands: Commands) -> None:

@@ -136,6 +136,13 @@ class Words:
         path = self.links.get(index)
         return None if path is None else self.relative(path)
 
+    def references(self, steps: tuple[Step, ...]) -> list[tuple[str, str | None]]:
+        """What a step's reader opens: each neighbouring configuration once (its results file's
+        link, if kept), then the gate's verdict across each step: (name, link or None)."""
+        neighbours = {self.configuration(i): self.link(i) for step in steps for i in step}
+        verdicts = [("the gate between them", v) for v in map(self.verdict, steps) if v]
+        return [*neighbours.items(), *verdicts]
+
     def verdict(self, step: Step) -> str | None:
         path = self.verdicts.get(step)
         return None if path is None else self.relative(path)
@@ -280,15 +287,9 @@ def markdown(
     for finding in found:
         lines += ["", f"## {finding.title}", "", headline(finding, words) + ".", ""]
         for steps, cases in finding.by_steps.items():
-            neighbours = []
-            for before, after in steps:
-                for index in (before, after):
-                    link = words.link(index)
-                    neighbours.append(
-                        f"[{words.configuration(index)}]({link})" if link else words.configuration(index)
-                    )
-            judged = [f"[the gate between them]({v})" for v in map(words.verdict, steps) if v]
-            results = ", ".join(dict.fromkeys(neighbours)) + ("; " + ", ".join(judged) if judged else "")
+            results = ", ".join(
+                f"[{name}]({link})" if link else name for name, link in words.references(steps)
+            )
             lines.append(f"- {words.steps(steps, cases)}: {_labels(cases)} (results: {results})")
         lines += _doubtful_lines(finding, words, "- ")
     if bisection.plan.skipped:
@@ -335,15 +336,10 @@ def page(
         out += [f'<section id="m{n}" class="mechanism">', f"<h2>{html.escape(finding.title)}</h2>"]
         out.append(f"<p>{html.escape(headline(finding, words))}.</p><ul>")
         for steps, cases in finding.by_steps.items():
-            anchors = []
-            for before, after in steps:
-                for index in (before, after):
-                    link = words.link(index)
-                    name = html.escape(words.configuration(index))
-                    anchors.append(f'<a href="{html.escape(link)}">{name}</a>' if link else name)
-                verdict = words.verdict((before, after))
-                if verdict:
-                    anchors.append(f'<a href="{html.escape(verdict)}">the gate between them</a>')
+            anchors = [
+                f'<a href="{html.escape(link)}">{html.escape(name)}</a>' if link else html.escape(name)
+                for name, link in words.references(steps)
+            ]
             out.append(
                 f"<li>{html.escape(words.steps(steps, cases))}: {html.escape(_labels(cases))} "
                 f"(results: {', '.join(dict.fromkeys(anchors))})</li>"
